@@ -31,7 +31,9 @@ pub fn parse(input: &str) -> Result<Duration, ParseDurationError> {
         if digits == 0 {
             return Err(err("expected a number"));
         }
-        let value: u64 = rest[..digits].parse().map_err(|_| err("number too large"))?;
+        let value: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| err("number too large"))?;
         rest = &rest[digits..];
         let (unit_ms, unit_len) = if rest.starts_with("ms") {
             (1, 2)
@@ -94,7 +96,10 @@ mod tests {
         for bad in ["", "10", "m", "10 m", "1.5h", "10min", "-5s", "5y"] {
             assert!(parse(bad).is_err(), "{bad:?} should not parse");
         }
-        assert_eq!(parse("99999999999999999999s").unwrap_err().why, "number too large");
+        assert_eq!(
+            parse("99999999999999999999s").unwrap_err().why,
+            "number too large"
+        );
     }
 
     proptest! {

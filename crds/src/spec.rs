@@ -25,6 +25,7 @@ pub const WINDOW_PATTERN: &str = r"^[1-9][0-9]*(d|w)$";
     kind = "RetailPipeline",
     doc = "A retail data pipeline managed by Tailwarden: data-plane workers, storage, streams and SLOs.",
     plural = "retailpipelines",
+    validation = Rule::new("self.metadata.name.size() <= 40 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name must be a DNS label of at most 40 characters (children are named <name>-standalone, <name>-dataplane, ...)"),
     shortname = "rp",
     namespaced,
     status = "RetailPipelineStatus",
@@ -181,7 +182,10 @@ pub enum Consistency {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct SecretRef {
     /// Name of the Secret.
-    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"), length(max = 253))]
+    #[schemars(
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"),
+        length(max = 253)
+    )]
     pub name: String,
 }
 
@@ -507,7 +511,9 @@ fn default_read_latency() -> Vec<ReadLatencySlo> {
 }
 
 /// The read endpoints of the serve workers.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash,
+)]
 #[serde(rename_all = "camelCase")]
 pub enum QueryClass {
     /// Product metadata by product id.

@@ -18,6 +18,9 @@ pub struct RetailPipelineStatus {
     /// `standalone` (embedded store, one worker) or `distributed` (separate ingest and serve).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topology: Option<String>,
+    /// Whether ingest and serve can scale out, and why not when they cannot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub horizontal_scaling: Option<String>,
     /// The data-plane version the workers currently run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_version: Option<String>,

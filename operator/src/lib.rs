@@ -1,1 +1,18 @@
+//! The Tailwarden operator: reconciles RetailPipelines into data-plane workloads.
+//!
+//! The loop is observe → decide → act → report: decisions are pure functions over plain data
+//! ([`children`], [`conditions`], [`dataplane_config`]), kept apart from the I/O in [`reconciler`].
 
+pub mod children;
+pub mod conditions;
+pub mod dataplane_config;
+pub mod error;
+pub mod leader;
+pub mod metrics;
+pub mod reconciler;
+pub mod server;
+pub mod spec_error;
+pub mod topology;
+
+#[cfg(test)]
+mod test_support;

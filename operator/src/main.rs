@@ -1,1 +1,147 @@
-fn main() {}
+//! The operator binary: flags, logging, leader election and graceful shutdown around the controller.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use clap::Parser;
+use tailwarden_operator::leader::{Elector, LeaseConfig};
+use tailwarden_operator::metrics::Metrics;
+use tailwarden_operator::reconciler::{self, Context};
+use tailwarden_operator::server::{self, Health};
+use tokio::sync::watch;
+use tracing::{error, info};
+
+/// Reconciles RetailPipelines into data-plane workloads and enforces their SLOs.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Address of `/metrics`, `/healthz` and `/readyz`.
+    #[arg(long, env = "TAILWARDEN_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Watch only this namespace (all namespaces when unset).
+    #[arg(long, env = "TAILWARDEN_WATCH_NAMESPACE")]
+    watch_namespace: Option<String>,
+    /// Elect a leader through a Lease so that only one replica acts.
+    #[arg(long, env = "TAILWARDEN_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Namespace of the leader Lease (the operator's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "tailwarden-system")]
+    lease_namespace: String,
+    /// Name of the leader Lease.
+    #[arg(
+        long,
+        env = "TAILWARDEN_LEASE_NAME",
+        default_value = "tailwarden-operator"
+    )]
+    lease_name: String,
+    /// This replica's identity in the Lease (the pod name).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,kube=warn".into()),
+        )
+        .with_current_span(false)
+        .init();
+    let args = Args::parse();
+    let identity = args
+        .identity
+        .clone()
+        .unwrap_or_else(|| format!("tailwarden-operator-{}", std::process::id()));
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        info!("shutdown signal received");
+        let _ = stop_tx.send(true);
+    });
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+
+    let metrics = Arc::new(Metrics::default());
+    let health = Arc::new(Health {
+        metrics: metrics.clone(),
+        ready: false.into(),
+    });
+    let server = tokio::spawn(server::serve(args.metrics_addr, health.clone(), stopped()));
+
+    let client = kube::Client::try_default().await?;
+    let version = client.apiserver_version().await?;
+    info!(server_version = %version.git_version, "connected to the API server");
+    health.ready.store(true, Ordering::Relaxed);
+    let ctx = Arc::new(Context::new(client.clone(), metrics.clone(), &identity));
+    let namespace = args.watch_namespace.as_deref();
+
+    if !args.leader_elect {
+        reconciler::run(ctx, namespace, stopped()).await;
+        server.await??;
+        return Ok(());
+    }
+
+    let elector = Elector::new(
+        client,
+        LeaseConfig::new(
+            args.lease_namespace.clone(),
+            args.lease_name.clone(),
+            identity.clone(),
+        ),
+    );
+    info!(identity = %identity, lease = %args.lease_name, "waiting for leadership");
+    tokio::select! {
+        _ = elector.acquire() => {}
+        _ = stopped() => return Ok(()),
+    }
+    metrics.set_leader(true);
+    let (lost_tx, lost_rx) = watch::channel(false);
+    let stop_or_lost = {
+        let stop = stopped();
+        let mut lost = lost_rx.clone();
+        async move {
+            tokio::select! {
+                _ = stop => {}
+                _ = lost.wait_for(|l| *l) => {}
+            }
+        }
+    };
+    let controller = reconciler::run(ctx, namespace, stop_or_lost);
+    tokio::pin!(controller);
+    let lost = tokio::select! {
+        _ = &mut controller => false,
+        _ = elector.hold() => {
+            let _ = lost_tx.send(true);
+            controller.await;
+            true
+        }
+    };
+    metrics.set_leader(false);
+    if lost {
+        // Exit so the pod restarts and campaigns afresh, never acting on a lost Lease.
+        error!(identity = %identity, "lost leadership; exiting");
+        std::process::exit(1);
+    }
+    if let Err(err) = elector.release().await {
+        error!(error = %err, "could not release the Lease");
+    }
+    server.await??;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler installs");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,807 @@
+//! The desired child objects of a pipeline: a pure function of the spec and the replica decision.
+//!
+//! Nothing here talks to the API server, so every rule about labels, probes, security context and
+//! topology is unit-tested without a cluster. The reconciler applies the result with server-side
+//! apply and prunes the children of the topology that is not wanted.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment, StatefulSet,
+    StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    HTTPGetAction, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource,
+    SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    VolumeResourceRequirements,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+use tailwarden_crds::RetailPipeline;
+use tailwarden_dataplane::config::{Config, INGEST_PORT, METRICS_PORT, SERVE_PORT};
+
+use crate::dataplane_config::{CASSANDRA_CREDENTIALS_DIR, DATA_DIR, KAFKA_CREDENTIALS_DIR};
+use crate::topology::Topology;
+
+/// The user the data-plane image runs as: any non-root UID works; 65532 is the distroless `nonroot`.
+const RUN_AS: i64 = 65532;
+/// Where the ConfigMap is mounted.
+const CONFIG_DIR: &str = "/etc/tailwarden/config";
+/// Annotation carrying a hash of the config, so a config change rolls the pods.
+pub const CONFIG_HASH_ANNOTATION: &str = "tailwarden.io/config-hash";
+
+/// A workload role, which is also the `app.kubernetes.io/component` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The write path.
+    Ingest,
+    /// The read path.
+    Serve,
+    /// Both, on the embedded store.
+    Standalone,
+}
+
+impl Role {
+    /// The label value and the data plane's `--role` argument.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Ingest => "ingest",
+            Role::Serve => "serve",
+            Role::Standalone => "standalone",
+        }
+    }
+}
+
+/// Replica counts decided for the scalable roles (ignored by the standalone topology).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replicas {
+    /// Ingest Deployment replicas.
+    pub ingest: i32,
+    /// Serve Deployment replicas.
+    pub serve: i32,
+}
+
+/// The workloads of one topology.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Workloads {
+    /// One StatefulSet with one replica and a volume.
+    Standalone(Box<StatefulSet>),
+    /// Independently scaled ingest and serve Deployments.
+    Distributed {
+        /// Ingest Deployment.
+        ingest: Box<Deployment>,
+        /// Serve Deployment.
+        serve: Box<Deployment>,
+    },
+}
+
+/// Every child object a pipeline should have.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Children {
+    /// The data-plane config file.
+    pub config_map: ConfigMap,
+    /// The write API.
+    pub ingest_service: Service,
+    /// The read API.
+    pub serve_service: Service,
+    /// The workloads.
+    pub workloads: Workloads,
+    /// One per workload.
+    pub disruption_budgets: Vec<PodDisruptionBudget>,
+}
+
+/// Names of a pipeline's children, one place for every `<pipeline>-<suffix>` rule.
+pub mod names {
+    /// The ConfigMap.
+    pub fn config_map(pipeline: &str) -> String {
+        format!("{pipeline}-dataplane")
+    }
+    /// The Service, Deployment or StatefulSet, and PodDisruptionBudget of a role.
+    pub fn workload(pipeline: &str, role: super::Role) -> String {
+        format!("{pipeline}-{}", role.as_str())
+    }
+}
+
+/// The labels every child carries (`app.kubernetes.io/*` conventions).
+pub fn labels(pipeline: &RetailPipeline, role: Option<Role>) -> BTreeMap<String, String> {
+    let mut labels = selector(pipeline, role);
+    labels.insert("app.kubernetes.io/part-of".into(), "tailwarden".into());
+    labels.insert(
+        "app.kubernetes.io/managed-by".into(),
+        "tailwarden-operator".into(),
+    );
+    labels.insert(
+        "app.kubernetes.io/version".into(),
+        pipeline.spec.dataplane.version.clone(),
+    );
+    labels
+}
+
+/// The immutable subset of labels that selects a role's pods.
+pub fn selector(pipeline: &RetailPipeline, role: Option<Role>) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::from([
+        (
+            "app.kubernetes.io/name".to_owned(),
+            "tailwarden-dataplane".to_owned(),
+        ),
+        ("app.kubernetes.io/instance".to_owned(), pipeline.name_any()),
+    ]);
+    if let Some(role) = role {
+        labels.insert("app.kubernetes.io/component".into(), role.as_str().into());
+    }
+    labels
+}
+
+/// Builds every child of `pipeline` from its spec, its rendered config and the replica decision.
+pub fn desired(pipeline: &RetailPipeline, config: &Config, replicas: Replicas) -> Children {
+    let config_yaml = config.to_yaml();
+    let config_hash = format!("{:016x}", fnv1a(config_yaml.as_bytes()));
+    let name = pipeline.name_any();
+    let config_map = ConfigMap {
+        metadata: meta(pipeline, names::config_map(&name), None),
+        data: Some(BTreeMap::from([("config.yaml".to_owned(), config_yaml)])),
+        ..Default::default()
+    };
+    let (workloads, pod_roles) = match Topology::of(&pipeline.spec) {
+        Topology::Standalone => (
+            Workloads::Standalone(Box::new(stateful_set(pipeline, &config_hash))),
+            vec![Role::Standalone],
+        ),
+        Topology::Distributed => (
+            Workloads::Distributed {
+                ingest: Box::new(deployment(
+                    pipeline,
+                    Role::Ingest,
+                    replicas.ingest,
+                    &config_hash,
+                )),
+                serve: Box::new(deployment(
+                    pipeline,
+                    Role::Serve,
+                    replicas.serve,
+                    &config_hash,
+                )),
+            },
+            vec![Role::Ingest, Role::Serve],
+        ),
+    };
+    // In the standalone topology one pod answers both APIs, so both Services select it.
+    let (ingest_pods, serve_pods) = match Topology::of(&pipeline.spec) {
+        Topology::Standalone => (Role::Standalone, Role::Standalone),
+        Topology::Distributed => (Role::Ingest, Role::Serve),
+    };
+    Children {
+        config_map,
+        ingest_service: service(pipeline, Role::Ingest, ingest_pods, INGEST_PORT),
+        serve_service: service(pipeline, Role::Serve, serve_pods, SERVE_PORT),
+        workloads,
+        disruption_budgets: pod_roles
+            .into_iter()
+            .map(|role| disruption_budget(pipeline, role))
+            .collect(),
+    }
+}
+
+fn meta(pipeline: &RetailPipeline, name: String, role: Option<Role>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: pipeline.namespace(),
+        labels: Some(labels(pipeline, role)),
+        // blockOwnerDeletion: a foreground delete of the pipeline waits for its children.
+        owner_references: pipeline.controller_owner_ref(&()).map(|o| {
+            vec![OwnerReference {
+                block_owner_deletion: Some(true),
+                ..o
+            }]
+        }),
+        ..Default::default()
+    }
+}
+
+fn service(pipeline: &RetailPipeline, role: Role, pods: Role, port: u16) -> Service {
+    let name = names::workload(&pipeline.name_any(), role);
+    Service {
+        metadata: meta(pipeline, name, Some(role)),
+        spec: Some(ServiceSpec {
+            selector: Some(selector(pipeline, Some(pods))),
+            ports: Some(vec![
+                ServicePort {
+                    name: Some("http".into()),
+                    port: port.into(),
+                    target_port: Some(IntOrString::String(role.as_str().into())),
+                    ..Default::default()
+                },
+                ServicePort {
+                    name: Some("metrics".into()),
+                    port: METRICS_PORT.into(),
+                    target_port: Some(IntOrString::String("metrics".into())),
+                    ..Default::default()
+                },
+            ]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn disruption_budget(pipeline: &RetailPipeline, role: Role) -> PodDisruptionBudget {
+    let name = names::workload(&pipeline.name_any(), role);
+    PodDisruptionBudget {
+        metadata: meta(pipeline, name, Some(role)),
+        spec: Some(PodDisruptionBudgetSpec {
+            // One pod at a time: a drain proceeds, but never takes a whole role down. A single
+            // standalone pod still drains (minAvailable: 1 would block node maintenance forever).
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector(pipeline, Some(role))),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn deployment(
+    pipeline: &RetailPipeline,
+    role: Role,
+    replicas: i32,
+    config_hash: &str,
+) -> Deployment {
+    let name = names::workload(&pipeline.name_any(), role);
+    Deployment {
+        metadata: meta(pipeline, name, Some(role)),
+        spec: Some(DeploymentSpec {
+            replicas: Some(replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector(pipeline, Some(role))),
+                ..Default::default()
+            },
+            // Surge first: a rollout never lowers the number of ready workers.
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_surge: Some(IntOrString::Int(1)),
+                    max_unavailable: Some(IntOrString::Int(0)),
+                }),
+            }),
+            template: pod_template(pipeline, role, config_hash, false),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn stateful_set(pipeline: &RetailPipeline, config_hash: &str) -> StatefulSet {
+    let name = pipeline.name_any();
+    let embedded = pipeline.spec.storage.embedded.clone().unwrap_or_default();
+    StatefulSet {
+        metadata: meta(
+            pipeline,
+            names::workload(&name, Role::Standalone),
+            Some(Role::Standalone),
+        ),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(1),
+            service_name: Some(names::workload(&name, Role::Serve)),
+            selector: LabelSelector {
+                match_labels: Some(selector(pipeline, Some(Role::Standalone))),
+                ..Default::default()
+            },
+            template: pod_template(pipeline, Role::Standalone, config_hash, true),
+            volume_claim_templates: Some(vec![PersistentVolumeClaim {
+                metadata: ObjectMeta {
+                    name: Some("data".into()),
+                    labels: Some(selector(pipeline, Some(Role::Standalone))),
+                    ..Default::default()
+                },
+                spec: Some(PersistentVolumeClaimSpec {
+                    access_modes: Some(vec!["ReadWriteOnce".into()]),
+                    storage_class_name: embedded.storage_class_name,
+                    resources: Some(VolumeResourceRequirements {
+                        requests: Some(BTreeMap::from([(
+                            "storage".to_owned(),
+                            Quantity(embedded.volume_size),
+                        )])),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]),
+            // Acknowledged data outlives the pipeline object: volumes are kept until an admin
+            // deletes them on purpose.
+            persistent_volume_claim_retention_policy: Some(
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some("Retain".into()),
+                    when_scaled: Some("Retain".into()),
+                },
+            ),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn pod_template(
+    pipeline: &RetailPipeline,
+    role: Role,
+    config_hash: &str,
+    has_data_volume: bool,
+) -> PodTemplateSpec {
+    let spec = &pipeline.spec;
+    let mut volumes = vec![
+        Volume {
+            name: "config".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: names::config_map(&pipeline.name_any()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        Volume {
+            name: "tmp".into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit: Some(Quantity("64Mi".into())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    ];
+    let mut mounts = vec![
+        mount("config", CONFIG_DIR),
+        VolumeMount {
+            read_only: None,
+            ..mount("tmp", "/tmp")
+        },
+    ];
+    if has_data_volume {
+        mounts.push(VolumeMount {
+            read_only: None,
+            ..mount("data", DATA_DIR)
+        });
+    }
+    let secrets = [
+        (
+            "cassandra-credentials",
+            spec.storage
+                .cassandra
+                .as_ref()
+                .and_then(|c| c.credentials_secret_ref.as_ref()),
+            CASSANDRA_CREDENTIALS_DIR,
+        ),
+        (
+            "kafka-credentials",
+            spec.streams
+                .kafka
+                .as_ref()
+                .and_then(|k| k.credentials_secret_ref.as_ref()),
+            KAFKA_CREDENTIALS_DIR,
+        ),
+    ];
+    for (volume, secret, dir) in secrets {
+        if let Some(secret) = secret {
+            volumes.push(Volume {
+                name: volume.into(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(secret.name.clone()),
+                    default_mode: Some(0o440),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            mounts.push(mount(volume, dir));
+        }
+    }
+    let mut ports = vec![];
+    if matches!(role, Role::Ingest | Role::Standalone) {
+        ports.push(port("ingest", INGEST_PORT));
+    }
+    if matches!(role, Role::Serve | Role::Standalone) {
+        ports.push(port("serve", SERVE_PORT));
+    }
+    ports.push(port("metrics", METRICS_PORT));
+    let resources = match role {
+        Role::Ingest => spec.ingest.resources.clone(),
+        Role::Serve | Role::Standalone => spec.serve.resources.clone(),
+    }
+    .unwrap_or_else(default_resources);
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(labels(pipeline, Some(role))),
+            annotations: Some(BTreeMap::from([(
+                CONFIG_HASH_ANNOTATION.to_owned(),
+                config_hash.to_owned(),
+            )])),
+            ..Default::default()
+        }),
+        spec: Some(PodSpec {
+            // The workers never call the Kubernetes API.
+            automount_service_account_token: Some(false),
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(RUN_AS),
+                run_as_group: Some(RUN_AS),
+                fs_group: Some(RUN_AS),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            termination_grace_period_seconds: Some(30),
+            containers: vec![Container {
+                name: "dataplane".into(),
+                image: Some(format!(
+                    "{}:{}",
+                    spec.dataplane.image, spec.dataplane.version
+                )),
+                image_pull_policy: Some(
+                    serde_json::to_value(spec.dataplane.image_pull_policy)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_else(|| "IfNotPresent".into()),
+                ),
+                args: Some(vec![
+                    "--role".into(),
+                    role.as_str().into(),
+                    "--config".into(),
+                    format!("{CONFIG_DIR}/config.yaml"),
+                ]),
+                ports: Some(ports),
+                liveness_probe: Some(probe("/healthz", 10, 6)),
+                readiness_probe: Some(probe("/readyz", 5, 3)),
+                resources: Some(resources),
+                security_context: Some(SecurityContext {
+                    run_as_non_root: Some(true),
+                    read_only_root_filesystem: Some(true),
+                    allow_privilege_escalation: Some(false),
+                    capabilities: Some(Capabilities {
+                        drop: Some(vec!["ALL".into()]),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                volume_mounts: Some(mounts),
+                ..Default::default()
+            }],
+            volumes: Some(volumes),
+            ..Default::default()
+        }),
+    }
+}
+
+fn mount(volume: &str, path: &str) -> VolumeMount {
+    VolumeMount {
+        name: volume.into(),
+        mount_path: path.into(),
+        read_only: Some(true),
+        ..Default::default()
+    }
+}
+
+fn port(name: &str, port: u16) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.into()),
+        container_port: port.into(),
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    }
+}
+
+fn probe(path: &str, period_seconds: i32, failure_threshold: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("metrics".into()),
+            ..Default::default()
+        }),
+        period_seconds: Some(period_seconds),
+        failure_threshold: Some(failure_threshold),
+        timeout_seconds: Some(2),
+        ..Default::default()
+    }
+}
+
+/// Requests sized for a small pipeline; memory is limited so a leak cannot starve the node, CPU is
+/// not, so tail latency is never throttled.
+fn default_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_owned(), Quantity("500m".into())),
+            ("memory".to_owned(), Quantity("512Mi".into())),
+        ])),
+        limits: Some(BTreeMap::from([(
+            "memory".to_owned(),
+            Quantity("2Gi".into()),
+        )])),
+        ..Default::default()
+    }
+}
+
+/// FNV-1a: a stable hash (unlike `DefaultHasher`, which may change between Rust releases).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
+        (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane_config::render;
+    use crate::test_support::{cassandra_pipeline, pipeline};
+
+    fn build(p: &RetailPipeline) -> Children {
+        desired(
+            p,
+            &render(&p.spec, false).unwrap(),
+            Replicas {
+                ingest: 3,
+                serve: 4,
+            },
+        )
+    }
+
+    fn pod_spec(t: &PodTemplateSpec) -> &PodSpec {
+        t.spec.as_ref().unwrap()
+    }
+
+    fn templates(c: &Children) -> Vec<&PodTemplateSpec> {
+        match &c.workloads {
+            Workloads::Standalone(s) => vec![&s.spec.as_ref().unwrap().template],
+            Workloads::Distributed { ingest, serve } => vec![
+                &ingest.spec.as_ref().unwrap().template,
+                &serve.spec.as_ref().unwrap().template,
+            ],
+        }
+    }
+
+    #[test]
+    fn embedded_storage_runs_one_standalone_stateful_set_with_a_volume() {
+        let c = build(&pipeline("shop"));
+        let Workloads::Standalone(sts) = &c.workloads else {
+            panic!("embedded storage must be standalone")
+        };
+        let spec = sts.spec.as_ref().unwrap();
+        assert_eq!(sts.metadata.name.as_deref(), Some("shop-standalone"));
+        assert_eq!(
+            spec.replicas,
+            Some(1),
+            "the embedded store cannot scale out"
+        );
+        let claims = spec.volume_claim_templates.as_ref().unwrap();
+        assert_eq!(claims[0].metadata.name.as_deref(), Some("data"));
+        assert_eq!(
+            claims[0]
+                .spec
+                .as_ref()
+                .unwrap()
+                .resources
+                .as_ref()
+                .unwrap()
+                .requests
+                .as_ref()
+                .unwrap()["storage"],
+            Quantity("10Gi".into())
+        );
+        assert_eq!(c.disruption_budgets.len(), 1);
+        // Both APIs are answered by the one standalone pod.
+        for svc in [&c.ingest_service, &c.serve_service] {
+            let sel = svc.spec.as_ref().unwrap().selector.as_ref().unwrap();
+            assert_eq!(sel["app.kubernetes.io/component"], "standalone");
+        }
+    }
+
+    #[test]
+    fn cassandra_storage_runs_separately_scaled_deployments() {
+        let c = build(&cassandra_pipeline("shop"));
+        let Workloads::Distributed { ingest, serve } = &c.workloads else {
+            panic!("cassandra storage must be distributed")
+        };
+        assert_eq!(ingest.spec.as_ref().unwrap().replicas, Some(3));
+        assert_eq!(serve.spec.as_ref().unwrap().replicas, Some(4));
+        assert_eq!(c.disruption_budgets.len(), 2);
+        assert_eq!(
+            c.serve_service
+                .spec
+                .as_ref()
+                .unwrap()
+                .selector
+                .as_ref()
+                .unwrap()["app.kubernetes.io/component"],
+            "serve"
+        );
+        let args = pod_spec(&ingest.spec.as_ref().unwrap().template).containers[0]
+            .args
+            .clone()
+            .unwrap();
+        assert_eq!(args[..2], ["--role".to_owned(), "ingest".to_owned()]);
+    }
+
+    #[test]
+    fn every_child_is_owned_and_labelled() {
+        for p in [pipeline("shop"), cassandra_pipeline("shop")] {
+            let c = build(&p);
+            let mut metas = vec![
+                &c.config_map.metadata,
+                &c.ingest_service.metadata,
+                &c.serve_service.metadata,
+            ];
+            metas.extend(c.disruption_budgets.iter().map(|b| &b.metadata));
+            match &c.workloads {
+                Workloads::Standalone(s) => metas.push(&s.metadata),
+                Workloads::Distributed { ingest, serve } => {
+                    metas.push(&ingest.metadata);
+                    metas.push(&serve.metadata);
+                }
+            }
+            for m in metas {
+                let owner = &m.owner_references.as_ref().unwrap()[0];
+                assert_eq!(owner.kind, "RetailPipeline");
+                assert_eq!(owner.controller, Some(true));
+                assert_eq!(owner.block_owner_deletion, Some(true));
+                let labels = m.labels.as_ref().unwrap();
+                assert_eq!(labels["app.kubernetes.io/instance"], "shop");
+                assert_eq!(
+                    labels["app.kubernetes.io/managed-by"],
+                    "tailwarden-operator"
+                );
+                assert_eq!(labels["app.kubernetes.io/version"], "1.0.0");
+                assert_eq!(m.namespace.as_deref(), Some("retail"));
+            }
+        }
+    }
+
+    #[test]
+    fn containers_are_locked_down_and_probed() {
+        for p in [pipeline("shop"), cassandra_pipeline("shop")] {
+            let c = build(&p);
+            for t in templates(&c) {
+                let pod = pod_spec(t);
+                assert_eq!(pod.automount_service_account_token, Some(false));
+                assert_eq!(
+                    pod.security_context.as_ref().unwrap().run_as_non_root,
+                    Some(true)
+                );
+                let container = &pod.containers[0];
+                let sc = container.security_context.as_ref().unwrap();
+                assert_eq!(sc.read_only_root_filesystem, Some(true));
+                assert_eq!(sc.allow_privilege_escalation, Some(false));
+                assert_eq!(
+                    sc.capabilities.as_ref().unwrap().drop.as_deref(),
+                    Some(&["ALL".to_owned()][..])
+                );
+                let live = container
+                    .liveness_probe
+                    .as_ref()
+                    .unwrap()
+                    .http_get
+                    .as_ref()
+                    .unwrap();
+                let ready = container
+                    .readiness_probe
+                    .as_ref()
+                    .unwrap()
+                    .http_get
+                    .as_ref()
+                    .unwrap();
+                assert_eq!(live.path.as_deref(), Some("/healthz"));
+                assert_eq!(ready.path.as_deref(), Some("/readyz"));
+                let resources = container.resources.as_ref().unwrap();
+                assert!(resources.requests.as_ref().unwrap().contains_key("memory"));
+                assert_eq!(
+                    container.image.as_deref(),
+                    Some("example.com/tailwarden/dataplane:1.0.0")
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_config_change_changes_the_pod_template() {
+        let p = pipeline("shop");
+        let a = desired(
+            &p,
+            &render(&p.spec, false).unwrap(),
+            Replicas {
+                ingest: 1,
+                serve: 1,
+            },
+        );
+        let b = desired(
+            &p,
+            &render(&p.spec, true).unwrap(),
+            Replicas {
+                ingest: 1,
+                serve: 1,
+            },
+        );
+        let hash = |c: &Children| {
+            templates(c)[0]
+                .metadata
+                .as_ref()
+                .unwrap()
+                .annotations
+                .as_ref()
+                .unwrap()[CONFIG_HASH_ANNOTATION]
+                .clone()
+        };
+        assert_ne!(hash(&a), hash(&b));
+        assert_eq!(
+            a,
+            desired(
+                &p,
+                &render(&p.spec, false).unwrap(),
+                Replicas {
+                    ingest: 1,
+                    serve: 1
+                }
+            ),
+            "builders are deterministic"
+        );
+    }
+
+    #[test]
+    fn credentials_come_from_a_secret_volume() {
+        let mut p = cassandra_pipeline("shop");
+        p.spec
+            .storage
+            .cassandra
+            .as_mut()
+            .unwrap()
+            .credentials_secret_ref = Some(tailwarden_crds::SecretRef {
+            name: "cass".into(),
+        });
+        let c = build(&p);
+        for t in templates(&c) {
+            let pod = pod_spec(t);
+            let vol = pod
+                .volumes
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|v| v.name == "cassandra-credentials")
+                .unwrap();
+            assert_eq!(
+                vol.secret.as_ref().unwrap().secret_name.as_deref(),
+                Some("cass")
+            );
+            let env = pod.containers[0].env.clone().unwrap_or_default();
+            assert!(
+                env.is_empty(),
+                "credentials never travel in environment variables"
+            );
+        }
+    }
+
+    #[test]
+    fn user_resources_override_the_defaults() {
+        let mut p = cassandra_pipeline("shop");
+        p.spec.ingest.resources = Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([("cpu".to_owned(), Quantity("3".into()))])),
+            ..Default::default()
+        });
+        let c = build(&p);
+        let Workloads::Distributed { ingest, serve } = &c.workloads else {
+            unreachable!()
+        };
+        let cpu = |d: &Deployment| {
+            pod_spec(&d.spec.as_ref().unwrap().template).containers[0]
+                .resources
+                .as_ref()
+                .unwrap()
+                .requests
+                .as_ref()
+                .unwrap()["cpu"]
+                .clone()
+        };
+        assert_eq!(cpu(ingest), Quantity("3".into()));
+        assert_eq!(cpu(serve), Quantity("500m".into()));
+    }
+}

@@ -1,0 +1,161 @@
+//! Renders a pipeline spec into the data-plane configuration file (the ConfigMap's `config.yaml`).
+
+use std::path::PathBuf;
+
+use tailwarden_crds::RetailPipelineSpec;
+use tailwarden_dataplane::config::{
+    Batch, CacheTtls, Config, DeadLetter, Degradation, Ingest, KafkaTopics, Listen, Serve, Storage,
+    Streams,
+};
+
+use crate::spec_error::{SpecError, duration};
+
+/// Where the embedded store lives inside the container (the PersistentVolume's mount point).
+pub const DATA_DIR: &str = "/var/lib/tailwarden";
+/// Where Cassandra credentials are mounted from their Secret.
+pub const CASSANDRA_CREDENTIALS_DIR: &str = "/etc/tailwarden/secrets/cassandra";
+/// Where Kafka credentials are mounted from their Secret.
+pub const KAFKA_CREDENTIALS_DIR: &str = "/etc/tailwarden/secrets/kafka";
+/// Most updates queued per ingest worker: bounded memory, then 429.
+const QUEUE_CAPACITY: usize = 100_000;
+/// Read deadline: comfortably inside the default P99 objective, so reads fail fast instead of queueing.
+const READ_TIMEOUT_MS: u64 = 100;
+
+/// The data-plane config for a spec. `pause_non_critical` comes from the error-budget decision.
+pub fn render(spec: &RetailPipelineSpec, pause_non_critical: bool) -> Result<Config, SpecError> {
+    let storage = match (&spec.storage.embedded, &spec.storage.cassandra) {
+        (_, Some(c)) => Storage::Cassandra {
+            contact_points: c.contact_points.clone(),
+            keyspace: c.keyspace.clone(),
+            consistency: serde_json::to_value(c.consistency)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_else(|| "LOCAL_QUORUM".into()),
+            credentials_dir: c
+                .credentials_secret_ref
+                .as_ref()
+                .map(|_| PathBuf::from(CASSANDRA_CREDENTIALS_DIR)),
+        },
+        _ => Storage::Embedded {
+            path: PathBuf::from(DATA_DIR),
+        },
+    };
+    let streams = match (&spec.streams.http, &spec.streams.kafka) {
+        (_, Some(k)) => Streams::Kafka {
+            bootstrap_servers: k.bootstrap_servers.clone(),
+            topics: KafkaTopics {
+                product: k.topics.product.clone(),
+                pricing: k.topics.pricing.clone(),
+                inventory: k.topics.inventory.clone(),
+                fulfillment: k.topics.fulfillment.clone(),
+            },
+            consumer_group: k.consumer_group.clone(),
+            credentials_dir: k
+                .credentials_secret_ref
+                .as_ref()
+                .map(|_| PathBuf::from(KAFKA_CREDENTIALS_DIR)),
+        },
+        (Some(h), None) => Streams::Http {
+            max_body_bytes: positive("spec.streams.http.maxBodyBytes", h.max_body_bytes)?,
+        },
+        (None, None) => Streams::default(),
+    };
+    let ttl = &spec.serve.cache_ttl;
+    Ok(Config {
+        storage,
+        streams,
+        listen: Listen::default(),
+        ingest: Ingest {
+            partitions: positive("spec.ingest.partitions", spec.ingest.partitions.into())? as u32,
+            batch: Batch {
+                max_records: positive(
+                    "spec.ingest.batch.maxRecords",
+                    spec.ingest.batch.max_records.into(),
+                )? as u32,
+                linger: duration("spec.ingest.batch.linger", &spec.ingest.batch.linger)?,
+            },
+            queue_capacity: QUEUE_CAPACITY,
+            dead_letter: DeadLetter {
+                retention: duration(
+                    "spec.ingest.deadLetter.retention",
+                    &spec.ingest.dead_letter.retention,
+                )?,
+                max_records: positive(
+                    "spec.ingest.deadLetter.maxRecords",
+                    spec.ingest.dead_letter.max_records,
+                )?,
+            },
+        },
+        serve: Serve {
+            cache_ttl: CacheTtls {
+                product: duration("spec.serve.cacheTtl.product", &ttl.product)?,
+                pricing: duration("spec.serve.cacheTtl.pricing", &ttl.pricing)?,
+                inventory: duration("spec.serve.cacheTtl.inventory", &ttl.inventory)?,
+                fulfillment: duration("spec.serve.cacheTtl.fulfillment", &ttl.fulfillment)?,
+            },
+            cache_max_entries: u64::try_from(spec.serve.cache_max_entries).map_err(|_| {
+                SpecError::new("spec.serve.cacheMaxEntries", "must not be negative")
+            })?,
+            read_timeout: std::time::Duration::from_millis(READ_TIMEOUT_MS),
+        },
+        degradation: Degradation { pause_non_critical },
+    })
+}
+
+fn positive(field: &str, value: i64) -> Result<u64, SpecError> {
+    u64::try_from(value)
+        .ok()
+        .filter(|v| *v > 0)
+        .ok_or_else(|| SpecError::new(field, format!("must be positive, got {value}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::spec;
+    use std::time::Duration;
+
+    #[test]
+    fn default_spec_renders_the_embedded_http_config() {
+        let config = render(&spec(), false).unwrap();
+        assert_eq!(
+            config.storage,
+            Storage::Embedded {
+                path: DATA_DIR.into()
+            }
+        );
+        assert!(
+            matches!(config.streams, Streams::Http { max_body_bytes } if max_body_bytes == 16 << 20)
+        );
+        assert_eq!(config.ingest.batch.linger, Duration::from_millis(5));
+        assert_eq!(config.serve.cache_ttl.product, Duration::from_secs(600));
+        assert!(!config.degradation.pause_non_critical);
+        // What the operator writes, the data plane reads back unchanged.
+        assert_eq!(Config::parse(&config.to_yaml()).unwrap(), config);
+    }
+
+    #[test]
+    fn cassandra_credentials_are_a_mounted_directory_never_inline() {
+        let mut s = spec();
+        s.storage = serde_json::from_value(serde_json::json!({"cassandra": {
+            "contactPoints": ["cassandra-0:9042"], "keyspace": "retail",
+            "credentialsSecretRef": {"name": "cass-creds"}}}))
+        .unwrap();
+        let config = render(&s, true).unwrap();
+        let yaml = config.to_yaml();
+        assert!(yaml.contains(CASSANDRA_CREDENTIALS_DIR), "{yaml}");
+        assert!(
+            !yaml.contains("cass-creds"),
+            "the Secret's name is not needed by workers: {yaml}"
+        );
+        assert!(config.degradation.pause_non_critical);
+    }
+
+    #[test]
+    fn unusable_duration_names_the_field() {
+        let mut s = spec();
+        s.ingest.batch.linger = "soon".into();
+        let err = render(&s, false).unwrap_err();
+        assert_eq!(err.field, "spec.ingest.batch.linger");
+    }
+}

@@ -1,0 +1,167 @@
+//! Operator metrics, exported on `/metrics` in the OpenMetrics text format.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::error::ErrorClass;
+
+/// Label of the error counter: the bounded error class.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// One of [`ErrorClass::as_str`].
+    pub class: &'static str,
+}
+
+/// Label of the decision counter: what was decided.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    /// A decision kind, from a fixed set in the code.
+    pub kind: &'static str,
+}
+
+/// All operator metrics, registered once.
+pub struct Metrics {
+    /// The registry `/metrics` encodes.
+    pub registry: Registry,
+    reconciles: Counter,
+    errors: Family<ErrorLabels, Counter>,
+    decisions: Family<DecisionLabels, Counter>,
+    duration: Histogram,
+    leader: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("tailwarden_operator");
+        let reconciles = Counter::default();
+        registry.register("reconciles", "Reconciles started", reconciles.clone());
+        let errors = Family::<ErrorLabels, Counter>::default();
+        registry.register(
+            "reconcile_errors",
+            "Failed reconciles by error class",
+            errors.clone(),
+        );
+        for class in ErrorClass::ALL {
+            // Pre-register every class so rate() works from the first error on.
+            let _ = errors.get_or_create(&ErrorLabels {
+                class: class.as_str(),
+            });
+        }
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register("decisions", "Decisions by kind", decisions.clone());
+        let duration = Histogram::new([
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ]);
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time one reconcile takes",
+            duration.clone(),
+        );
+        let leader = Gauge::<i64>::default();
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader Lease",
+            leader.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            errors,
+            decisions,
+            duration,
+            leader,
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts a reconcile and returns a guard that observes its duration when dropped.
+    pub fn reconcile_started(&self) -> impl Drop + '_ {
+        self.reconciles.inc();
+        DurationGuard {
+            histogram: &self.duration,
+            start: std::time::Instant::now(),
+        }
+    }
+
+    /// Counts a failed reconcile.
+    pub fn reconcile_failed(&self, class: ErrorClass) {
+        self.errors
+            .get_or_create(&ErrorLabels {
+                class: class.as_str(),
+            })
+            .inc();
+    }
+
+    /// Counts a decision.
+    pub fn decided(&self, kind: &'static str) {
+        self.decisions.get_or_create(&DecisionLabels { kind }).inc();
+    }
+
+    /// Records whether this replica leads.
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
+    /// The OpenMetrics text.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+struct DurationGuard<'a> {
+    histogram: &'a Histogram,
+    start: std::time::Instant,
+}
+
+impl Drop for DurationGuard<'_> {
+    fn drop(&mut self) {
+        self.histogram
+            .observe(Duration::as_secs_f64(&self.start.elapsed()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconciles_errors_and_durations_are_exported() {
+        let m = Metrics::default();
+        drop(m.reconcile_started());
+        m.reconcile_failed(ErrorClass::Conflict);
+        m.decided("Reconciled");
+        m.set_leader(true);
+        let text = m.encode();
+        assert!(
+            text.contains("tailwarden_operator_reconciles_total 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"tailwarden_operator_reconcile_errors_total{class="conflict"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"tailwarden_operator_reconcile_errors_total{class="spec"} 0"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("tailwarden_operator_reconcile_duration_seconds_count 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"tailwarden_operator_decisions_total{kind="Reconciled"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains("tailwarden_operator_leader 1"), "{text}");
+    }
+}

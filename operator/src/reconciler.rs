@@ -1,0 +1,483 @@
+//! The reconcile loop: observe the pipeline and its children, decide the desired children, act with
+//! server-side apply, and report through the status subresource and Events.
+//!
+//! Reconcile is level-triggered and idempotent: it recomputes everything from the current objects
+//! each time, so a missed event, a deleted child or a hand edit is corrected on the next pass.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tailwarden_crds::{RetailPipeline, RetailPipelineStatus};
+use tracing::{info, warn};
+
+use crate::children::{self, Children, Replicas, Role, Workloads, names};
+use crate::conditions::{self, Observation, READY, WorkloadObservation};
+use crate::dataplane_config;
+use crate::error::{Error, classify};
+use crate::metrics::Metrics;
+use crate::topology::Topology;
+
+/// The field manager of every server-side apply the operator makes.
+pub const FIELD_MANAGER: &str = "tailwarden-operator";
+/// Reconcile at least this often, even without events, to re-read workload readiness.
+const RESYNC: Duration = Duration::from_secs(300);
+/// Label selecting the children this operator manages, to keep the owned watches small.
+const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=tailwarden-operator";
+
+/// Shared state of the reconcilers.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// Operator metrics.
+    pub metrics: Arc<Metrics>,
+    /// Publishes Kubernetes Events.
+    pub recorder: Recorder,
+}
+
+impl Context {
+    /// A context whose Events are reported as coming from `instance`.
+    pub fn new(client: Client, metrics: Arc<Metrics>, instance: &str) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: Some(instance.into()),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+        }
+    }
+}
+
+/// Runs the controller until `shutdown` resolves. `namespace` limits it to one namespace.
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<&str>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let owned = watcher::Config::default().labels(MANAGED_SELECTOR);
+    Controller::new(
+        api::<RetailPipeline>(&client, namespace),
+        watcher::Config::default(),
+    )
+    .owns(api::<Deployment>(&client, namespace), owned.clone())
+    .owns(api::<StatefulSet>(&client, namespace), owned.clone())
+    .owns(api::<Service>(&client, namespace), owned.clone())
+    .owns(api::<ConfigMap>(&client, namespace), owned.clone())
+    .owns(api::<PodDisruptionBudget>(&client, namespace), owned)
+    .graceful_shutdown_on(shutdown)
+    .run(reconcile, error_policy, ctx)
+    .for_each(|result| async move {
+        if let Err(err) = result {
+            warn!(error = %err, "reconcile stream error");
+        }
+    })
+    .await;
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Retries a failed reconcile after a delay chosen by the error's class.
+pub fn error_policy(pipeline: Arc<RetailPipeline>, error: &Error, ctx: Arc<Context>) -> Action {
+    let class = classify(error);
+    ctx.metrics.reconcile_failed(class);
+    warn!(
+        pipeline = %pipeline.name_any(),
+        namespace = pipeline.namespace().unwrap_or_default(),
+        class = class.as_str(),
+        error = %error,
+        "reconcile failed"
+    );
+    Action::requeue(class.backoff())
+}
+
+/// One reconcile of one pipeline.
+pub async fn reconcile(pipeline: Arc<RetailPipeline>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.reconcile_started();
+    let ns = pipeline
+        .namespace()
+        .ok_or(Error::MissingMetadata("namespace"))?;
+    let name = pipeline.name_any();
+    let client = &ctx.client;
+    let topology = Topology::of(&pipeline.spec);
+
+    // Observe: the replica counts the workloads run now, so a reconcile never undoes scaling.
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
+    let current = |d: Option<Deployment>| d.and_then(|d| d.spec).and_then(|s| s.replicas);
+    let ingest_now = current(get_opt(&deployments, &names::workload(&name, Role::Ingest)).await?);
+    let serve_now = current(get_opt(&deployments, &names::workload(&name, Role::Serve)).await?);
+
+    // Decide.
+    let spec = &pipeline.spec;
+    let replicas = Replicas {
+        ingest: ingest_now
+            .unwrap_or(spec.ingest.replicas.min)
+            .clamp(spec.ingest.replicas.min, spec.ingest.replicas.max),
+        serve: serve_now
+            .unwrap_or(spec.serve.replicas.min)
+            .clamp(spec.serve.replicas.min, spec.serve.replicas.max),
+    };
+    let (observation, spec_error) = match dataplane_config::render(spec, false) {
+        Ok(config) => {
+            // Act.
+            let desired = children::desired(&pipeline, &config, replicas);
+            let observed = apply_children(client, &ns, &desired).await?;
+            prune_other_topology(&ctx, &pipeline, &ns, topology).await?;
+            (observed, None)
+        }
+        Err(spec_error) => {
+            ctx.metrics.reconcile_failed(crate::error::ErrorClass::Spec);
+            (
+                observe_existing(client, &ns, &name, topology).await?,
+                Some(spec_error),
+            )
+        }
+    };
+
+    // Report.
+    let now = jiff::Timestamp::now();
+    let obs = Observation {
+        generation: pipeline.metadata.generation,
+        topology,
+        version: spec.dataplane.version.clone(),
+        ingest: observation.0,
+        serve: observation.1,
+        spec_error: spec_error.clone(),
+    };
+    let previous = pipeline.status.as_ref();
+    let mut status = conditions::status(previous, &obs, now);
+    let new_generation =
+        previous.and_then(|s| s.observed_generation) != pipeline.metadata.generation;
+    if new_generation {
+        let (kind, reason) = match &spec_error {
+            Some(err) => (
+                "InvalidSpec",
+                format!(
+                    "generation {} not applied: {err}",
+                    obs.generation.unwrap_or(0)
+                ),
+            ),
+            None => (
+                "Reconciled",
+                format!(
+                    "applied generation {} as {} topology",
+                    obs.generation.unwrap_or(0),
+                    topology.as_str()
+                ),
+            ),
+        };
+        conditions::decided(&mut status, kind, reason.clone(), now);
+        ctx.metrics.decided(kind);
+        let type_ = if spec_error.is_some() {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        publish(&ctx, &pipeline, type_, kind, reason).await;
+    }
+    publish_ready_transition(&ctx, &pipeline, previous, &status).await;
+    if previous != Some(&status) {
+        patch_status(client, &ns, &name, &status).await?;
+    }
+    Ok(Action::requeue(if spec_error.is_some() {
+        crate::error::ErrorClass::Spec.backoff()
+    } else {
+        RESYNC
+    }))
+}
+
+/// Applies every child and returns what the workloads report (ingest, serve).
+async fn apply_children(
+    client: &Client,
+    ns: &str,
+    desired: &Children,
+) -> Result<(WorkloadObservation, WorkloadObservation), Error> {
+    apply(client, ns, &desired.config_map).await?;
+    apply(client, ns, &desired.ingest_service).await?;
+    apply(client, ns, &desired.serve_service).await?;
+    for pdb in &desired.disruption_budgets {
+        apply(client, ns, pdb).await?;
+    }
+    Ok(match &desired.workloads {
+        Workloads::Standalone(sts) => {
+            let applied = apply(client, ns, sts.as_ref()).await?;
+            let obs = observe_stateful_set(&applied);
+            (obs.clone(), obs)
+        }
+        Workloads::Distributed { ingest, serve } => (
+            observe_deployment(&apply(client, ns, ingest.as_ref()).await?),
+            observe_deployment(&apply(client, ns, serve.as_ref()).await?),
+        ),
+    })
+}
+
+/// What the workloads report when the spec could not be applied.
+async fn observe_existing(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    topology: Topology,
+) -> Result<(WorkloadObservation, WorkloadObservation), Error> {
+    Ok(match topology {
+        Topology::Standalone => {
+            let api = Api::<StatefulSet>::namespaced(client.clone(), ns);
+            let obs = get_opt(&api, &names::workload(name, Role::Standalone))
+                .await?
+                .map(|s| observe_stateful_set(&s))
+                .unwrap_or_default();
+            (obs.clone(), obs)
+        }
+        Topology::Distributed => {
+            let api = Api::<Deployment>::namespaced(client.clone(), ns);
+            let get = async |role| {
+                Ok::<_, Error>(
+                    get_opt(&api, &names::workload(name, role))
+                        .await?
+                        .map(|d| observe_deployment(&d))
+                        .unwrap_or_default(),
+                )
+            };
+            (get(Role::Ingest).await?, get(Role::Serve).await?)
+        }
+    })
+}
+
+fn observe_deployment(d: &Deployment) -> WorkloadObservation {
+    let status = d.status.clone().unwrap_or_default();
+    WorkloadObservation {
+        desired: d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+        ready: status.ready_replicas.unwrap_or(0),
+        updated: status.updated_replicas.unwrap_or(0),
+        observed_latest: status.observed_generation >= d.metadata.generation,
+    }
+}
+
+fn observe_stateful_set(s: &StatefulSet) -> WorkloadObservation {
+    let status = s.status.clone().unwrap_or_default();
+    let same_revision =
+        status.update_revision.is_none() || status.current_revision == status.update_revision;
+    WorkloadObservation {
+        desired: s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+        ready: status.ready_replicas.unwrap_or(0),
+        updated: if same_revision {
+            status
+                .updated_replicas
+                .unwrap_or(status.current_replicas.unwrap_or(0))
+        } else {
+            status.updated_replicas.unwrap_or(0)
+        },
+        observed_latest: status.observed_generation >= s.metadata.generation,
+    }
+}
+
+/// Deletes the workloads of the topology the spec no longer asks for, when this pipeline owns them.
+async fn prune_other_topology(
+    ctx: &Context,
+    pipeline: &RetailPipeline,
+    ns: &str,
+    topology: Topology,
+) -> Result<(), Error> {
+    let name = pipeline.name_any();
+    let client = &ctx.client;
+    let stale_roles: &[Role] = match topology {
+        Topology::Standalone => &[Role::Ingest, Role::Serve],
+        Topology::Distributed => &[Role::Standalone],
+    };
+    for &role in stale_roles {
+        let object = names::workload(&name, role);
+        let pruned = match role {
+            Role::Standalone => delete_owned::<StatefulSet>(client, ns, &object, pipeline).await?,
+            Role::Ingest | Role::Serve => {
+                delete_owned::<Deployment>(client, ns, &object, pipeline).await?
+            }
+        };
+        let pdb_pruned = if role == Role::Standalone {
+            delete_owned::<PodDisruptionBudget>(client, ns, &object, pipeline).await?
+        } else {
+            false
+        };
+        if pruned || pdb_pruned {
+            let note = format!(
+                "deleted {object}: the {} topology does not run it",
+                topology.as_str()
+            );
+            info!(pipeline = %name, namespace = ns, "{note}");
+            publish(ctx, pipeline, EventType::Normal, "Pruned", note).await;
+        }
+    }
+    // The ingest and serve PDBs of the distributed topology are named like its Services, which
+    // both topologies keep; in the standalone topology only the standalone PDB exists.
+    if topology == Topology::Standalone {
+        for role in [Role::Ingest, Role::Serve] {
+            delete_owned::<PodDisruptionBudget>(
+                client,
+                ns,
+                &names::workload(&name, role),
+                pipeline,
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Deletes `name` if it exists and `owner` controls it. Returns whether it deleted anything.
+async fn delete_owned<K>(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    owner: &RetailPipeline,
+) -> Result<bool, Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api = Api::<K>::namespaced(client.clone(), ns);
+    let Some(object) = get_opt(&api, name).await? else {
+        return Ok(false);
+    };
+    let owned = object
+        .meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true) && Some(&o.uid) == owner.metadata.uid.as_ref());
+    if !owned {
+        return Ok(false);
+    }
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+        Err(e) => Err(Error::kube(format!("delete {} {ns}/{name}", K::kind(&())))(
+            e,
+        )),
+    }
+}
+
+/// Server-side applies `object` under the operator's field manager, taking ownership of its fields.
+async fn apply<K>(client: &Client, ns: &str, object: &K) -> Result<K, Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let name = object
+        .meta()
+        .name
+        .clone()
+        .ok_or(Error::MissingMetadata("name"))?;
+    Api::<K>::namespaced(client.clone(), ns)
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(object),
+        )
+        .await
+        .map_err(Error::kube(format!("apply {} {ns}/{name}", K::kind(&()))))
+}
+
+async fn get_opt<K>(api: &Api<K>, name: &str) -> Result<Option<K>, Error>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    api.get_opt(name).await.map_err(Error::kube(format!(
+        "get {} {name}",
+        K::kind(&K::DynamicType::default())
+    )))
+}
+
+async fn patch_status(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    status: &RetailPipelineStatus,
+) -> Result<(), Error> {
+    let patch = serde_json::json!({
+        "apiVersion": RetailPipeline::api_version(&()),
+        "kind": RetailPipeline::kind(&()),
+        "status": status,
+    });
+    Api::<RetailPipeline>::namespaced(client.clone(), ns)
+        .patch_status(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(Error::kube(format!(
+            "patch status of RetailPipeline {ns}/{name}"
+        )))?;
+    Ok(())
+}
+
+async fn publish_ready_transition(
+    ctx: &Context,
+    pipeline: &RetailPipeline,
+    previous: Option<&RetailPipelineStatus>,
+    status: &RetailPipelineStatus,
+) {
+    let before = previous
+        .and_then(|p| conditions::condition(p, READY))
+        .map(|c| c.status.clone());
+    let Some(now) = conditions::condition(status, READY) else {
+        return;
+    };
+    if before.as_deref() == Some(now.status.as_str()) {
+        return;
+    }
+    let type_ = if now.status == "True" {
+        EventType::Normal
+    } else {
+        EventType::Warning
+    };
+    publish(ctx, pipeline, type_, &now.reason, now.message.clone()).await;
+}
+
+/// Publishes an Event; a failure to publish is logged, never fails the reconcile.
+async fn publish(
+    ctx: &Context,
+    pipeline: &RetailPipeline,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(err) = ctx
+        .recorder
+        .publish(&event, &pipeline.object_ref(&()))
+        .await
+    {
+        warn!(error = %err, pipeline = %pipeline.name_any(), "could not publish event");
+    }
+}
