@@ -389,7 +389,10 @@ impl Config {
         }
         match &self.storage {
             Storage::Cassandra { contact_points, .. } if contact_points.is_empty() => {
-                return invalid("storage.cassandra.contactPoints", "must list at least one host:port");
+                return invalid(
+                    "storage.cassandra.contactPoints",
+                    "must list at least one host:port",
+                );
             }
             _ => {}
         }
@@ -397,7 +400,10 @@ impl Config {
             Streams::Kafka {
                 bootstrap_servers, ..
             } if bootstrap_servers.is_empty() => {
-                return invalid("streams.kafka.bootstrapServers", "must list at least one host:port");
+                return invalid(
+                    "streams.kafka.bootstrapServers",
+                    "must list at least one host:port",
+                );
             }
             Streams::Http { max_body_bytes } if *max_body_bytes == 0 => {
                 return invalid("streams.http.maxBodyBytes", "must be positive");
@@ -444,6 +450,12 @@ mod tests {
     #[test]
     fn role_parses_and_rejects() {
         assert_eq!("standalone".parse::<Role>().unwrap(), Role::Standalone);
-        assert!("writer".parse::<Role>().unwrap_err().to_string().contains("role"));
+        assert!(
+            "writer"
+                .parse::<Role>()
+                .unwrap_err()
+                .to_string()
+                .contains("role")
+        );
     }
 }

@@ -1,0 +1,274 @@
+//! Wiring: opens the store, starts the roles' listeners and the writer, and shuts down in order
+//! (stop accepting, finish in-flight requests and their durable acks, stop the writer, close the
+//! store).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio::sync::watch;
+
+use crate::cache::{Cache, CacheCounters, Invalidation};
+use crate::config::{Config, ConfigError, Role, Storage, Streams};
+use crate::feed::{ChangeFeed, InProcessFeed};
+use crate::ingest::admission::Admission;
+use crate::ingest::http::IngestState;
+use crate::ingest::writer::{Writer, WriterConfig};
+use crate::ingest::{ChannelSource, deferral};
+use crate::metrics::{LayerLabel, Metrics};
+use crate::serve::http::ServeState;
+use crate::serve::reader::Reader;
+use crate::snapshot::Snapshots;
+use crate::store::Store;
+use crate::store::embedded::EmbeddedStore;
+
+/// Most write requests holding a body in memory at once (memory bound: this × maxBodyBytes).
+const MAX_INGEST_REQUESTS: usize = 32;
+/// Jobs queued for the writer; records are bounded separately by `queueCapacity`.
+const WRITER_QUEUE_JOBS: usize = 1024;
+
+/// Settings that are not part of the operator's config contract (flags and environment).
+#[derive(Clone, Debug)]
+pub struct Tuning {
+    /// Event ids remembered for dedup (hashes, 8 bytes each plus map overhead).
+    pub dedup_window: usize,
+    /// Readiness waits for an active snapshot.
+    pub require_snapshot: bool,
+    /// Block cache of the embedded store, bytes.
+    pub store_cache_bytes: u64,
+}
+
+/// Starts every part of `role` and runs until `shutdown` resolves.
+pub async fn run(
+    role: Role,
+    config: Config,
+    tuning: Tuning,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let path = match &config.storage {
+        Storage::Embedded { path } => path.clone(),
+        Storage::Cassandra { .. } => {
+            return Err(ConfigError::Invalid {
+                key: "storage.cassandra".into(),
+                why: "is not available in this build yet; use storage.embedded".into(),
+            }
+            .into());
+        }
+    };
+    let max_body_bytes = match &config.streams {
+        Streams::Http { max_body_bytes } => *max_body_bytes as usize,
+        Streams::Kafka { .. } => {
+            return Err(ConfigError::Invalid {
+                key: "streams.kafka".into(),
+                why: "is not available in this build yet; use streams.http".into(),
+            }
+            .into());
+        }
+    };
+    std::fs::create_dir_all(&path)
+        .with_context(|| format!("creating data dir {}", path.display()))?;
+    let metrics = Arc::new(Metrics::new());
+    let cache_bytes = tuning.store_cache_bytes;
+    let store_path = path.clone();
+    let store: Arc<dyn Store> = Arc::new(
+        tokio::task::spawn_blocking(move || EmbeddedStore::open(&store_path, cache_bytes))
+            .await?
+            .with_context(|| format!("opening the store at {}", path.display()))?,
+    );
+    let feed: Arc<dyn ChangeFeed> = Arc::new(InProcessFeed::default());
+    let snapshots = Arc::new(Snapshots::open(
+        store.clone(),
+        feed.clone(),
+        metrics.clone(),
+    )?);
+    metrics
+        .dead_letters_stored
+        .set(store.dead_letter_count() as i64);
+    metrics.ingest_deferred.set(store.deferred_count() as i64);
+
+    let (stop_http, http_stopped) = watch::channel(false);
+    let (close_writer, writer_closing) = watch::channel(false);
+    let mut servers = Vec::new();
+    let mut writer_thread = None;
+    let ingests = matches!(role, Role::Ingest | Role::Standalone);
+    let serves = matches!(role, Role::Serve | Role::Standalone);
+
+    if ingests {
+        let paused = Arc::new(AtomicBool::new(config.degradation.pause_non_critical));
+        let (tx, rx) = std::sync::mpsc::sync_channel(WRITER_QUEUE_JOBS);
+        let writer = Writer::new(
+            store.clone(),
+            feed.clone(),
+            metrics.clone(),
+            paused.clone(),
+            WriterConfig {
+                max_records: config.ingest.batch.max_records as usize,
+                linger: config.ingest.batch.linger,
+                partitions: config.ingest.partitions,
+                dead_letter_max: config.ingest.dead_letter.max_records,
+                dead_letter_retention: config.ingest.dead_letter.retention,
+            },
+            tuning.dedup_window,
+        )?;
+        let source = ChannelSource {
+            jobs: rx,
+            closing: writer_closing.clone(),
+        };
+        writer_thread = Some(
+            std::thread::Builder::new()
+                .name("writer".into())
+                .spawn(move || writer.run(source))?,
+        );
+        metrics
+            .ingest_queue_capacity
+            .set(config.ingest.queue_capacity as i64);
+        let state = Arc::new(IngestState {
+            store: store.clone(),
+            metrics: metrics.clone(),
+            admission: Admission::new(
+                config.ingest.queue_capacity,
+                MAX_INGEST_REQUESTS,
+                metrics.ingest_queue_depth.clone(),
+            ),
+            jobs: tx,
+            max_body_bytes,
+            paused,
+            snapshots: snapshots.clone(),
+            spool_dir: path.clone(),
+        });
+        tokio::spawn(deferral::drain(state.clone(), writer_closing.clone()));
+        let router = crate::ingest::http::router(state);
+        servers.push(serve("ingest", config.listen.ingest, router, http_stopped.clone()).await?);
+    }
+
+    if serves {
+        let invalidation = Arc::new(Invalidation::new(metrics.cache_invalidations.clone()));
+        feed.subscribe(invalidation.clone());
+        let counters = |layer: &'static str| CacheCounters {
+            hits: metrics
+                .cache_hits
+                .get_or_create(&LayerLabel { layer })
+                .clone(),
+            misses: metrics
+                .cache_misses
+                .get_or_create(&LayerLabel { layer })
+                .clone(),
+            evictions: metrics
+                .cache_evictions
+                .get_or_create(&LayerLabel { layer })
+                .clone(),
+        };
+        // The entry budget is split between the two layers.
+        let per_layer = config.serve.cache_max_entries / 2;
+        let reader = Arc::new(Reader::new(
+            store.clone(),
+            snapshots.clone(),
+            Cache::new(per_layer, invalidation.clone(), counters("data")),
+            invalidation.clone(),
+            config.serve.cache_ttl.clone(),
+        ));
+        let state = Arc::new(ServeState {
+            reader,
+            responses: Cache::new(per_layer, invalidation, counters("response")),
+            metrics: metrics.clone(),
+            read_timeout: config.serve.read_timeout,
+        });
+        let router = crate::serve::http::router(state);
+        servers.push(serve("serve", config.listen.serve, router, http_stopped.clone()).await?);
+    }
+
+    let health = Arc::new(Health {
+        metrics: metrics.clone(),
+        snapshots: snapshots.clone(),
+        require_snapshot: tuning.require_snapshot,
+        stopping: AtomicBool::new(false),
+    });
+    let health_router = Router::new()
+        .route("/metrics", get(metrics_text))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(health.clone());
+    servers.push(
+        serve(
+            "metrics",
+            config.listen.metrics,
+            health_router,
+            http_stopped.clone(),
+        )
+        .await?,
+    );
+    tracing::info!(role = role.as_str(), "ready");
+
+    shutdown.await;
+    tracing::info!("shutting down: draining in-flight requests");
+    health.stopping.store(true, Ordering::Relaxed);
+    let _ = stop_http.send(true);
+    for server in servers {
+        server.await??;
+    }
+    let _ = close_writer.send(true);
+    if let Some(t) = writer_thread {
+        tokio::task::spawn_blocking(move || t.join())
+            .await?
+            .map_err(|_| anyhow::anyhow!("writer thread panicked"))?;
+    }
+    drop(snapshots);
+    drop(store);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Binds `addr` and serves `router` until `stop` turns true.
+async fn serve(
+    name: &'static str,
+    addr: SocketAddr,
+    router: Router,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the {name} listener on {addr}"))?;
+    tracing::info!(listener = name, addr = %listener.local_addr()?, "listening");
+    Ok(tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+    }))
+}
+
+struct Health {
+    metrics: Arc<Metrics>,
+    snapshots: Arc<Snapshots>,
+    require_snapshot: bool,
+    stopping: AtomicBool,
+}
+
+async fn metrics_text(State(h): State<Arc<Health>>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        h.metrics.encode(),
+    )
+}
+
+/// Ready once the store is open (it is, or this listener would not exist), a snapshot is active
+/// when one is required, and shutdown has not begun.
+async fn readyz(State(h): State<Arc<Health>>) -> impl IntoResponse {
+    if h.stopping.load(Ordering::Relaxed) {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+    } else if h.require_snapshot && h.snapshots.active() == 0 {
+        (StatusCode::SERVICE_UNAVAILABLE, "no active snapshot")
+    } else {
+        (StatusCode::OK, "ready")
+    }
+}

@@ -1,0 +1,51 @@
+//! The cache-invalidation feed: ingest publishes what changed after each durable commit, the read
+//! path invalidates exactly those partitions. In standalone mode the feed is in-process; a Kafka
+//! change topic can implement the same trait when ingest and serve run apart.
+
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use crate::model::EntityKey;
+
+/// One change, published after it is durable.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ChangeEvent {
+    /// One entity changed.
+    Entity(EntityKey),
+    /// Everything may have changed (a snapshot was activated or rolled back).
+    All,
+}
+
+/// Receives change events; the read caches implement it.
+pub trait Invalidate: Send + Sync {
+    /// Drops cached state for the given changes.
+    fn invalidate(&self, events: &[ChangeEvent]);
+}
+
+/// Carries change events from ingest to every subscriber.
+pub trait ChangeFeed: Send + Sync {
+    /// Publishes changes that are already durable.
+    fn publish(&self, events: &[ChangeEvent]);
+    /// Registers a subscriber for every later event.
+    fn subscribe(&self, subscriber: Arc<dyn Invalidate>);
+}
+
+/// The in-process feed: synchronous delivery, so a change is invalidated before the write is
+/// acknowledged and no event can be lost to a full buffer.
+#[derive(Default)]
+pub struct InProcessFeed {
+    subscribers: RwLock<Vec<Arc<dyn Invalidate>>>,
+}
+
+impl ChangeFeed for InProcessFeed {
+    fn publish(&self, events: &[ChangeEvent]) {
+        for s in self.subscribers.read().iter() {
+            s.invalidate(events);
+        }
+    }
+
+    fn subscribe(&self, subscriber: Arc<dyn Invalidate>) {
+        self.subscribers.write().push(subscriber);
+    }
+}

@@ -1,0 +1,75 @@
+//! Admission control: at most `queueCapacity` records are admitted and not yet durable, and at
+//! most a fixed number of write requests hold bodies in memory. Beyond either, the write API
+//! answers 429 with Retry-After instead of queueing: memory stays bounded.
+
+use std::sync::Arc;
+
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Bounds records in flight and request bodies in memory.
+pub struct Admission {
+    records: Arc<Semaphore>,
+    requests: Arc<Semaphore>,
+    depth: Gauge,
+}
+
+/// Records admitted; releases them (and the depth gauge) on drop.
+pub struct RecordPermit {
+    _permit: OwnedSemaphorePermit,
+    count: u32,
+    depth: Gauge,
+}
+
+impl Drop for RecordPermit {
+    fn drop(&mut self) {
+        self.depth.dec_by(i64::from(self.count));
+    }
+}
+
+impl Admission {
+    /// `capacity` records, `max_requests` concurrent request bodies.
+    pub fn new(capacity: usize, max_requests: usize, depth: Gauge) -> Self {
+        Self {
+            records: Arc::new(Semaphore::new(capacity.min(Semaphore::MAX_PERMITS))),
+            requests: Arc::new(Semaphore::new(max_requests)),
+            depth,
+        }
+    }
+
+    /// A slot to read one request body, or `None` when the queue is full.
+    pub fn request(&self) -> Option<OwnedSemaphorePermit> {
+        if self.records.available_permits() == 0 {
+            return None;
+        }
+        self.requests.clone().try_acquire_owned().ok()
+    }
+
+    /// Admits `n` records, or `None` when they do not fit.
+    pub fn records(&self, n: usize) -> Option<RecordPermit> {
+        let count = u32::try_from(n).ok()?;
+        let permit = self.records.clone().try_acquire_many_owned(count).ok()?;
+        self.depth.inc_by(i64::from(count));
+        Some(RecordPermit {
+            _permit: permit,
+            count,
+            depth: self.depth.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_queue_refuses_and_release_readmits() {
+        let a = Admission::new(10, 2, Gauge::default());
+        let p = a.records(8).unwrap();
+        assert!(a.records(3).is_none());
+        assert_eq!(a.depth.get(), 8);
+        drop(p);
+        assert_eq!(a.depth.get(), 0);
+        assert!(a.records(10).is_some());
+    }
+}

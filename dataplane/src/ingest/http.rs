@@ -1,0 +1,463 @@
+//! The write API: bulk updates, the dead-letter store, snapshots and the degradation switch.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
+
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde_json::{Value, json};
+
+use crate::ingest::admission::Admission;
+use crate::ingest::body::{BodyError, format, split};
+use crate::ingest::{Item, Job, JobResult, Outcome};
+use crate::metrics::{ClassLabel, CodeLabel, Metrics};
+use crate::model::{format_time, now_ms};
+use crate::schema::{Mode, parse_record};
+use crate::snapshot::{LoadRequest, SnapshotError, Snapshots, lossy};
+use crate::store::{DeadLetter, DeadLetterSource, Store};
+
+/// Errors listed per response at most; the counts are always complete.
+const MAX_LISTED_ERRORS: usize = 100;
+/// Seconds a client should wait after a 429.
+const RETRY_AFTER_SECONDS: &str = "1";
+/// Default share of rejected records that fails a snapshot load.
+const DEFAULT_MAX_REJECTED_RATIO: f64 = 0.01;
+
+/// Everything the write handlers share.
+pub struct IngestState {
+    /// The store (dead-letter listing).
+    pub store: Arc<dyn Store>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Bounded admission.
+    pub admission: Admission,
+    /// To the writer.
+    pub jobs: SyncSender<Job>,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// `degradation.pauseNonCritical`, switchable at run time.
+    pub paused: Arc<AtomicBool>,
+    /// Snapshot lifecycle.
+    pub snapshots: Arc<Snapshots>,
+    /// Where uploads are spooled.
+    pub spool_dir: PathBuf,
+}
+
+type Shared = State<Arc<IngestState>>;
+
+/// The write routes.
+pub fn router(state: Arc<IngestState>) -> Router {
+    Router::new()
+        .route("/v1/updates", post(updates))
+        .route("/v1/deadletter", get(dead_letters))
+        .route("/v1/deadletter/count", get(dead_letter_count))
+        .route("/v1/deadletter/replay", post(replay_dead_letters))
+        .route("/v1/snapshots", get(list_snapshots).post(load_snapshot))
+        .route("/v1/snapshots/rollback", post(rollback_snapshot))
+        .route(
+            "/v1/admin/degradation",
+            put(set_degradation).get(get_degradation),
+        )
+        .with_state(state)
+}
+
+fn error(status: StatusCode, code: &str, message: impl std::fmt::Display) -> Response {
+    (
+        status,
+        Json(json!({"error": message.to_string(), "code": code})),
+    )
+        .into_response()
+}
+
+fn too_busy(why: &str) -> Response {
+    let mut r = error(StatusCode::TOO_MANY_REQUESTS, "backpressure", why);
+    r.headers_mut().insert(
+        header::RETRY_AFTER,
+        header::HeaderValue::from_static(RETRY_AFTER_SECONDS),
+    );
+    r
+}
+
+impl IngestState {
+    /// Hands a job to the writer and waits for its durable outcome.
+    pub(crate) async fn submit(
+        &self,
+        items: Vec<Item>,
+        deferred_ids: Vec<u64>,
+        dead_letter_ids: Vec<u64>,
+    ) -> Result<JobResult, Response> {
+        let (mut job, rx) = Job::new(items);
+        job.deferred_ids = deferred_ids;
+        job.dead_letter_ids = dead_letter_ids;
+        match self.jobs.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(too_busy("writer queue is full")),
+            Err(TrySendError::Disconnected(_)) => {
+                return Err(error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "shutting_down",
+                    "the writer has stopped",
+                ));
+            }
+        }
+        rx.await.map_err(|_| {
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the writer has stopped",
+            )
+        })
+    }
+}
+
+async fn updates(State(s): Shared, headers: HeaderMap, body: Body) -> Response {
+    let response = ingest(&s, &headers, body).await;
+    s.metrics
+        .ingest_requests
+        .get_or_create(&CodeLabel {
+            code: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+async fn ingest(s: &Arc<IngestState>, headers: &HeaderMap, body: Body) -> Response {
+    let Some(_slot) = s.admission.request() else {
+        return too_busy("ingest queue is full");
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!(
+                "body exceeds streams.http.maxBodyBytes ({} bytes)",
+                s.max_body_bytes
+            ),
+        )
+    };
+    if declared.is_some_and(|n| n > s.max_body_bytes) {
+        return too_large();
+    }
+    let bytes = match axum::body::to_bytes(body, s.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) if format!("{e:?}").contains("LengthLimit") => return too_large(),
+        Err(e) => return error(StatusCode::BAD_REQUEST, "body_unreadable", e),
+    };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let fmt = match format(content_type, &bytes) {
+        Ok(f) => f,
+        Err(e) => return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "content_type", e),
+    };
+    let metrics = s.metrics.clone();
+    let parsed = tokio::task::spawn_blocking(move || parse_body(&bytes, fmt, &metrics)).await;
+    let items = match parsed {
+        Ok(Ok(items)) => items,
+        Ok(Err(e @ BodyError::Empty)) => return error(StatusCode::BAD_REQUEST, "empty_batch", e),
+        Ok(Err(e)) => return error(StatusCode::BAD_REQUEST, "malformed_body", e),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e),
+    };
+    let Some(_permit) = s.admission.records(items.len()) else {
+        return too_busy("ingest queue is full");
+    };
+    let errors: Vec<Value> = items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, item)| match item {
+            Item::Rejected(dl) => Some(json!({"index": i, "field": dl.field, "error": dl.reason})),
+            Item::Update(_) => None,
+        })
+        .take(MAX_LISTED_ERRORS)
+        .collect();
+    let outcomes = match s.submit(items, Vec::new(), Vec::new()).await {
+        Ok(Ok(o)) => o,
+        Ok(Err(e)) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "commit_failed",
+                format!("nothing in this batch was acknowledged: {e}"),
+            );
+        }
+        Err(response) => return response,
+    };
+    let mut body = counts(&outcomes);
+    body["errors"] = Value::Array(errors);
+    let status = if outcomes.iter().all(|o| *o == Outcome::Rejected) {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    (status, Json(body)).into_response()
+}
+
+/// Parses every record; bad records become dead letters, never errors of the whole body.
+fn parse_body(
+    bytes: &[u8],
+    fmt: crate::ingest::body::Format,
+    metrics: &Metrics,
+) -> Result<Vec<Item>, BodyError> {
+    let received_at_ms = now_ms();
+    Ok(split(bytes, fmt)?
+        .into_iter()
+        .map(|raw| match parse_record(raw, Mode::Stream) {
+            Ok(p) => {
+                if p.unknown_fields > 0 {
+                    metrics
+                        .ingest_unknown_fields
+                        .get_or_create(&ClassLabel {
+                            class: p.update.key.class.as_str(),
+                        })
+                        .inc_by(u64::from(p.unknown_fields));
+                }
+                Item::Update(p.update)
+            }
+            Err(e) => Item::Rejected(DeadLetter {
+                received_at_ms,
+                source: DeadLetterSource::Stream,
+                class: e.class,
+                field: e.field,
+                reason: e.message,
+                raw: lossy(raw),
+            }),
+        })
+        .collect())
+}
+
+fn counts(outcomes: &[Outcome]) -> Value {
+    let mut body = json!({});
+    for o in [
+        Outcome::Accepted,
+        Outcome::Deduplicated,
+        Outcome::Stale,
+        Outcome::Deferred,
+        Outcome::Rejected,
+    ] {
+        body[o.as_str()] = outcomes.iter().filter(|x| **x == o).count().into();
+    }
+    body
+}
+
+/// A query parameter, or the 400 response naming it.
+fn param<T: std::str::FromStr>(
+    q: &HashMap<String, String>,
+    name: &str,
+    default: T,
+) -> Result<T, Box<Response>> {
+    match q.get(name) {
+        None => Ok(default),
+        Some(v) => v.parse().map_err(|_| {
+            Box::new(error(
+                StatusCode::BAD_REQUEST,
+                "bad_parameter",
+                format!("query parameter `{name}` is invalid: {v:?}"),
+            ))
+        }),
+    }
+}
+
+async fn dead_letters(State(s): Shared, Query(q): Query<HashMap<String, String>>) -> Response {
+    let (after, limit) = match (param(&q, "after", 0_u64), param(&q, "limit", 100_usize)) {
+        (Ok(a), Ok(l)) => (a, l.min(10_000)),
+        (Err(r), _) | (_, Err(r)) => return *r,
+    };
+    match s.store.dead_letters(after, limit) {
+        Ok(list) => {
+            let items: Vec<Value> = list
+                .into_iter()
+                .map(|(id, dl)| {
+                    json!({"id": id, "received_at": format_time(dl.received_at_ms), "source": dl.source,
+                           "class": dl.class, "field": dl.field, "reason": dl.reason, "raw": dl.raw})
+                })
+                .collect();
+            Json(json!({"items": items})).into_response()
+        }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "store_error", e),
+    }
+}
+
+async fn dead_letter_count(State(s): Shared) -> Response {
+    Json(json!({"count": s.store.dead_letter_count()})).into_response()
+}
+
+/// Re-parses stored dead letters with today's code; those that now pass are applied and
+/// removed in the same commit, the rest stay.
+async fn replay_dead_letters(
+    State(s): Shared,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let limit = match param(&q, "limit", 1000_usize) {
+        Ok(l) => l.min(10_000),
+        Err(r) => return *r,
+    };
+    let stored = match s.store.dead_letters(0, limit) {
+        Ok(v) => v,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, "store_error", e),
+    };
+    let mut items = Vec::new();
+    let mut ids = Vec::new();
+    let mut still_rejected = 0;
+    for (id, dl) in stored {
+        let mode = match dl.source {
+            DeadLetterSource::Stream => Mode::Stream,
+            DeadLetterSource::Snapshot {
+                version,
+                as_of_ms,
+                line,
+            } => Mode::Snapshot {
+                version,
+                as_of_ms,
+                line,
+            },
+        };
+        match parse_record(dl.raw.as_bytes(), mode) {
+            Ok(p) => {
+                items.push(Item::Update(p.update));
+                ids.push(id);
+            }
+            Err(_) => still_rejected += 1,
+        }
+    }
+    if items.is_empty() {
+        return Json(json!({"replayed": 0, "still_rejected": still_rejected})).into_response();
+    }
+    let Some(_permit) = s.admission.records(items.len()) else {
+        return too_busy("ingest queue is full");
+    };
+    let replayed = items.len();
+    match s.submit(items, Vec::new(), ids).await {
+        Ok(Ok(outcomes)) => {
+            let mut body = counts(&outcomes);
+            body["replayed"] = replayed.into();
+            body["still_rejected"] = still_rejected.into();
+            Json(body).into_response()
+        }
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, "commit_failed", e),
+        Err(r) => r,
+    }
+}
+
+async fn list_snapshots(State(s): Shared) -> Response {
+    match s.snapshots.list() {
+        Ok(list) => {
+            Json(json!({"active": s.snapshots.active(), "snapshots": list})).into_response()
+        }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "store_error", e),
+    }
+}
+
+/// Starts a load from `?path=` on the server, or from the uploaded NDJSON body.
+async fn load_snapshot(
+    State(s): Shared,
+    Query(q): Query<HashMap<String, String>>,
+    body: Body,
+) -> Response {
+    let max_rejected_ratio = match param(&q, "max_rejected_ratio", DEFAULT_MAX_REJECTED_RATIO) {
+        Ok(r) => r,
+        Err(r) => return *r,
+    };
+    let as_of_ms = match q.get("as_of") {
+        None => now_ms(),
+        Some(t) => match crate::schema::parse_time(&Value::String(t.clone())) {
+            Ok(ms) => ms,
+            Err(m) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_parameter",
+                    format!("as_of: {m}"),
+                );
+            }
+        },
+    };
+    let (file, remove_file) = match q.get("path") {
+        Some(p) => (PathBuf::from(p), false),
+        None => match spool(&s.spool_dir, body).await {
+            Ok(f) => (f, true),
+            Err(e) => return error(StatusCode::BAD_REQUEST, "upload_failed", e),
+        },
+    };
+    if !file.is_file() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_parameter",
+            format!("path: {} is not a readable file", file.display()),
+        );
+    }
+    let request = LoadRequest {
+        file,
+        remove_file,
+        as_of_ms,
+        max_rejected_ratio,
+    };
+    match s.snapshots.begin(request) {
+        Ok(meta) => (StatusCode::ACCEPTED, Json(json!(meta))).into_response(),
+        Err(e @ SnapshotError::Busy(_)) => error(StatusCode::CONFLICT, "busy", e),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "store_error", e),
+    }
+}
+
+/// Streams an upload to a file so that a large snapshot never sits in memory.
+async fn spool(dir: &std::path::Path, body: Body) -> Result<PathBuf, String> {
+    use futures::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let path = dir.join(format!(
+        "snapshot-upload-{}-{}.ndjson",
+        now_ms(),
+        fastrand::u32(..)
+    ));
+    let mut file = tokio::fs::File::create(&path)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| e.to_string())?;
+        file.write_all(&chunk).await.map_err(|e| e.to_string())?;
+    }
+    file.flush().await.map_err(|e| e.to_string())?;
+    Ok(path)
+}
+
+async fn rollback_snapshot(State(s): Shared) -> Response {
+    match s.snapshots.rollback() {
+        Ok(v) => Json(json!({"active": v})).into_response(),
+        Err(e @ (SnapshotError::NoPrevious | SnapshotError::Busy(_))) => {
+            error(StatusCode::CONFLICT, "no_rollback", e)
+        }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "store_error", e),
+    }
+}
+
+async fn get_degradation(State(s): Shared) -> Response {
+    Json(json!({"pauseNonCritical": s.paused.load(Ordering::Relaxed), "deferred": s.store.deferred_count()}))
+        .into_response()
+}
+
+async fn set_degradation(State(s): Shared, body: axum::body::Bytes) -> Response {
+    let pause = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v.get("pauseNonCritical").and_then(Value::as_bool));
+    match pause {
+        Some(p) => {
+            s.paused.store(p, Ordering::Relaxed);
+            tracing::info!(pause_non_critical = p, "degradation switched");
+            get_degradation(State(s)).await
+        }
+        None => error(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            "expected {\"pauseNonCritical\": true|false}",
+        ),
+    }
+}

@@ -1,0 +1,125 @@
+//! The write path: admission (bounded, 429 when full), a source of jobs, and one writer that
+//! group-commits them. HTTP is today's source; Kafka will implement [`UpdateSource`] too.
+
+pub mod admission;
+pub mod body;
+pub mod deferral;
+pub mod http;
+pub mod writer;
+
+use std::time::Duration;
+
+use crate::model::Update;
+use crate::store::DeadLetter;
+
+/// One record of a job, already parsed at the boundary.
+#[derive(Debug)]
+pub enum Item {
+    /// A valid update.
+    Update(Update),
+    /// A rejected record, to be dead-lettered durably with the batch.
+    Rejected(DeadLetter),
+}
+
+/// What happened to one record. Every outcome except a failed commit is durable when reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Applied: at least one field took its value.
+    Accepted,
+    /// Its event id was already applied.
+    Deduplicated,
+    /// Applied but every field it sets already held a newer write.
+    Stale,
+    /// Non-critical and paused: stored durably, applied when the pause ends.
+    Deferred,
+    /// Invalid: stored in the dead-letter store.
+    Rejected,
+}
+
+impl Outcome {
+    /// The metric label and response key.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Accepted => "accepted",
+            Outcome::Deduplicated => "deduplicated",
+            Outcome::Stale => "stale",
+            Outcome::Deferred => "deferred",
+            Outcome::Rejected => "rejected",
+        }
+    }
+}
+
+/// The writer's answer to a job: per-record outcomes, or why nothing was committed.
+pub type JobResult = Result<Vec<Outcome>, String>;
+
+/// A unit of work for the writer, acknowledged once its batch is durable.
+pub struct Job {
+    /// Records, in arrival order.
+    pub items: Vec<Item>,
+    /// Deferred updates this job applies (deleted in the same commit).
+    pub deferred_ids: Vec<u64>,
+    /// Dead letters this job replays (deleted in the same commit).
+    pub dead_letter_ids: Vec<u64>,
+    /// Called exactly once, after the commit succeeded or failed.
+    pub ack: Box<dyn FnOnce(JobResult) + Send>,
+}
+
+impl Job {
+    /// A job whose result is delivered on a channel.
+    pub fn new(items: Vec<Item>) -> (Self, tokio::sync::oneshot::Receiver<JobResult>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job = Self {
+            items,
+            deferred_ids: Vec::new(),
+            dead_letter_ids: Vec::new(),
+            ack: Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        };
+        (job, rx)
+    }
+}
+
+/// What a source yields.
+pub enum Next {
+    /// A job.
+    Job(Job),
+    /// Nothing arrived within the timeout.
+    Idle,
+    /// The source is finished (shutdown): the writer drains and stops.
+    Closed,
+}
+
+/// A source of jobs for the writer. Implementations acknowledge upstream (HTTP response, Kafka
+/// offset commit) in the job's `ack`, which the writer calls only after a durable commit.
+pub trait UpdateSource: Send {
+    /// Waits up to `timeout` for the next job.
+    fn next(&mut self, timeout: Duration) -> Next;
+}
+
+/// The in-process source fed by the HTTP handlers and background tasks. It closes once
+/// shutdown is signalled and nothing is left to take.
+pub struct ChannelSource {
+    /// Jobs from the handlers.
+    pub jobs: std::sync::mpsc::Receiver<Job>,
+    /// Turns true at shutdown.
+    pub closing: tokio::sync::watch::Receiver<bool>,
+}
+
+impl UpdateSource for ChannelSource {
+    fn next(&mut self, timeout: Duration) -> Next {
+        let timeout = if *self.closing.borrow() {
+            Duration::ZERO
+        } else {
+            timeout
+        };
+        match self.jobs.recv_timeout(timeout) {
+            Ok(job) => Next::Job(job),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if *self.closing.borrow() => {
+                Next::Closed
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Next::Idle,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Next::Closed,
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! The SLI metrics, on one explicit registry. Names, labels and meaning are the contract with the
+//! operator's SLO engine and dashboards; `docs/metrics.md` documents each one.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use std::sync::atomic::AtomicU64;
+
+/// `class`, `outcome` of an ingested record.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RecordLabels {
+    /// Data class, or `unknown` when the record is unreadable.
+    pub class: &'static str,
+    /// accepted | rejected | deduplicated | stale | deferred
+    pub outcome: &'static str,
+}
+
+/// `class` label alone.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabel {
+    /// Data class or query class.
+    pub class: &'static str,
+}
+
+/// `class`, `code` of a read request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Query class: product, pricing, inventory, fulfillment, productDetail, category, brand,
+    /// attribute.
+    pub class: &'static str,
+    /// HTTP status code.
+    pub code: u16,
+}
+
+/// `code` of a write-API request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    /// HTTP status code.
+    pub code: u16,
+}
+
+/// `layer` of a cache.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LayerLabel {
+    /// response | data
+    pub layer: &'static str,
+}
+
+/// Every metric the data plane exports.
+pub struct Metrics {
+    /// The registry `/metrics` encodes.
+    pub registry: Registry,
+    /// Records by class and outcome.
+    pub ingest_records: Family<RecordLabels, Counter>,
+    /// Write-API requests by status code.
+    pub ingest_requests: Family<CodeLabel, Counter>,
+    /// Event time to visible on the read path, seconds.
+    pub ingest_lag: Family<ClassLabel, Histogram>,
+    /// Newest event time made visible, unix seconds, per class.
+    pub ingest_watermark: Family<ClassLabel, Gauge<f64, AtomicU64>>,
+    /// Records admitted and not yet durable.
+    pub ingest_queue_depth: Gauge,
+    /// Admission limit on queued records.
+    pub ingest_queue_capacity: Gauge,
+    /// Deferred non-critical updates waiting for `pauseNonCritical` to clear.
+    pub ingest_deferred: Gauge,
+    /// Unknown fields seen (kept or ignored per the unknown-field policy).
+    pub ingest_unknown_fields: Family<ClassLabel, Counter>,
+    /// Durable commit duration, seconds.
+    pub ingest_commit_duration: Histogram,
+    /// Logical updates that reached the store (accepted or stale, not rejected/deduplicated).
+    pub logical_updates: Counter,
+    /// Physical key writes to the store.
+    pub physical_writes: Counter,
+    /// Read latency by query class, seconds.
+    pub read_duration: Family<ClassLabel, Histogram>,
+    /// Read requests by query class and status code.
+    pub read_requests: Family<RequestLabels, Counter>,
+    /// Cache hits by layer.
+    pub cache_hits: Family<LayerLabel, Counter>,
+    /// Cache misses by layer.
+    pub cache_misses: Family<LayerLabel, Counter>,
+    /// Cache evictions by layer (capacity, not TTL or invalidation).
+    pub cache_evictions: Family<LayerLabel, Counter>,
+    /// Targeted invalidations received from the change feed.
+    pub cache_invalidations: Counter,
+    /// Records dead-lettered by class.
+    pub dead_letters: Family<ClassLabel, Counter>,
+    /// Records currently in the dead-letter store.
+    pub dead_letters_stored: Gauge,
+    /// Active snapshot version (0 = none).
+    pub snapshot_version: Gauge,
+    /// Completion time of the active snapshot, unix seconds.
+    pub snapshot_timestamp: Gauge,
+}
+
+/// Read-latency buckets: fine from 0.5 ms to 1 s so that P95 and P99 interpolate well.
+pub const READ_BUCKETS: [f64; 22] = [
+    0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03,
+    0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0,
+];
+
+/// Freshness buckets: from 1 ms to the paper's 10-minute objective and beyond.
+pub const LAG_BUCKETS: [f64; 20] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    120.0, 300.0, 600.0, 1200.0, 3600.0,
+];
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric under the `tailwarden_` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("tailwarden");
+        let read_hist = || Histogram::new(READ_BUCKETS);
+        let lag_hist = || Histogram::new(LAG_BUCKETS);
+        let m = Self {
+            ingest_records: Family::default(),
+            ingest_requests: Family::default(),
+            ingest_lag: Family::new_with_constructor(lag_hist),
+            ingest_watermark: Family::default(),
+            ingest_queue_depth: Gauge::default(),
+            ingest_queue_capacity: Gauge::default(),
+            ingest_deferred: Gauge::default(),
+            ingest_unknown_fields: Family::default(),
+            ingest_commit_duration: Histogram::new(READ_BUCKETS),
+            logical_updates: Counter::default(),
+            physical_writes: Counter::default(),
+            read_duration: Family::new_with_constructor(read_hist),
+            read_requests: Family::default(),
+            cache_hits: Family::default(),
+            cache_misses: Family::default(),
+            cache_evictions: Family::default(),
+            cache_invalidations: Counter::default(),
+            dead_letters: Family::default(),
+            dead_letters_stored: Gauge::default(),
+            snapshot_version: Gauge::default(),
+            snapshot_timestamp: Gauge::default(),
+            registry: Registry::default(),
+        };
+        // prometheus-client appends `_total` to counters and the unit to names.
+        registry.register(
+            "ingest_records",
+            "Ingested records by class and outcome",
+            m.ingest_records.clone(),
+        );
+        registry.register(
+            "ingest_requests",
+            "Write-API requests by status code",
+            m.ingest_requests.clone(),
+        );
+        registry.register(
+            "ingest_lag_seconds",
+            "Event time to visible on the read path",
+            m.ingest_lag.clone(),
+        );
+        registry.register(
+            "ingest_watermark_timestamp_seconds",
+            "Newest event time made visible, per class",
+            m.ingest_watermark.clone(),
+        );
+        registry.register(
+            "ingest_queue_depth_records",
+            "Records admitted and not yet durable",
+            m.ingest_queue_depth.clone(),
+        );
+        registry.register(
+            "ingest_queue_capacity_records",
+            "Most records admitted before 429",
+            m.ingest_queue_capacity.clone(),
+        );
+        registry.register(
+            "ingest_deferred_records",
+            "Non-critical updates deferred by pauseNonCritical",
+            m.ingest_deferred.clone(),
+        );
+        registry.register(
+            "ingest_unknown_fields",
+            "Unknown record fields seen (payload ones are kept)",
+            m.ingest_unknown_fields.clone(),
+        );
+        registry.register(
+            "ingest_commit_duration_seconds",
+            "Durable batch commit (write + fdatasync)",
+            m.ingest_commit_duration.clone(),
+        );
+        registry.register(
+            "store_logical_updates",
+            "Updates applied to the store (write-amplification numerator's denominator)",
+            m.logical_updates.clone(),
+        );
+        registry.register(
+            "store_physical_writes",
+            "Physical key writes to the store",
+            m.physical_writes.clone(),
+        );
+        registry.register(
+            "read_duration_seconds",
+            "Read latency by query class",
+            m.read_duration.clone(),
+        );
+        registry.register(
+            "read_requests",
+            "Read requests by query class and status code",
+            m.read_requests.clone(),
+        );
+        registry.register("cache_hits", "Cache hits by layer", m.cache_hits.clone());
+        registry.register(
+            "cache_misses",
+            "Cache misses by layer",
+            m.cache_misses.clone(),
+        );
+        registry.register(
+            "cache_evictions",
+            "Entries evicted for capacity by layer",
+            m.cache_evictions.clone(),
+        );
+        registry.register(
+            "cache_invalidations",
+            "Targeted invalidations from ingest change events",
+            m.cache_invalidations.clone(),
+        );
+        registry.register(
+            "deadletter_records",
+            "Records dead-lettered by class",
+            m.dead_letters.clone(),
+        );
+        registry.register(
+            "deadletter_stored_records",
+            "Records currently in the dead-letter store",
+            m.dead_letters_stored.clone(),
+        );
+        registry.register(
+            "snapshot_active_version",
+            "Active baseline snapshot version (0 = none)",
+            m.snapshot_version.clone(),
+        );
+        registry.register(
+            "snapshot_active_timestamp_seconds",
+            "Completion time of the active snapshot",
+            m.snapshot_timestamp.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposes_the_documented_names() {
+        let m = Metrics::new();
+        m.ingest_records
+            .get_or_create(&RecordLabels {
+                class: "pricing",
+                outcome: "accepted",
+            })
+            .inc();
+        m.read_duration
+            .get_or_create(&ClassLabel {
+                class: "productDetail",
+            })
+            .observe(0.001);
+        let text = m.encode();
+        for name in [
+            "tailwarden_ingest_records_total{class=\"pricing\",outcome=\"accepted\"} 1",
+            "tailwarden_read_duration_seconds_bucket{le=\"0.0005\",class=\"productDetail\"}",
+            "tailwarden_store_physical_writes_total",
+            "tailwarden_snapshot_active_timestamp_seconds",
+            "tailwarden_ingest_queue_depth_records",
+        ] {
+            assert!(text.contains(name), "missing {name} in\n{text}");
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! The read path.
+
+pub mod http;
+pub mod reader;

@@ -1,0 +1,431 @@
+//! Batch snapshots: a full baseline loaded from NDJSON as a new version, then made visible at
+//! once by flipping the durable "active version" pointer.
+//!
+//! A load writes under its own version prefix, which no reader looks at until the pointer flips,
+//! so readers see the old baseline until the new one is complete. A load that fails, or a
+//! process that dies mid-load, leaves a `loading` version behind that is deleted whole (at the
+//! failure, or at the next start). Rollback flips the pointer back to the previous complete
+//! version. Streaming updates live in their own layer and are merged over whichever baseline is
+//! active, field by field, by version: baseline fields carry the snapshot's `as_of` time.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+
+use crate::feed::{ChangeEvent, ChangeFeed};
+use crate::merge::apply;
+use crate::metrics::{ClassLabel, Metrics};
+use crate::model::{Class, Entity, EntityKey, now_ms};
+use crate::schema::{Mode, RecordError, parse_record};
+use crate::store::{
+    DeadLetter, DeadLetterSource, Layer, MAX_DEAD_LETTER_RAW, SnapshotMeta, SnapshotState, Store,
+    StoreError, WriteSet,
+};
+
+/// Records per (non-durable) write while loading; the completion marker is the durable point.
+const CHUNK: usize = 10_000;
+
+/// Why a snapshot operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// Another load is running.
+    #[error("snapshot {0} is still loading")]
+    Busy(u64),
+    /// Nothing to roll back to.
+    #[error("no complete snapshot older than the active one")]
+    NoPrevious,
+    /// The input could not be read.
+    #[error("cannot read snapshot input {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Too many records were rejected.
+    #[error("{rejected} of {total} records rejected, above the limit of {limit}")]
+    TooManyRejected {
+        /// Rejected records.
+        rejected: u64,
+        /// All records.
+        total: u64,
+        /// Largest allowed ratio.
+        limit: f64,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The snapshot lifecycle and the active version.
+pub struct Snapshots {
+    store: Arc<dyn Store>,
+    feed: Arc<dyn ChangeFeed>,
+    metrics: Arc<Metrics>,
+    active: AtomicU64,
+    loading: Mutex<Option<u64>>,
+}
+
+/// What to load.
+pub struct LoadRequest {
+    /// NDJSON file of records.
+    pub file: PathBuf,
+    /// Delete the file when done (uploads).
+    pub remove_file: bool,
+    /// Time the snapshot represents, epoch milliseconds.
+    pub as_of_ms: i64,
+    /// Largest share of rejected records before the load fails.
+    pub max_rejected_ratio: f64,
+}
+
+impl Snapshots {
+    /// Opens the lifecycle: deletes loads interrupted by a crash and reads the active version.
+    pub fn open(
+        store: Arc<dyn Store>,
+        feed: Arc<dyn ChangeFeed>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, StoreError> {
+        for meta in store.snapshots()? {
+            if meta.state == SnapshotState::Loading {
+                tracing::warn!(
+                    version = meta.version,
+                    "discarding interrupted snapshot load"
+                );
+                store.discard_snapshot(meta.version)?;
+            }
+        }
+        let active = store.active_snapshot()?.unwrap_or(0);
+        let s = Self {
+            store,
+            feed,
+            metrics,
+            active: AtomicU64::new(active),
+            loading: Mutex::new(None),
+        };
+        s.publish_metrics()?;
+        Ok(s)
+    }
+
+    /// The active version; 0 when no snapshot was ever activated.
+    pub fn active(&self) -> u64 {
+        self.active.load(Ordering::Acquire)
+    }
+
+    /// All versions.
+    pub fn list(&self) -> Result<Vec<SnapshotMeta>, StoreError> {
+        self.store.snapshots()
+    }
+
+    /// Starts loading a new version in the background; returns its initial metadata.
+    pub fn begin(self: &Arc<Self>, request: LoadRequest) -> Result<SnapshotMeta, SnapshotError> {
+        let mut loading = self.loading.lock();
+        if let Some(v) = *loading {
+            return Err(SnapshotError::Busy(v));
+        }
+        let version = self
+            .store
+            .snapshots()?
+            .last()
+            .map_or(1, |m| m.version + 1)
+            .max(self.active() + 1);
+        let meta = SnapshotMeta {
+            version,
+            state: SnapshotState::Loading,
+            as_of_ms: request.as_of_ms,
+            completed_at_ms: None,
+            records: 0,
+            rejected: 0,
+        };
+        self.store.put_snapshot_meta(&meta, false)?;
+        *loading = Some(version);
+        let this = self.clone();
+        let started = meta.clone();
+        std::thread::Builder::new()
+            .name(format!("snapshot-{version}"))
+            .spawn(move || {
+                let result = this.load(started, &request);
+                if request.remove_file {
+                    let _ = std::fs::remove_file(&request.file);
+                }
+                match result {
+                    Ok(m) => tracing::info!(version, records = m.records, rejected = m.rejected, "snapshot active"),
+                    Err(e) => {
+                        tracing::error!(version, error = %e, "snapshot load failed; discarding it");
+                        if let Err(e) = this.store.discard_snapshot(version) {
+                            tracing::error!(version, error = %e, "discarding failed snapshot failed");
+                        }
+                    }
+                }
+                *this.loading.lock() = None;
+            })
+            .map_err(|source| SnapshotError::Io {
+                path: "<thread>".into(),
+                source,
+            })?;
+        Ok(meta)
+    }
+
+    fn load(
+        &self,
+        mut meta: SnapshotMeta,
+        request: &LoadRequest,
+    ) -> Result<SnapshotMeta, SnapshotError> {
+        let version = meta.version;
+        let layer = Layer::Baseline(version);
+        let mut total = 0_u64;
+        for rank in 0..=2 {
+            let mut set = WriteSet::default();
+            let mut staged: Vec<(EntityKey, Entity)> = Vec::new();
+            for_each_line(&request.file, |line_no, line| {
+                let mode = Mode::Snapshot {
+                    version,
+                    as_of_ms: request.as_of_ms,
+                    line: line_no,
+                };
+                let parsed = parse_record(line, mode).and_then(|p| {
+                    if p.update.key.class.rank() == rank {
+                        self.check_references(version, &p.update).map(|()| Some(p))
+                    } else {
+                        Ok(None)
+                    }
+                });
+                match parsed {
+                    Ok(Some(p)) => {
+                        let mut entity = Entity::default();
+                        let mut update = p.update;
+                        // Later lines for the same key win within one snapshot.
+                        update.version.sequence = line_no;
+                        apply(&mut entity, &update);
+                        staged.push((update.key, entity));
+                        meta.records += 1;
+                    }
+                    Ok(None) => {}
+                    // Unreadable records are counted once, in the first pass.
+                    Err(e)
+                        if e.class.is_none_or(|c| c.rank() == rank)
+                            && (e.class.is_some() || rank == 0) =>
+                    {
+                        meta.rejected += 1;
+                        self.metrics
+                            .dead_letters
+                            .get_or_create(&ClassLabel {
+                                class: e.class.map_or("unknown", Class::as_str),
+                            })
+                            .inc();
+                        set.dead_letters.push(dead_letter(
+                            &e,
+                            line,
+                            version,
+                            request.as_of_ms,
+                            line_no,
+                        ));
+                    }
+                    Err(_) => {}
+                }
+                if rank == 0 {
+                    total += 1;
+                }
+                if staged.len() + set.dead_letters.len() >= CHUNK {
+                    self.flush(layer, &mut staged, &mut set)?;
+                }
+                Ok(())
+            })?;
+            self.flush(layer, &mut staged, &mut set)?;
+        }
+        if total > 0 && meta.rejected as f64 / total as f64 > request.max_rejected_ratio {
+            return Err(SnapshotError::TooManyRejected {
+                rejected: meta.rejected,
+                total,
+                limit: request.max_rejected_ratio,
+            });
+        }
+        // Everything above is in the journal; this write makes it durable and visible at once.
+        self.store.commit(WriteSet {
+            durable: true,
+            ..Default::default()
+        })?;
+        meta.state = SnapshotState::Complete;
+        meta.completed_at_ms = Some(now_ms());
+        self.store.put_snapshot_meta(&meta, true)?;
+        self.activate(version)?;
+        self.collect_garbage(version)?;
+        Ok(meta)
+    }
+
+    fn flush(
+        &self,
+        layer: Layer,
+        staged: &mut Vec<(EntityKey, Entity)>,
+        set: &mut WriteSet,
+    ) -> Result<(), SnapshotError> {
+        set.entities = staged.drain(..).map(|(k, e)| (layer, k, e)).collect();
+        self.store.commit(std::mem::take(set))?;
+        Ok(())
+    }
+
+    /// Referential integrity inside the new baseline: prices, inventory and fulfillment need
+    /// their product; products need their brand and category when they name one.
+    fn check_references(
+        &self,
+        version: u64,
+        update: &crate::model::Update,
+    ) -> Result<(), RecordError> {
+        let layer = Layer::Baseline(version);
+        let class = update.key.class;
+        let mut refs: Vec<(Class, &str, &str)> = Vec::new();
+        match class {
+            Class::Pricing | Class::Inventory | Class::Fulfillment => {
+                refs.push((Class::Product, update.key.id.as_str(), "key.product_id"));
+            }
+            Class::Product => {
+                for (field, target) in
+                    [("brand_id", Class::Brand), ("category_id", Class::Category)]
+                {
+                    if let Some(serde_json::Value::String(id)) = update.payload.get(field) {
+                        refs.push((
+                            target,
+                            id.as_str(),
+                            if target == Class::Brand {
+                                "payload.brand_id"
+                            } else {
+                                "payload.category_id"
+                            },
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+        for (target, id, field) in refs {
+            let key = EntityKey {
+                class: target,
+                id: id.to_owned(),
+                sub: None,
+            };
+            let found = self.store.get(layer, &key).map_err(|e| RecordError {
+                field: field.into(),
+                message: e.to_string(),
+                class: Some(class),
+            })?;
+            if found.is_none() {
+                return Err(RecordError {
+                    field: field.into(),
+                    message: format!("refers to {target} {id:?}, which is not in the snapshot"),
+                    class: Some(class),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn activate(&self, version: u64) -> Result<(), StoreError> {
+        self.active.store(version, Ordering::Release);
+        self.feed.publish(&[ChangeEvent::All]);
+        self.publish_metrics()
+    }
+
+    /// Keeps the active version and the newest complete one below it (the rollback target).
+    fn collect_garbage(&self, active: u64) -> Result<(), StoreError> {
+        let metas = self.store.snapshots()?;
+        let previous = previous_complete(&metas, active);
+        for m in metas {
+            if m.version != active
+                && Some(m.version) != previous
+                && m.state == SnapshotState::Complete
+            {
+                self.store.discard_snapshot(m.version)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the previous complete version active again.
+    pub fn rollback(&self) -> Result<u64, SnapshotError> {
+        if let Some(v) = *self.loading.lock() {
+            return Err(SnapshotError::Busy(v));
+        }
+        let target = previous_complete(&self.store.snapshots()?, self.active())
+            .ok_or(SnapshotError::NoPrevious)?;
+        self.store.set_active_snapshot(target)?;
+        self.activate(target)?;
+        Ok(target)
+    }
+
+    fn publish_metrics(&self) -> Result<(), StoreError> {
+        let active = self.active();
+        self.metrics.snapshot_version.set(active as i64);
+        let completed = self
+            .store
+            .snapshots()?
+            .into_iter()
+            .find(|m| m.version == active)
+            .and_then(|m| m.completed_at_ms)
+            .unwrap_or(0);
+        self.metrics.snapshot_timestamp.set(completed / 1000);
+        Ok(())
+    }
+}
+
+fn previous_complete(metas: &[SnapshotMeta], active: u64) -> Option<u64> {
+    metas
+        .iter()
+        .filter(|m| m.state == SnapshotState::Complete && m.version < active)
+        .map(|m| m.version)
+        .max()
+}
+
+fn dead_letter(
+    e: &RecordError,
+    line: &[u8],
+    version: u64,
+    as_of_ms: i64,
+    line_no: u64,
+) -> DeadLetter {
+    DeadLetter {
+        received_at_ms: now_ms(),
+        source: DeadLetterSource::Snapshot {
+            version,
+            as_of_ms,
+            line: line_no,
+        },
+        class: e.class,
+        field: e.field.clone(),
+        reason: e.message.clone(),
+        raw: lossy(line),
+    }
+}
+
+/// A raw record as text for the dead-letter store, truncated to a bounded size.
+pub fn lossy(raw: &[u8]) -> String {
+    String::from_utf8_lossy(&raw[..raw.len().min(MAX_DEAD_LETTER_RAW)]).into_owned()
+}
+
+/// Calls `f(line_number, bytes)` for every non-blank line; lines need not be UTF-8.
+fn for_each_line(
+    path: &Path,
+    mut f: impl FnMut(u64, &[u8]) -> Result<(), SnapshotError>,
+) -> Result<(), SnapshotError> {
+    let io = |source| SnapshotError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut reader =
+        std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path).map_err(io)?);
+    let mut buf = Vec::new();
+    let mut line_no = 0;
+    loop {
+        buf.clear();
+        if reader.read_until(b'\n', &mut buf).map_err(io)? == 0 {
+            return Ok(());
+        }
+        line_no += 1;
+        let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if !line.iter().all(u8::is_ascii_whitespace) {
+            f(line_no, line)?;
+        }
+    }
+}
