@@ -147,8 +147,10 @@ fn default_volume_size() -> String {
 #[serde(rename_all = "camelCase")]
 pub struct CassandraStorage {
     /// Contact points as `host:port`.
-    #[schemars(length(min = 1))]
-    #[x_kube(validation = Rule::new("self.all(p, p.matches('^[A-Za-z0-9.-]+:[0-9]{1,5}$'))").message("each contact point must be host:port"))]
+    #[schemars(
+        length(min = 1, max = 64),
+        inner(regex(pattern = r"^[A-Za-z0-9.-]+:[0-9]{1,5}$"), length(max = 253))
+    )]
     pub contact_points: Vec<String>,
     /// Keyspace that holds the pipeline's tables.
     #[schemars(regex(pattern = r"^[a-z_][a-z0-9_]{0,47}$"))]
@@ -237,8 +239,10 @@ fn default_max_body_bytes() -> i64 {
 #[serde(rename_all = "camelCase")]
 pub struct KafkaStreams {
     /// Bootstrap servers as `host:port`.
-    #[schemars(length(min = 1))]
-    #[x_kube(validation = Rule::new("self.all(s, s.matches('^[A-Za-z0-9.-]+:[0-9]{1,5}$'))").message("each bootstrap server must be host:port"))]
+    #[schemars(
+        length(min = 1, max = 64),
+        inner(regex(pattern = r"^[A-Za-z0-9.-]+:[0-9]{1,5}$"), length(max = 253))
+    )]
     pub bootstrap_servers: Vec<String>,
     /// Topic per data class.
     pub topics: KafkaTopics,
@@ -331,7 +335,7 @@ pub struct BatchSpec {
     pub max_records: i32,
     /// Longest an update waits for its batch to fill, e.g. `5ms`.
     #[serde(default = "default_linger")]
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"), length(max = 32))]
     #[x_kube(validation = Rule::new("duration(self) <= duration('10s')").message("linger must be at most 10s"))]
     pub linger: String,
 }
@@ -359,7 +363,7 @@ fn default_linger() -> String {
 pub struct DeadLetterPolicy {
     /// How long a rejected record is kept, e.g. `168h`.
     #[serde(default = "default_dead_letter_retention")]
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"), length(max = 32))]
     pub retention: String,
     /// Most rejected records kept; the oldest are dropped first beyond it.
     #[serde(default = "default_dead_letter_max")]
@@ -428,19 +432,19 @@ fn default_cache_entries() -> i64 {
 pub struct CacheTtls {
     /// Product metadata, which changes rarely.
     #[serde(default = "default_ttl_product")]
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"), length(max = 32))]
     pub product: String,
     /// Prices, which change often.
     #[serde(default = "default_ttl_pricing")]
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"), length(max = 32))]
     pub pricing: String,
     /// Inventory, which changes most often.
     #[serde(default = "default_ttl_inventory")]
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"), length(max = 32))]
     pub inventory: String,
     /// Fulfillment options.
     #[serde(default = "default_ttl_fulfillment")]
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"), length(max = 32))]
     pub fulfillment: String,
 }
 
@@ -474,7 +478,7 @@ fn default_ttl_fulfillment() -> String {
 pub struct SloSpec {
     /// Read-latency objectives per query class.
     #[serde(default = "default_read_latency")]
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 5))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["queryClass".into()]))]
     pub read_latency: Vec<ReadLatencySlo>,
     /// Freshness: how far the event-time watermark may lag behind now.
@@ -558,11 +562,11 @@ pub struct ReadLatencySlo {
     /// The query class this objective applies to.
     pub query_class: QueryClass,
     /// 95th-percentile latency bound, e.g. `120ms`.
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"), length(max = 32))]
     #[x_kube(validation = Rule::new("duration(self) > duration('0s')").message("p95 must be positive"))]
     pub p95: String,
     /// 99th-percentile latency bound, e.g. `200ms`.
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"), length(max = 32))]
     #[x_kube(validation = Rule::new("duration(self) > duration('0s')").message("p99 must be positive"))]
     pub p99: String,
 }
@@ -573,7 +577,7 @@ pub struct ReadLatencySlo {
 pub struct FreshnessSlo {
     /// Largest acceptable lag from event time to visible on the read path, e.g. `10m`.
     #[serde(default = "default_max_lag")]
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"), length(max = 32))]
     #[x_kube(validation = Rule::new("duration(self) > duration('0s')").message("maxLag must be positive"))]
     pub max_lag: String,
 }
@@ -703,7 +707,7 @@ pub struct AutoscalingSpec {
     pub dry_run: bool,
     /// How often SLIs are evaluated, from `5s` up.
     #[serde(default = "default_evaluation_interval")]
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"), length(max = 32))]
     #[x_kube(validation = Rule::new("duration(self) >= duration('5s')").message("evaluationInterval must be at least 5s"))]
     pub evaluation_interval: String,
     /// Serve scaling: P99 headroom and request rate.
@@ -817,10 +821,10 @@ fn default_backlog_per_replica() -> i64 {
 #[serde(rename_all = "camelCase")]
 pub struct ScalingBehavior {
     /// A change is made only if it was wanted for this whole window, e.g. `5m`.
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"), length(max = 32))]
     pub stabilization_window: String,
     /// Least time between two changes in this direction, e.g. `2m`.
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"), length(max = 32))]
     pub cooldown: String,
     /// Most replicas added or removed in one change.
     #[schemars(range(min = 1, max = 1000))]

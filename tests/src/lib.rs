@@ -1,1 +1,183 @@
-//! Test support.
+//! Shared fixtures of the integration tests, which run against the real local control plane that
+//! `tests/run.sh` starts (`tests/cluster/up.sh`): kube-apiserver with etcd, kube-controller-manager,
+//! kube-scheduler and kwok.
+//!
+//! Tests that need the cluster are `#[ignore]`d so that a plain `cargo test` without one passes;
+//! `tests/run.sh` runs them with `--include-ignored`.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use tailwarden_crds::RetailPipeline;
+
+/// A client for the test cluster, from `KUBECONFIG`.
+pub async fn client() -> Client {
+    Client::try_default()
+        .await
+        .expect("KUBECONFIG points at the test cluster: run the suite through tests/run.sh")
+}
+
+/// Polls `check` until it returns `Some`, or panics naming `what` after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Installs the CRD (server-side apply, idempotent) and waits until it is Established.
+pub async fn install_crd(client: &Client) -> CustomResourceDefinition {
+    let api = Api::<CustomResourceDefinition>::all(client.clone());
+    let crd: CustomResourceDefinition =
+        serde_yaml::from_str(&tailwarden_crds::crd_yaml()).expect("the CRD YAML parses");
+    api.patch(
+        "retailpipelines.tailwarden.io",
+        &PatchParams::apply("tailwarden-tests").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .expect("the CRD applies");
+    wait_for(
+        "the CRD to be Established",
+        Duration::from_secs(30),
+        || async {
+            let crd = api.get("retailpipelines.tailwarden.io").await.ok()?;
+            let established = crd
+                .status
+                .as_ref()?
+                .conditions
+                .as_ref()?
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            // Discovery must serve the new resource before clients can use it.
+            let served = Api::<RetailPipeline>::all(client.clone())
+                .list(&Default::default())
+                .await
+                .is_ok();
+            (established && served).then_some(crd)
+        },
+    )
+    .await
+}
+
+/// Creates a fresh namespace named after the test.
+pub async fn namespace(client: &Client, prefix: &str) -> String {
+    let name = format!("{prefix}-{}", unique());
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &Namespace {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("namespace creates");
+    name
+}
+
+/// Deletes a namespace and does not wait for it.
+pub async fn delete_namespace(client: &Client, name: &str) {
+    let _ = Api::<Namespace>::all(client.clone())
+        .delete(name, &DeleteParams::background())
+        .await;
+}
+
+fn unique() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{:x}{}", nanos & 0xffff, N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A RetailPipeline from a JSON spec.
+pub fn pipeline(name: &str, spec: serde_json::Value) -> RetailPipeline {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "tailwarden.io/v1alpha1",
+        "kind": "RetailPipeline",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .expect("the test pipeline deserializes")
+}
+
+/// A minimal valid spec, embedded storage.
+pub fn minimal_spec() -> serde_json::Value {
+    serde_json::json!({"dataplane": {"image": "example.com/tailwarden/dataplane", "version": "1.0.0"}})
+}
+
+/// A distributed (Cassandra) spec.
+pub fn cassandra_spec() -> serde_json::Value {
+    let mut spec = minimal_spec();
+    spec["storage"] = serde_json::json!({"cassandra": {"contactPoints": ["cassandra:9042"], "keyspace": "retail"}});
+    spec
+}
+
+/// Starts one in-process operator for this test binary, watching all namespaces, without leader
+/// election. It lives on its own thread and runtime, and dies with the test process.
+pub fn start_operator() {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    STARTED.get_or_init(|| {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().expect("runtime");
+            rt.block_on(async move {
+                let client = client().await;
+                install_crd(&client).await;
+                let metrics = Arc::new(tailwarden_operator::metrics::Metrics::default());
+                let ctx = Arc::new(tailwarden_operator::reconciler::Context::new(
+                    client,
+                    metrics,
+                    "in-process-test-operator",
+                ));
+                ready_tx.send(()).expect("test thread waits");
+                tailwarden_operator::reconciler::run(ctx, None, std::future::pending()).await;
+            });
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the in-process operator starts");
+    });
+}
+
+/// The `kubectl` built by the harness (`KUBECTL`), else the one on PATH.
+pub fn kubectl() -> PathBuf {
+    std::env::var_os("KUBECTL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("kubectl"))
+}
+
+/// The operator binary (`TAILWARDEN_OPERATOR_BIN`, else next to the test executable).
+pub fn operator_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("TAILWARDEN_OPERATOR_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("tailwarden-operator"))
+        .expect("target directory")
+}

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: builds the local Kubernetes control plane (cached),
+# builds the workspace, starts the cluster, runs every test including the cluster tests, and stops
+# the cluster again, also when a test fails.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export TAILWARDEN_CACHE=${TAILWARDEN_CACHE:-$HOME/.cache/tailwarden}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$TAILWARDEN_CACHE/target}
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+cd "$root"
+
+"$root/tests/cluster/build.sh"
+cargo build --workspace --all-targets
+
+state=$(mktemp -d "${TMPDIR:-/tmp}/tailwarden-test.XXXXXX")
+stop() {
+  local rc=$?
+  "$root/tests/cluster/down.sh" "$state" >/dev/null 2>&1 || true
+  if [[ $rc -ne 0 ]]; then
+    echo "test run failed (exit $rc); cluster logs kept in $state/logs" >&2
+  else
+    rm -rf "$state"
+  fi
+  exit "$rc"
+}
+trap stop EXIT
+TAILWARDEN_SKIP_BUILD=1 "$root/tests/cluster/up.sh" "$state"
+# shellcheck disable=SC1091
+source "$state/env"
+export KUBECONFIG KUBECTL="$TAILWARDEN_CACHE/bin/kubectl"
+export TAILWARDEN_OPERATOR_BIN="$CARGO_TARGET_DIR/debug/tailwarden-operator"
+
+cargo test --workspace --no-fail-fast -- --include-ignored "$@"
