@@ -1,0 +1,180 @@
+//! Starts the real binary on free loopback ports and talks to it over HTTP.
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A running `tailwarden-dataplane`.
+pub struct Server {
+    pub child: Child,
+    pub dir: PathBuf,
+    pub ingest: String,
+    pub serve: String,
+    pub metrics: String,
+    args: Vec<String>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A fresh data directory.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "tailwarden-it-{name}-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Polls `f` until it returns `Some` or the deadline passes.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+impl Server {
+    /// Starts on `dir` and waits until ready.
+    pub async fn start(dir: &Path, extra: &[&str]) -> Server {
+        let mut s = Server {
+            child: Command::new("true").spawn().unwrap(),
+            dir: dir.to_owned(),
+            ingest: String::new(),
+            serve: String::new(),
+            metrics: String::new(),
+            args: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        s.restart().await;
+        s
+    }
+
+    /// (Re)starts the process on the same directory with fresh ports.
+    pub async fn restart(&mut self) {
+        let _ = self.child.wait();
+        let (i, sv, m) = (free_port(), free_port(), free_port());
+        self.ingest = format!("http://127.0.0.1:{i}");
+        self.serve = format!("http://127.0.0.1:{sv}");
+        self.metrics = format!("http://127.0.0.1:{m}");
+        self.child = Command::new(env!("CARGO_BIN_EXE_tailwarden-dataplane"))
+            .args(["--role", "standalone", "--data-dir"])
+            .arg(&self.dir)
+            .args(["--listen-ingest", &format!("127.0.0.1:{i}")])
+            .args(["--listen-serve", &format!("127.0.0.1:{sv}")])
+            .args(["--listen-metrics", &format!("127.0.0.1:{m}")])
+            .args(["--store-cache-mb", "16", "--dedup-window", "1000000"])
+            .args(&self.args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let url = format!("{}/healthz", self.metrics);
+        eventually("the server to listen", Duration::from_secs(30), || {
+            let url = url.clone();
+            async move {
+                reqwest::get(&url)
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+            }
+        })
+        .await;
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait().unwrap().code()
+    }
+
+    /// POSTs NDJSON to the write API; returns status and JSON body.
+    pub async fn post_updates(&self, ndjson: impl Into<reqwest::Body>) -> (u16, Value) {
+        self.post(
+            &format!("{}/v1/updates", self.ingest),
+            "application/x-ndjson",
+            ndjson,
+        )
+        .await
+    }
+
+    /// POSTs a body with a content type.
+    pub async fn post(
+        &self,
+        url: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, Value) {
+        let r = reqwest::Client::new()
+            .post(url)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// GETs a read-API path.
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        get_json(&format!("{}{path}", self.serve)).await
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// GET returning status and JSON.
+pub async fn get_json(url: &str) -> (u16, Value) {
+    let r = reqwest::get(url).await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// One inventory update as an NDJSON line.
+pub fn inventory(
+    event_id: &str,
+    product: &str,
+    location: &str,
+    quantity: i64,
+    event_time_ms: i64,
+    seq: u64,
+) -> String {
+    format!(
+        r#"{{"event_id":"{event_id}","class":"inventory","schema_version":2,"key":{{"product_id":"{product}","location":"{location}"}},"event_time":{event_time_ms},"sequence":{seq},"payload":{{"quantity":{quantity}}}}}"#
+    ) + "\n"
+}
