@@ -115,6 +115,7 @@ async fn only_the_lease_holder_acts_and_a_standby_takes_over() {
         .unwrap()
         .items
         .into_iter()
+        .filter(|e| e.reporting_controller.as_deref() == Some("tailwarden-operator"))
         .filter_map(|e| e.reporting_instance)
         .collect();
     assert_eq!(
