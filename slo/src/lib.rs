@@ -5,4 +5,5 @@
 
 pub mod budget;
 pub mod burn;
+pub mod gate;
 pub mod objective;
