@@ -32,6 +32,8 @@ use crate::topology::Topology;
 const RUN_AS: i64 = 65532;
 /// Where the ConfigMap is mounted.
 const CONFIG_DIR: &str = "/etc/tailwarden/config";
+/// The label carrying the data-plane version a child runs.
+pub const VERSION_LABEL: &str = "app.kubernetes.io/version";
 /// Annotation carrying a hash of the config, so a config change rolls the pods.
 pub const CONFIG_HASH_ANNOTATION: &str = "tailwarden.io/config-hash";
 
@@ -107,18 +109,20 @@ pub mod names {
     }
 }
 
-/// The labels every child carries (`app.kubernetes.io/*` conventions).
-pub fn labels(pipeline: &RetailPipeline, role: Option<Role>) -> BTreeMap<String, String> {
+/// The labels every child carries (`app.kubernetes.io/*` conventions). `version` is the data-plane
+/// version the child runs.
+pub fn labels(
+    pipeline: &RetailPipeline,
+    version: &str,
+    role: Option<Role>,
+) -> BTreeMap<String, String> {
     let mut labels = selector(pipeline, role);
     labels.insert("app.kubernetes.io/part-of".into(), "tailwarden".into());
     labels.insert(
         "app.kubernetes.io/managed-by".into(),
         "tailwarden-operator".into(),
     );
-    labels.insert(
-        "app.kubernetes.io/version".into(),
-        pipeline.spec.dataplane.version.clone(),
-    );
+    labels.insert(VERSION_LABEL.into(), version.into());
     labels
 }
 
@@ -137,31 +141,54 @@ pub fn selector(pipeline: &RetailPipeline, role: Option<Role>) -> BTreeMap<Strin
     labels
 }
 
-/// Builds every child of `pipeline` from its spec, its rendered config and the replica decision.
-pub fn desired(pipeline: &RetailPipeline, config: &Config, replicas: Replicas) -> Children {
-    let config_yaml = config.to_yaml();
-    let config_hash = format!("{:016x}", fnv1a(config_yaml.as_bytes()));
+/// Everything decided about a pipeline's children besides its spec.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// The data-plane config file.
+    pub config: Config,
+    /// Replica counts of the scalable roles.
+    pub replicas: Replicas,
+    /// The data-plane version to run (the spec's, or the running one while rollouts are frozen).
+    pub version: String,
+    /// Pause the Deployments' rollout.
+    pub paused: bool,
+}
+
+/// Builds every child of `pipeline` from its spec and the plan.
+pub fn desired(pipeline: &RetailPipeline, plan: &Plan) -> Children {
+    let config_yaml = plan.config.to_yaml();
+    // The degradation switch is read live by the workers, so flipping it must not roll the pods
+    // (nor be held back by a rollout freeze): it is left out of the hash.
+    let hashed = Config {
+        degradation: Default::default(),
+        ..plan.config.clone()
+    };
+    let config_hash = format!("{:016x}", fnv1a(hashed.to_yaml().as_bytes()));
+    let version = plan.version.as_str();
+    let replicas = plan.replicas;
     let name = pipeline.name_any();
     let config_map = ConfigMap {
-        metadata: meta(pipeline, names::config_map(&name), None),
+        metadata: meta(pipeline, version, names::config_map(&name), None),
         data: Some(BTreeMap::from([("config.yaml".to_owned(), config_yaml)])),
         ..Default::default()
     };
     let (workloads, pod_roles) = match Topology::of(&pipeline.spec) {
         Topology::Standalone => (
-            Workloads::Standalone(Box::new(stateful_set(pipeline, &config_hash))),
+            Workloads::Standalone(Box::new(stateful_set(pipeline, version, &config_hash))),
             vec![Role::Standalone],
         ),
         Topology::Distributed => (
             Workloads::Distributed {
                 ingest: Box::new(deployment(
                     pipeline,
+                    plan,
                     Role::Ingest,
                     replicas.ingest,
                     &config_hash,
                 )),
                 serve: Box::new(deployment(
                     pipeline,
+                    plan,
                     Role::Serve,
                     replicas.serve,
                     &config_hash,
@@ -177,21 +204,21 @@ pub fn desired(pipeline: &RetailPipeline, config: &Config, replicas: Replicas) -
     };
     Children {
         config_map,
-        ingest_service: service(pipeline, Role::Ingest, ingest_pods, INGEST_PORT),
-        serve_service: service(pipeline, Role::Serve, serve_pods, SERVE_PORT),
+        ingest_service: service(pipeline, version, Role::Ingest, ingest_pods, INGEST_PORT),
+        serve_service: service(pipeline, version, Role::Serve, serve_pods, SERVE_PORT),
         workloads,
         disruption_budgets: pod_roles
             .into_iter()
-            .map(|role| disruption_budget(pipeline, role))
+            .map(|role| disruption_budget(pipeline, version, role))
             .collect(),
     }
 }
 
-fn meta(pipeline: &RetailPipeline, name: String, role: Option<Role>) -> ObjectMeta {
+fn meta(pipeline: &RetailPipeline, version: &str, name: String, role: Option<Role>) -> ObjectMeta {
     ObjectMeta {
         name: Some(name),
         namespace: pipeline.namespace(),
-        labels: Some(labels(pipeline, role)),
+        labels: Some(labels(pipeline, version, role)),
         // blockOwnerDeletion: a foreground delete of the pipeline waits for its children.
         owner_references: pipeline.controller_owner_ref(&()).map(|o| {
             vec![OwnerReference {
@@ -203,10 +230,10 @@ fn meta(pipeline: &RetailPipeline, name: String, role: Option<Role>) -> ObjectMe
     }
 }
 
-fn service(pipeline: &RetailPipeline, role: Role, pods: Role, port: u16) -> Service {
+fn service(pipeline: &RetailPipeline, version: &str, role: Role, pods: Role, port: u16) -> Service {
     let name = names::workload(&pipeline.name_any(), role);
     Service {
-        metadata: meta(pipeline, name, Some(role)),
+        metadata: meta(pipeline, version, name, Some(role)),
         spec: Some(ServiceSpec {
             selector: Some(selector(pipeline, Some(pods))),
             ports: Some(vec![
@@ -229,10 +256,10 @@ fn service(pipeline: &RetailPipeline, role: Role, pods: Role, port: u16) -> Serv
     }
 }
 
-fn disruption_budget(pipeline: &RetailPipeline, role: Role) -> PodDisruptionBudget {
+fn disruption_budget(pipeline: &RetailPipeline, version: &str, role: Role) -> PodDisruptionBudget {
     let name = names::workload(&pipeline.name_any(), role);
     PodDisruptionBudget {
-        metadata: meta(pipeline, name, Some(role)),
+        metadata: meta(pipeline, version, name, Some(role)),
         spec: Some(PodDisruptionBudgetSpec {
             // One pod at a time: a drain proceeds, but never takes a whole role down. A single
             // standalone pod still drains (minAvailable: 1 would block node maintenance forever).
@@ -249,15 +276,18 @@ fn disruption_budget(pipeline: &RetailPipeline, role: Role) -> PodDisruptionBudg
 
 fn deployment(
     pipeline: &RetailPipeline,
+    plan: &Plan,
     role: Role,
     replicas: i32,
     config_hash: &str,
 ) -> Deployment {
     let name = names::workload(&pipeline.name_any(), role);
     Deployment {
-        metadata: meta(pipeline, name, Some(role)),
+        metadata: meta(pipeline, &plan.version, name, Some(role)),
         spec: Some(DeploymentSpec {
             replicas: Some(replicas),
+            // Paused while the error budget freezes rollouts and one is in flight.
+            paused: Some(plan.paused),
             selector: LabelSelector {
                 match_labels: Some(selector(pipeline, Some(role))),
                 ..Default::default()
@@ -270,19 +300,20 @@ fn deployment(
                     max_unavailable: Some(IntOrString::Int(0)),
                 }),
             }),
-            template: pod_template(pipeline, role, config_hash, false),
+            template: pod_template(pipeline, &plan.version, role, config_hash, false),
             ..Default::default()
         }),
         ..Default::default()
     }
 }
 
-fn stateful_set(pipeline: &RetailPipeline, config_hash: &str) -> StatefulSet {
+fn stateful_set(pipeline: &RetailPipeline, version: &str, config_hash: &str) -> StatefulSet {
     let name = pipeline.name_any();
     let embedded = pipeline.spec.storage.embedded.clone().unwrap_or_default();
     StatefulSet {
         metadata: meta(
             pipeline,
+            version,
             names::workload(&name, Role::Standalone),
             Some(Role::Standalone),
         ),
@@ -293,7 +324,7 @@ fn stateful_set(pipeline: &RetailPipeline, config_hash: &str) -> StatefulSet {
                 match_labels: Some(selector(pipeline, Some(Role::Standalone))),
                 ..Default::default()
             },
-            template: pod_template(pipeline, Role::Standalone, config_hash, true),
+            template: pod_template(pipeline, version, Role::Standalone, config_hash, true),
             volume_claim_templates: Some(vec![PersistentVolumeClaim {
                 metadata: ObjectMeta {
                     name: Some("data".into()),
@@ -330,6 +361,7 @@ fn stateful_set(pipeline: &RetailPipeline, config_hash: &str) -> StatefulSet {
 
 fn pod_template(
     pipeline: &RetailPipeline,
+    version: &str,
     role: Role,
     config_hash: &str,
     has_data_volume: bool,
@@ -413,7 +445,7 @@ fn pod_template(
     .unwrap_or_else(default_resources);
     PodTemplateSpec {
         metadata: Some(ObjectMeta {
-            labels: Some(labels(pipeline, Some(role))),
+            labels: Some(labels(pipeline, version, Some(role))),
             annotations: Some(BTreeMap::from([(
                 CONFIG_HASH_ANNOTATION.to_owned(),
                 config_hash.to_owned(),
@@ -437,10 +469,7 @@ fn pod_template(
             termination_grace_period_seconds: Some(30),
             containers: vec![Container {
                 name: "dataplane".into(),
-                image: Some(format!(
-                    "{}:{}",
-                    spec.dataplane.image, spec.dataplane.version
-                )),
+                image: Some(format!("{}:{version}", spec.dataplane.image)),
                 image_pull_policy: Some(
                     serde_json::to_value(spec.dataplane.image_pull_policy)
                         .ok()
@@ -537,15 +566,20 @@ mod tests {
     use crate::dataplane_config::render;
     use crate::test_support::{cassandra_pipeline, pipeline};
 
-    fn build(p: &RetailPipeline) -> Children {
-        desired(
-            p,
-            &render(&p.spec, false).unwrap(),
-            Replicas {
+    fn plan(p: &RetailPipeline, degraded: bool) -> Plan {
+        Plan {
+            config: render(&p.spec, degraded).unwrap(),
+            replicas: Replicas {
                 ingest: 3,
                 serve: 4,
             },
-        )
+            version: p.spec.dataplane.version.clone(),
+            paused: false,
+        }
+    }
+
+    fn build(p: &RetailPipeline) -> Children {
+        desired(p, &plan(p, false))
     }
 
     fn pod_spec(t: &PodTemplateSpec) -> &PodSpec {
@@ -703,47 +737,62 @@ mod tests {
         }
     }
 
+    fn hash(c: &Children) -> String {
+        templates(c)[0]
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .as_ref()
+            .unwrap()[CONFIG_HASH_ANNOTATION]
+            .clone()
+    }
+
     #[test]
-    fn a_config_change_changes_the_pod_template() {
+    fn a_config_change_rolls_the_pods_but_degradation_does_not() {
         let p = pipeline("shop");
-        let a = desired(
-            &p,
-            &render(&p.spec, false).unwrap(),
-            Replicas {
-                ingest: 1,
-                serve: 1,
-            },
-        );
-        let b = desired(
-            &p,
-            &render(&p.spec, true).unwrap(),
-            Replicas {
-                ingest: 1,
-                serve: 1,
-            },
-        );
-        let hash = |c: &Children| {
-            templates(c)[0]
-                .metadata
-                .as_ref()
-                .unwrap()
-                .annotations
-                .as_ref()
-                .unwrap()[CONFIG_HASH_ANNOTATION]
-                .clone()
-        };
-        assert_ne!(hash(&a), hash(&b));
+        let base = desired(&p, &plan(&p, false));
         assert_eq!(
-            a,
-            desired(
-                &p,
-                &render(&p.spec, false).unwrap(),
-                Replicas {
-                    ingest: 1,
-                    serve: 1
-                }
-            ),
+            base,
+            desired(&p, &plan(&p, false)),
             "builders are deterministic"
+        );
+        let degraded = desired(&p, &plan(&p, true));
+        assert_eq!(
+            hash(&base),
+            hash(&degraded),
+            "the degradation switch is read live"
+        );
+        assert!(
+            degraded.config_map.data.as_ref().unwrap()["config.yaml"]
+                .contains("pauseNonCritical: true")
+        );
+        let mut other = p.clone();
+        other.spec.ingest.batch.linger = "50ms".into();
+        assert_ne!(hash(&base), hash(&desired(&other, &plan(&other, false))));
+    }
+
+    #[test]
+    fn the_plan_sets_version_and_pause() {
+        let p = cassandra_pipeline("shop");
+        let held = Plan {
+            version: "0.9.0".into(),
+            paused: true,
+            ..plan(&p, false)
+        };
+        let c = desired(&p, &held);
+        let Workloads::Distributed { serve, .. } = &c.workloads else {
+            unreachable!()
+        };
+        let spec = serve.spec.as_ref().unwrap();
+        assert_eq!(spec.paused, Some(true));
+        assert_eq!(
+            pod_spec(&spec.template).containers[0].image.as_deref(),
+            Some("example.com/tailwarden/dataplane:0.9.0")
+        );
+        assert_eq!(
+            serve.metadata.labels.as_ref().unwrap()[VERSION_LABEL],
+            "0.9.0"
         );
     }
 

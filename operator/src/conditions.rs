@@ -3,8 +3,10 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use tailwarden_crds::{Decision, RetailPipelineStatus, RoleStatus};
 
+use crate::rollout::RolloutPlan;
 use crate::spec_error::SpecError;
 use crate::topology::Topology;
+use crate::verdict::Verdict;
 
 /// Condition types.
 pub const READY: &str = "Ready";
@@ -16,6 +18,8 @@ pub const ROLLOUT_FROZEN: &str = "RolloutFrozen";
 pub const BUDGET_EXHAUSTED: &str = "BudgetExhausted";
 /// See [`READY`].
 pub const DEGRADED: &str = "Degraded";
+/// Whether every SLI could be read from Prometheus; names the missing ones.
+pub const METRICS_AVAILABLE: &str = "MetricsAvailable";
 
 /// What the reconciler saw of one workload.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -31,12 +35,13 @@ pub struct WorkloadObservation {
 }
 
 impl WorkloadObservation {
-    fn available(&self) -> bool {
-        self.observed_latest && self.ready >= self.desired && self.updated >= self.desired
+    /// Whether the workload is still replacing pods.
+    pub fn rolling(&self) -> bool {
+        !self.observed_latest || self.updated < self.desired
     }
 
-    fn rolling(&self) -> bool {
-        !self.observed_latest || self.updated < self.desired
+    fn available(&self) -> bool {
+        self.observed_latest && self.ready >= self.desired && self.updated >= self.desired
     }
 
     fn role_status(&self) -> RoleStatus {
@@ -63,6 +68,10 @@ pub struct Observation {
     pub serve: WorkloadObservation,
     /// Why the spec could not be used, if it could not.
     pub spec_error: Option<SpecError>,
+    /// The SLO engine's latest verdict; None until it has evaluated the pipeline.
+    pub verdict: Option<Verdict>,
+    /// The rollout plan that was applied.
+    pub rollout: RolloutPlan,
 }
 
 /// The new status. Conditions keep their `lastTransitionTime` while their status is unchanged,
@@ -119,17 +128,27 @@ pub fn status(
             format!("version {} is rolled out", obs.version),
         );
     }
-    for type_ in [ROLLOUT_FROZEN, BUDGET_EXHAUSTED, DEGRADED] {
-        if !conditions.iter().any(|c| c.type_ == type_) {
-            upsert(
-                &mut conditions,
-                type_,
-                "Unknown",
-                "NotEvaluated",
-                "the SLO engine has not evaluated this pipeline yet".into(),
-                obs.generation,
-                now,
-            );
+    match &obs.verdict {
+        Some(verdict) => slo_conditions(&mut conditions, verdict, obs, now),
+        None => {
+            for type_ in [
+                ROLLOUT_FROZEN,
+                BUDGET_EXHAUSTED,
+                DEGRADED,
+                METRICS_AVAILABLE,
+            ] {
+                if !conditions.iter().any(|c| c.type_ == type_) {
+                    upsert(
+                        &mut conditions,
+                        type_,
+                        "Unknown",
+                        "NotEvaluated",
+                        "the SLO engine has not evaluated this pipeline yet".into(),
+                        obs.generation,
+                        now,
+                    );
+                }
+            }
         }
     }
     let spec_applied = obs.spec_error.is_none();
@@ -148,10 +167,135 @@ pub fn status(
         },
         ingest: obs.ingest.role_status(),
         serve: obs.serve.role_status(),
-        slis: previous.slis,
-        budget: previous.budget,
+        slis: obs
+            .verdict
+            .as_ref()
+            .map_or(previous.slis, |v| v.slis.clone()),
+        budget: obs
+            .verdict
+            .as_ref()
+            .map_or(previous.budget, |v| v.budget.clone()),
         last_decision: previous.last_decision,
     }
+}
+
+/// The conditions the SLO engine's verdict sets.
+fn slo_conditions(
+    conditions: &mut Vec<Condition>,
+    verdict: &Verdict,
+    obs: &Observation,
+    now: jiff::Timestamp,
+) {
+    let generation = obs.generation;
+    let dry = |closed: bool| {
+        if verdict.dry_run && closed {
+            " (dry run: not enforced)"
+        } else {
+            ""
+        }
+    };
+    let freeze = &verdict.gates.freeze;
+    let mut message = format!("{}{}", freeze.reason, dry(freeze.closed));
+    if obs.rollout.held_back {
+        message.push_str(&format!("; version {} is held back", obs.version));
+    }
+    if obs.rollout.overridden {
+        message.push_str(&format!(
+            "; the {} annotation let version {} through",
+            crate::rollout::OVERRIDE_ANNOTATION,
+            obs.version
+        ));
+    }
+    upsert(
+        conditions,
+        ROLLOUT_FROZEN,
+        bool_str(freeze.closed),
+        freeze.code,
+        message,
+        generation,
+        now,
+    );
+    let degrade = &verdict.gates.degrade;
+    upsert(
+        conditions,
+        DEGRADED,
+        bool_str(degrade.closed),
+        degrade.code,
+        format!("{}{}", degrade.reason, dry(degrade.closed)),
+        generation,
+        now,
+    );
+    match verdict.budget.remaining_percent {
+        Some(remaining) => upsert(
+            conditions,
+            BUDGET_EXHAUSTED,
+            bool_str(remaining <= 0.0),
+            if remaining <= 0.0 {
+                "BudgetExhausted"
+            } else {
+                "BudgetAvailable"
+            },
+            format!("{remaining:.2}% of the error budget remains"),
+            generation,
+            now,
+        ),
+        None => {
+            // Absent data never flips the condition: keep its status, say why it is stale.
+            let status =
+                condition_status(conditions, BUDGET_EXHAUSTED).unwrap_or_else(|| "Unknown".into());
+            upsert(
+                conditions,
+                BUDGET_EXHAUSTED,
+                &status,
+                "MissingData",
+                "the budget cannot be computed: SLI data is missing".into(),
+                generation,
+                now,
+            );
+        }
+    }
+    if verdict.missing.is_empty() {
+        upsert(
+            conditions,
+            METRICS_AVAILABLE,
+            "True",
+            "AllSLIsObserved",
+            "every SLI was read from Prometheus".into(),
+            generation,
+            now,
+        );
+    } else {
+        upsert(
+            conditions,
+            METRICS_AVAILABLE,
+            "False",
+            "MissingData",
+            format!(
+                "holding replicas and rollout state; missing: {}",
+                verdict.missing.join("; ")
+            ),
+            generation,
+            now,
+        );
+    }
+}
+
+fn bool_str(b: bool) -> &'static str {
+    if b { "True" } else { "False" }
+}
+
+fn condition_status(conditions: &[Condition], type_: &str) -> Option<String> {
+    conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.status.clone())
+}
+
+/// Whether a condition is currently True.
+pub fn is_true(status: Option<&RetailPipelineStatus>, type_: &str) -> bool {
+    status
+        .and_then(|s| condition(s, type_))
+        .is_some_and(|c| c.status == "True")
 }
 
 /// Records a decision in the status.
@@ -223,6 +367,13 @@ mod tests {
             ingest,
             serve,
             spec_error: None,
+            verdict: None,
+            rollout: RolloutPlan {
+                version: "1.2.0".into(),
+                paused: false,
+                held_back: false,
+                overridden: false,
+            },
         }
     }
 
@@ -280,7 +431,7 @@ mod tests {
             condition(&changed, READY).unwrap().last_transition_time,
             Time(at(120))
         );
-        assert_eq!(changed.conditions.len(), 5, "one entry per type");
+        assert_eq!(changed.conditions.len(), 6, "one entry per type");
     }
 
     #[test]
@@ -294,6 +445,73 @@ mod tests {
             ("False", "InvalidSpec")
         );
         assert!(c.message.contains("spec.ingest.batch.linger"));
+    }
+
+    fn verdict(remaining: Option<f64>, frozen: bool, missing: Vec<String>) -> Verdict {
+        use tailwarden_slo::gate::{GateState, Gates};
+        let gate = |closed, code| GateState {
+            closed,
+            reason: format!("because {code}"),
+            code,
+        };
+        Verdict {
+            gates: Gates {
+                freeze: gate(frozen, "BudgetBelowThreshold"),
+                degrade: gate(false, "BudgetHealthy"),
+            },
+            serve: None,
+            ingest: None,
+            slis: Default::default(),
+            budget: tailwarden_crds::BudgetStatus {
+                remaining_percent: remaining,
+                ..Default::default()
+            },
+            missing,
+            dry_run: false,
+            evaluated_at: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_verdict_sets_the_slo_conditions() {
+        let mut o = obs(ready(1), ready(1));
+        o.verdict = Some(verdict(Some(0.0), true, vec![]));
+        o.rollout.held_back = true;
+        let s = status(None, &o, at(0));
+        let frozen = condition(&s, ROLLOUT_FROZEN).unwrap();
+        assert_eq!(
+            (frozen.status.as_str(), frozen.reason.as_str()),
+            ("True", "BudgetBelowThreshold")
+        );
+        assert!(
+            frozen.message.contains("version 1.2.0 is held back"),
+            "{}",
+            frozen.message
+        );
+        assert_eq!(condition(&s, BUDGET_EXHAUSTED).unwrap().status, "True");
+        assert_eq!(condition(&s, METRICS_AVAILABLE).unwrap().status, "True");
+        assert!(is_true(Some(&s), ROLLOUT_FROZEN));
+    }
+
+    #[test]
+    fn missing_data_names_the_sli_and_keeps_budget_exhausted() {
+        let mut o = obs(ready(1), ready(1));
+        o.verdict = Some(verdict(Some(-0.5), false, vec![]));
+        let exhausted = status(None, &o, at(0));
+        o.verdict = Some(verdict(
+            None,
+            false,
+            vec!["read latency: no samples".into()],
+        ));
+        let s = status(Some(&exhausted), &o, at(10));
+        let budget = condition(&s, BUDGET_EXHAUSTED).unwrap();
+        assert_eq!(
+            (budget.status.as_str(), budget.reason.as_str()),
+            ("True", "MissingData")
+        );
+        let metrics = condition(&s, METRICS_AVAILABLE).unwrap();
+        assert_eq!(metrics.status, "False");
+        assert!(metrics.message.contains("read latency: no samples"));
     }
 
     #[test]

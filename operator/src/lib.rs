@@ -6,13 +6,16 @@
 pub mod children;
 pub mod conditions;
 pub mod dataplane_config;
+pub mod decisions;
 pub mod error;
 pub mod leader;
 pub mod metrics;
 pub mod reconciler;
+pub mod rollout;
 pub mod server;
 pub mod spec_error;
 pub mod topology;
+pub mod verdict;
 
 #[cfg(test)]
 mod test_support;

@@ -21,12 +21,17 @@ use serde::de::DeserializeOwned;
 use tailwarden_crds::{RetailPipeline, RetailPipelineStatus};
 use tracing::{info, warn};
 
-use crate::children::{self, Children, Replicas, Role, Workloads, names};
-use crate::conditions::{self, Observation, READY, WorkloadObservation};
+use crate::children::{self, Children, Plan, Replicas, Role, Workloads, names};
+use crate::conditions::{
+    self, DEGRADED, Observation, READY, ROLLOUT_FROZEN, WorkloadObservation, is_true,
+};
 use crate::dataplane_config;
-use crate::error::{Error, classify};
+use crate::decisions::{Applied, Decision, decisions};
+use crate::error::{Error, ErrorClass, classify};
 use crate::metrics::Metrics;
+use crate::rollout::{self, RolloutInput};
 use crate::topology::Topology;
+use crate::verdict::Verdicts;
 
 /// The field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "tailwarden-operator";
@@ -43,6 +48,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Publishes Kubernetes Events.
     pub recorder: Recorder,
+    /// The SLO engine's latest verdicts.
+    pub verdicts: Verdicts,
 }
 
 impl Context {
@@ -56,6 +63,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
+            verdicts: Verdicts::default(),
         }
     }
 }
@@ -119,34 +127,72 @@ pub async fn reconcile(pipeline: Arc<RetailPipeline>, ctx: Arc<Context>) -> Resu
         .ok_or(Error::MissingMetadata("namespace"))?;
     let name = pipeline.name_any();
     let client = &ctx.client;
-    let topology = Topology::of(&pipeline.spec);
+    let spec = &pipeline.spec;
+    let topology = Topology::of(spec);
+    let previous = pipeline.status.as_ref();
 
-    // Observe: the replica counts the workloads run now, so a reconcile never undoes scaling.
-    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
-    let current = |d: Option<Deployment>| d.and_then(|d| d.spec).and_then(|s| s.replicas);
-    let ingest_now = current(get_opt(&deployments, &names::workload(&name, Role::Ingest)).await?);
-    let serve_now = current(get_opt(&deployments, &names::workload(&name, Role::Serve)).await?);
+    // Observe: what the workloads run now, so a reconcile never undoes scaling or a freeze.
+    let live = observe_live(client, &ns, &name, topology).await?;
+    let verdict = ctx.verdicts.get(&ns, &name);
 
     // Decide.
-    let spec = &pipeline.spec;
-    let replicas = Replicas {
-        ingest: ingest_now
-            .unwrap_or(spec.ingest.replicas.min)
-            .clamp(spec.ingest.replicas.min, spec.ingest.replicas.max),
-        serve: serve_now
-            .unwrap_or(spec.serve.replicas.min)
-            .clamp(spec.serve.replicas.min, spec.serve.replicas.max),
+    let act = verdict.as_ref().filter(|v| !v.dry_run);
+    let frozen = act.map_or_else(
+        || is_true(previous, ROLLOUT_FROZEN),
+        |v| v.gates.freeze.closed,
+    );
+    let degraded = act.map_or_else(|| is_true(previous, DEGRADED), |v| v.gates.degrade.closed);
+    let rollout = rollout::plan(&RolloutInput {
+        spec_version: &spec.dataplane.version,
+        running_version: live.version.as_deref(),
+        in_flight: live.in_flight,
+        frozen,
+        override_reason: pipeline
+            .annotations()
+            .get(rollout::OVERRIDE_ANNOTATION)
+            .map(String::as_str),
+    });
+    let scaled = |decided: Option<&crate::verdict::Scale>,
+                  now: Option<i32>,
+                  range: &tailwarden_crds::ReplicaRange| {
+        let wanted = match (
+            spec.autoscaling.enabled && topology == Topology::Distributed,
+            act,
+            decided,
+        ) {
+            (true, Some(_), Some(scale)) => scale.replicas,
+            _ => now.unwrap_or(range.min),
+        };
+        wanted.clamp(range.min, range.max)
     };
-    let (observation, spec_error) = match dataplane_config::render(spec, false) {
+    let replicas = Replicas {
+        ingest: scaled(
+            verdict.as_ref().and_then(|v| v.ingest.as_ref()),
+            live.ingest_replicas,
+            &spec.ingest.replicas,
+        ),
+        serve: scaled(
+            verdict.as_ref().and_then(|v| v.serve.as_ref()),
+            live.serve_replicas,
+            &spec.serve.replicas,
+        ),
+    };
+    let (observed, spec_error) = match dataplane_config::render(spec, degraded) {
         Ok(config) => {
             // Act.
-            let desired = children::desired(&pipeline, &config, replicas);
-            let observed = apply_children(client, &ns, &desired).await?;
+            let plan = Plan {
+                config,
+                replicas,
+                version: rollout.version.clone(),
+                paused: rollout.paused,
+            };
+            let observed =
+                apply_children(client, &ns, &children::desired(&pipeline, &plan)).await?;
             prune_other_topology(&ctx, &pipeline, &ns, topology).await?;
             (observed, None)
         }
         Err(spec_error) => {
-            ctx.metrics.reconcile_failed(crate::error::ErrorClass::Spec);
+            ctx.metrics.reconcile_failed(ErrorClass::Spec);
             (
                 observe_existing(client, &ns, &name, topology).await?,
                 Some(spec_error),
@@ -160,50 +206,134 @@ pub async fn reconcile(pipeline: Arc<RetailPipeline>, ctx: Arc<Context>) -> Resu
         generation: pipeline.metadata.generation,
         topology,
         version: spec.dataplane.version.clone(),
-        ingest: observation.0,
-        serve: observation.1,
+        ingest: observed.0,
+        serve: observed.1,
         spec_error: spec_error.clone(),
+        verdict: verdict.clone(),
+        rollout: rollout.clone(),
     };
-    let previous = pipeline.status.as_ref();
     let mut status = conditions::status(previous, &obs, now);
-    let new_generation =
-        previous.and_then(|s| s.observed_generation) != pipeline.metadata.generation;
-    if new_generation {
-        let (kind, reason) = match &spec_error {
-            Some(err) => (
-                "InvalidSpec",
-                format!(
+    let mut made = vec![];
+    if previous.and_then(|s| s.observed_generation) != pipeline.metadata.generation {
+        made.push(match &spec_error {
+            Some(err) => Decision {
+                kind: "InvalidSpec",
+                reason: format!(
                     "generation {} not applied: {err}",
                     obs.generation.unwrap_or(0)
                 ),
-            ),
-            None => (
-                "Reconciled",
-                format!(
+                dry_run: false,
+            },
+            None => Decision {
+                kind: "Reconciled",
+                reason: format!(
                     "applied generation {} as {} topology",
                     obs.generation.unwrap_or(0),
                     topology.as_str()
                 ),
-            ),
+                dry_run: false,
+            },
+        });
+    }
+    if let Some(v) = &verdict {
+        let applied = Applied {
+            verdict: v,
+            rollout: &rollout,
+            serve_replicas: replicas.serve,
+            ingest_replicas: replicas.ingest,
         };
-        conditions::decided(&mut status, kind, reason.clone(), now);
-        ctx.metrics.decided(kind);
-        let type_ = if spec_error.is_some() {
+        made.extend(decisions(previous, &applied));
+    }
+    for decision in &made {
+        let reason = if decision.dry_run {
+            format!("dry run, not acted on: {}", decision.reason)
+        } else {
+            decision.reason.clone()
+        };
+        conditions::decided(&mut status, decision.kind, reason.clone(), now);
+        ctx.metrics.decided(decision.kind);
+        let type_ = if decision.kind == "InvalidSpec" {
             EventType::Warning
         } else {
             EventType::Normal
         };
-        publish(&ctx, &pipeline, type_, kind, reason).await;
+        publish(&ctx, &pipeline, type_, decision.kind, reason).await;
     }
     publish_ready_transition(&ctx, &pipeline, previous, &status).await;
     if previous != Some(&status) {
         patch_status(client, &ns, &name, &status).await?;
     }
     Ok(Action::requeue(if spec_error.is_some() {
-        crate::error::ErrorClass::Spec.backoff()
+        ErrorClass::Spec.backoff()
     } else {
         RESYNC
     }))
+}
+
+/// What the live workloads run: replica counts, the version in their templates, and whether a
+/// rollout is still replacing pods.
+#[derive(Debug, Default)]
+struct Live {
+    ingest_replicas: Option<i32>,
+    serve_replicas: Option<i32>,
+    version: Option<String>,
+    in_flight: bool,
+}
+
+async fn observe_live(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    topology: Topology,
+) -> Result<Live, Error> {
+    let template_version = |t: &k8s_openapi::api::core::v1::PodTemplateSpec| {
+        t.metadata
+            .as_ref()?
+            .labels
+            .as_ref()?
+            .get(children::VERSION_LABEL)
+            .cloned()
+    };
+    Ok(match topology {
+        Topology::Distributed => {
+            let api = Api::<Deployment>::namespaced(client.clone(), ns);
+            let ingest = get_opt(&api, &names::workload(name, Role::Ingest)).await?;
+            let serve = get_opt(&api, &names::workload(name, Role::Serve)).await?;
+            let replicas = |d: &Option<Deployment>| {
+                d.as_ref()
+                    .and_then(|d| d.spec.as_ref())
+                    .and_then(|s| s.replicas)
+            };
+            let version = [&serve, &ingest]
+                .into_iter()
+                .flatten()
+                .find_map(|d| d.spec.as_ref().and_then(|s| template_version(&s.template)));
+            let in_flight = [&serve, &ingest]
+                .into_iter()
+                .flatten()
+                .any(|d| observe_deployment(d).rolling());
+            Live {
+                ingest_replicas: replicas(&ingest),
+                serve_replicas: replicas(&serve),
+                version,
+                in_flight,
+            }
+        }
+        Topology::Standalone => {
+            let api = Api::<StatefulSet>::namespaced(client.clone(), ns);
+            let sts = get_opt(&api, &names::workload(name, Role::Standalone)).await?;
+            Live {
+                version: sts
+                    .as_ref()
+                    .and_then(|s| s.spec.as_ref())
+                    .and_then(|s| template_version(&s.template)),
+                in_flight: sts
+                    .as_ref()
+                    .is_some_and(|s| observe_stateful_set(s).rolling()),
+                ..Live::default()
+            }
+        }
+    })
 }
 
 /// Applies every child and returns what the workloads report (ingest, serve).

@@ -79,7 +79,7 @@ pub fn distinct_windows(slo_window: Duration) -> Vec<Duration> {
 pub fn prom_duration(d: Duration) -> String {
     let s = d.as_secs();
     for (unit, len) in [("w", 7 * DAY), ("d", DAY), ("h", 3600), ("m", 60)] {
-        if s >= len && s % len == 0 {
+        if s >= len && s.is_multiple_of(len) {
             return format!("{}{unit}", s / len);
         }
     }
