@@ -42,6 +42,8 @@ pub struct Tuning {
     pub require_snapshot: bool,
     /// Block cache of the embedded store, bytes.
     pub store_cache_bytes: u64,
+    /// Entity states the writer keeps in memory to skip store reads of hot keys.
+    pub writer_cache_entries: usize,
 }
 
 /// Starts every part of `role` and runs until `shutdown` resolves.
@@ -115,6 +117,7 @@ pub async fn run(
                 dead_letter_retention: config.ingest.dead_letter.retention,
             },
             tuning.dedup_window,
+            tuning.writer_cache_entries,
         )?;
         let source = ChannelSource {
             jobs: rx,

@@ -6,10 +6,29 @@
 //! the final state is unaffected either way.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// Event-id hashes are already uniformly distributed (xxh3): hash them as themselves.
+#[derive(Default)]
+struct Identity(u64);
+
+impl Hasher for Identity {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
 
 /// Recently applied event ids, grouped by the commit that recorded them.
 pub struct DedupWindow {
-    counts: HashMap<u64, u32>,
+    counts: HashMap<u64, u32, BuildHasherDefault<Identity>>,
     entries: VecDeque<(u64, Vec<u64>)>,
     total: usize,
     max: usize,
@@ -21,7 +40,7 @@ impl DedupWindow {
     /// A window restored from the store: entries newest first, and the next free entry id.
     pub fn restore(newest_first: Vec<(u64, Vec<u64>)>, next_id: u64, max: usize) -> Self {
         let mut w = Self {
-            counts: HashMap::new(),
+            counts: HashMap::default(),
             entries: VecDeque::new(),
             total: 0,
             max,

@@ -1,5 +1,9 @@
 //! `tailwarden-dataplane`: one binary, three roles (ingest, serve, standalone).
 
+/// mimalloc: the write path allocates many small objects and glibc malloc dominated profiles.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +47,13 @@ struct Cli {
     /// Block cache of the embedded store, MiB.
     #[arg(long, env = "TAILWARDEN_STORE_CACHE_MB", default_value_t = 256)]
     store_cache_mb: u64,
+    /// Entity states the writer keeps in memory for hot keys.
+    #[arg(
+        long,
+        env = "TAILWARDEN_WRITER_CACHE_ENTRIES",
+        default_value_t = 200_000
+    )]
+    writer_cache_entries: usize,
 }
 
 fn main() -> ExitCode {
@@ -67,6 +78,7 @@ fn main() -> ExitCode {
         dedup_window: cli.dedup_window,
         require_snapshot: cli.require_snapshot,
         store_cache_bytes: cli.store_cache_mb << 20,
+        writer_cache_entries: cli.writer_cache_entries,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

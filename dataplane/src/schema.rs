@@ -286,94 +286,91 @@ fn validate_payload(
     let class = key.class;
     let mut out = BTreeMap::new();
     for (name, value) in payload {
-        let field = format!("payload.{name}");
-        let bad = |m: &str| err(Some(class), &field, m);
         // `null` clears a field (a partial update can unset what it names).
         if value.is_null() {
             out.insert(name, Value::Null);
             continue;
         }
-        let (name, value) = match (class, name.as_str()) {
-            (_, "name") => (name, text(value).map_err(|m| bad(&m))?),
-            (Class::Product, "description") => (name, text(value).map_err(|m| bad(&m))?),
-            (Class::Product, "brand_id" | "category_id") | (Class::Category, "parent_id") => {
-                (name, id(value, false).map_err(|m| bad(&m))?)
+        match validate_field(key, &name, value, unknown) {
+            Ok((None, value)) => {
+                out.insert(name, value);
             }
-            (Class::Product, "status") => (
-                name,
-                one_of(value, &["active", "inactive", "discontinued", "draft"])
-                    .map_err(|m| bad(&m))?,
-            ),
-            (Class::Product, "attributes" | "enrichment") => {
-                if !value.is_object() {
-                    return Err(bad("must be an object"));
-                }
-                (name, value)
+            Ok((Some(renamed), value)) => {
+                out.insert(renamed.to_owned(), value);
             }
-            (Class::Product, "weight") => (
-                "weight_grams".to_owned(),
-                weight(value).map_err(|m| bad(&m))?,
-            ),
-            (Class::Product, "weight_grams") => (name, amount(value).map_err(|m| bad(&m))?),
-            (Class::Pricing | Class::Fulfillment, "amount" | "cost") => {
-                (name, amount(value).map_err(|m| bad(&m))?)
-            }
-            (Class::Pricing | Class::Fulfillment, "currency") => {
-                let code = value
-                    .as_str()
-                    .and_then(currency::normalise)
-                    .ok_or_else(|| bad("must be an ISO 4217 currency code"))?;
-                (name, Value::String(code))
-            }
-            (Class::Pricing, "valid_to") => {
-                let t = parse_time(&value).map_err(|m| bad(&m))?;
-                if let Some(SubKey::Time(from)) = key.sub
-                    && t <= from
-                {
-                    return Err(bad("must be after key.valid_from"));
-                }
-                (name, Value::from(t))
-            }
-            (Class::Inventory, "quantity" | "reserved") => {
-                (name, quantity(value).map_err(|m| bad(&m))?)
-            }
-            (Class::Inventory, "unit") => (name, unit(value).map_err(|m| bad(&m))?),
-            (Class::Fulfillment, "available") => {
-                if !value.is_boolean() {
-                    return Err(bad("must be true or false"));
-                }
-                (name, value)
-            }
-            (Class::Fulfillment, "methods") => (name, methods(value).map_err(|m| bad(&m))?),
-            (Class::Fulfillment, "eta_days") => {
-                let d = value
-                    .as_u64()
-                    .filter(|d| *d <= 365)
-                    .ok_or_else(|| bad("must be an integer from 0 to 365"))?;
-                (name, Value::from(d))
-            }
-            (Class::Attribute, "data_type") => (
-                name,
-                one_of(value, &["string", "number", "boolean", "enum"]).map_err(|m| bad(&m))?,
-            ),
-            (Class::Attribute, "unit") => (name, text(value).map_err(|m| bad(&m))?),
-            (Class::Attribute, "allowed_values") => {
-                let ok = value
-                    .as_array()
-                    .is_some_and(|a| a.iter().all(Value::is_string));
-                if !ok {
-                    return Err(bad("must be an array of strings"));
-                }
-                (name, value)
-            }
-            _ => {
-                *unknown += 1;
-                (name, value)
-            }
-        };
-        out.insert(name, value);
+            Err(m) => return Err(err(Some(class), &format!("payload.{name}"), &m)),
+        }
     }
     Ok(out)
+}
+
+/// Validates and normalises one known field; returns a new name when normalisation renames it.
+fn validate_field(
+    key: &EntityKey,
+    name: &str,
+    value: Value,
+    unknown: &mut u32,
+) -> Result<(Option<&'static str>, Value), String> {
+    let class = key.class;
+    let same = |v: Result<Value, String>| v.map(|v| (None, v));
+    match (class, name) {
+        (_, "name") => same(text(value)),
+        (Class::Product, "description") => same(text(value)),
+        (Class::Product, "brand_id" | "category_id") | (Class::Category, "parent_id") => {
+            same(id(value, false))
+        }
+        (Class::Product, "status") => same(one_of(
+            value,
+            &["active", "inactive", "discontinued", "draft"],
+        )),
+        (Class::Product, "attributes" | "enrichment") if value.is_object() => Ok((None, value)),
+        (Class::Product, "attributes" | "enrichment") => Err("must be an object".into()),
+        (Class::Product, "weight") => weight(value).map(|v| (Some("weight_grams"), v)),
+        (Class::Product, "weight_grams") => same(amount(value)),
+        (Class::Pricing | Class::Fulfillment, "amount" | "cost") => same(amount(value)),
+        (Class::Pricing | Class::Fulfillment, "currency") => value
+            .as_str()
+            .and_then(currency::normalise)
+            .map(|code| (None, Value::String(code)))
+            .ok_or_else(|| "must be an ISO 4217 currency code".into()),
+        (Class::Pricing, "valid_to") => {
+            let t = parse_time(&value)?;
+            if let Some(SubKey::Time(from)) = key.sub
+                && t <= from
+            {
+                return Err("must be after key.valid_from".into());
+            }
+            Ok((None, Value::from(t)))
+        }
+        (Class::Inventory, "quantity" | "reserved") => same(quantity(value)),
+        (Class::Inventory, "unit") => same(unit(value)),
+        (Class::Fulfillment, "available") if value.is_boolean() => Ok((None, value)),
+        (Class::Fulfillment, "available") => Err("must be true or false".into()),
+        (Class::Fulfillment, "methods") => same(methods(value)),
+        (Class::Fulfillment, "eta_days") => value
+            .as_u64()
+            .filter(|d| *d <= 365)
+            .map(|d| (None, Value::from(d)))
+            .ok_or_else(|| "must be an integer from 0 to 365".into()),
+        (Class::Attribute, "data_type") => {
+            same(one_of(value, &["string", "number", "boolean", "enum"]))
+        }
+        (Class::Attribute, "unit") => same(text(value)),
+        (Class::Attribute, "allowed_values") => {
+            if value
+                .as_array()
+                .is_some_and(|a| a.iter().all(Value::is_string))
+            {
+                Ok((None, value))
+            } else {
+                Err("must be an array of strings".into())
+            }
+        }
+        _ => {
+            *unknown += 1;
+            Ok((None, value))
+        }
+    }
 }
 
 fn err(class: Option<Class>, field: &str, message: &str) -> RecordError {

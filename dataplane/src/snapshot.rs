@@ -243,7 +243,7 @@ impl Snapshots {
             });
         }
         // Everything above is in the journal; this write makes it durable and visible at once.
-        self.store.commit(WriteSet {
+        self.store.commit(&WriteSet {
             durable: true,
             ..Default::default()
         })?;
@@ -262,7 +262,8 @@ impl Snapshots {
         set: &mut WriteSet,
     ) -> Result<(), SnapshotError> {
         set.entities = staged.drain(..).map(|(k, e)| (layer, k, e)).collect();
-        self.store.commit(std::mem::take(set))?;
+        self.store.commit(set)?;
+        *set = WriteSet::default();
         Ok(())
     }
 

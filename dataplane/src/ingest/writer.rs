@@ -6,10 +6,12 @@
 //! Only after that commit are jobs acknowledged and change events published, so an ack always
 //! means durable and a failed commit acknowledges nothing.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::dedup::DedupWindow;
 use crate::feed::{ChangeEvent, ChangeFeed};
@@ -45,6 +47,41 @@ pub struct Writer {
     dedup: DedupWindow,
     paused: Arc<AtomicBool>,
     config: WriterConfig,
+    hot: HotEntities,
+}
+
+/// The stored state of recently written keys, so hot keys skip the store read and decode.
+/// Two generations approximate LRU with a hard bound: when the young one fills, the old one is
+/// dropped and the young one becomes old. Updated only after a successful commit, so it always
+/// equals the store.
+struct HotEntities {
+    young: FxHashMap<EntityKey, Entity>,
+    old: FxHashMap<EntityKey, Entity>,
+    generation: usize,
+}
+
+impl HotEntities {
+    fn new(max_entries: usize) -> Self {
+        Self {
+            young: FxHashMap::default(),
+            old: FxHashMap::default(),
+            generation: max_entries / 2,
+        }
+    }
+
+    fn take(&mut self, key: &EntityKey) -> Option<Entity> {
+        self.young.remove(key).or_else(|| self.old.remove(key))
+    }
+
+    fn put(&mut self, key: EntityKey, entity: Entity) {
+        if self.generation == 0 {
+            return;
+        }
+        if self.young.len() >= self.generation {
+            self.old = std::mem::take(&mut self.young);
+        }
+        self.young.insert(key, entity);
+    }
 }
 
 impl Writer {
@@ -56,6 +93,7 @@ impl Writer {
         paused: Arc<AtomicBool>,
         config: WriterConfig,
         dedup_window: usize,
+        hot_entities: usize,
     ) -> Result<Self, StoreError> {
         let (entries, next) = store.dedup_window(dedup_window)?;
         Ok(Self {
@@ -65,6 +103,7 @@ impl Writer {
             metrics,
             paused,
             config,
+            hot: HotEntities::new(hot_entities),
         })
     }
 
@@ -119,7 +158,7 @@ impl Writer {
             ..Default::default()
         };
         let mut outcomes: Vec<Vec<Outcome>> = Vec::with_capacity(jobs.len());
-        let mut seen = HashSet::new();
+        let mut seen = FxHashSet::default();
         // (job, item) positions of updates to apply.
         let mut to_apply: Vec<(usize, usize)> = Vec::new();
         for (j, job) in jobs.iter().enumerate() {
@@ -160,8 +199,8 @@ impl Writer {
         to_apply.sort_by_cached_key(|&pos| partition_of(&update_at(pos).key.id, partitions));
 
         let result = self.stage(&to_apply, &update_at, &mut set, &mut outcomes);
-        let changed = match result {
-            Ok(changed) => changed,
+        let (changed, unchanged) = match result {
+            Ok(r) => r,
             Err(e) => return fail(jobs, &e),
         };
         let hashes: Vec<u64> = to_apply
@@ -171,13 +210,19 @@ impl Writer {
         if !hashes.is_empty() {
             set.dedup = Some((self.dedup.next_id(), hashes.clone()));
         }
-        let dead_letters = set.dead_letters.clone();
-        let deferred = set.deferred.len();
         let started = Instant::now();
-        let written = match self.store.commit(set) {
+        let written = match self.store.commit(&set) {
             Ok(n) => n,
             Err(e) => return fail(jobs, &e),
         };
+        // A failed commit must not leave the hot states ahead of the store: they were taken
+        // out for this batch and are put back only now.
+        for (_, key, entity) in set.entities.drain(..) {
+            self.hot.put(key, entity);
+        }
+        for (key, entity) in unchanged {
+            self.hot.put(key, entity);
+        }
         self.metrics
             .ingest_commit_duration
             .observe(started.elapsed().as_secs_f64());
@@ -189,35 +234,33 @@ impl Writer {
         if !events.is_empty() {
             self.feed.publish(&events);
         }
-        self.account(
-            &jobs,
-            &outcomes,
-            &to_apply,
-            written,
-            &dead_letters,
-            deferred,
-        );
+        self.account(&jobs, &outcomes, to_apply.len(), written, &set.dead_letters);
         for (job, out) in jobs.into_iter().zip(outcomes) {
             (job.ack)(Ok(out));
         }
     }
 
     /// Reads each touched key once, coalesces, and stages the new states; marks stale outcomes.
-    /// Returns the keys whose state changed.
+    /// Returns the keys whose state changed, and the states of touched keys that did not.
+    #[allow(clippy::type_complexity)]
     fn stage<'a>(
-        &self,
+        &mut self,
         to_apply: &[(usize, usize)],
         update_at: &impl Fn((usize, usize)) -> &'a Update,
         set: &mut WriteSet,
         outcomes: &mut [Vec<Outcome>],
-    ) -> Result<Vec<EntityKey>, StoreError> {
+    ) -> Result<(Vec<EntityKey>, Vec<(EntityKey, Entity)>), StoreError> {
         let keys: BTreeSet<&EntityKey> = to_apply.iter().map(|&p| &update_at(p).key).collect();
-        let mut current: HashMap<&EntityKey, Entity> = HashMap::with_capacity(keys.len());
+        let mut current: FxHashMap<&EntityKey, Entity> = FxHashMap::default();
         for key in keys {
-            current.insert(key, self.store.get(Layer::Stream, key)?.unwrap_or_default());
+            let entity = match self.hot.take(key) {
+                Some(e) => e,
+                None => self.store.get(Layer::Stream, key)?.unwrap_or_default(),
+            };
+            current.insert(key, entity);
         }
         let (states, applied) = coalesce(to_apply.iter().map(|&p| update_at(p)), |k| {
-            current.get(k).cloned().unwrap_or_default()
+            current.remove(k).unwrap_or_default()
         });
         let mut changed = BTreeSet::new();
         for (&(j, i), a) in to_apply.iter().zip(applied) {
@@ -228,49 +271,60 @@ impl Writer {
                 Applied::Stale => outcomes[j][i] = Outcome::Stale,
             }
         }
+        let mut unchanged = Vec::new();
         for (key, entity) in states {
             if changed.contains(&key) {
                 set.entities.push((Layer::Stream, key, entity));
+            } else {
+                unchanged.push((key, entity));
             }
         }
-        Ok(changed.into_iter().collect())
+        Ok((changed.into_iter().collect(), unchanged))
     }
 
+    /// Updates the SLI metrics for a committed batch, one metric handle per label set.
     fn account(
         &self,
         jobs: &[Job],
         outcomes: &[Vec<Outcome>],
-        applied: &[(usize, usize)],
+        applied: usize,
         written: u64,
         dead_letters: &[crate::store::DeadLetter],
-        deferred: usize,
     ) {
         let m = &self.metrics;
         let now = now_ms();
+        let mut records: HashMap<(&'static str, &'static str), u64> = HashMap::new();
+        let mut lags: HashMap<&'static str, (Vec<f64>, i64)> = HashMap::new();
         for (job, out) in jobs.iter().zip(outcomes) {
             for (item, outcome) in job.items.iter().zip(out) {
                 let class = match item {
                     Item::Update(u) => u.key.class.as_str(),
                     Item::Rejected(dl) => dl.class.map_or("unknown", |c| c.as_str()),
                 };
-                m.ingest_records
-                    .get_or_create(&RecordLabels {
-                        class,
-                        outcome: outcome.as_str(),
-                    })
-                    .inc();
+                *records.entry((class, outcome.as_str())).or_default() += 1;
                 if let (Item::Update(u), Outcome::Accepted) = (item, outcome) {
-                    let label = ClassLabel {
-                        class: u.key.class.as_str(),
-                    };
-                    let lag = (now - u.version.event_time_ms).max(0) as f64 / 1000.0;
-                    m.ingest_lag.get_or_create(&label).observe(lag);
-                    let watermark = m.ingest_watermark.get_or_create(&label);
-                    let t = u.version.event_time_ms as f64 / 1000.0;
-                    if t > watermark.get() {
-                        watermark.set(t);
-                    }
+                    let (values, newest) = lags.entry(class).or_insert((Vec::new(), i64::MIN));
+                    values.push((now - u.version.event_time_ms).max(0) as f64 / 1000.0);
+                    *newest = (*newest).max(u.version.event_time_ms);
                 }
+            }
+        }
+        for ((class, outcome), n) in records {
+            m.ingest_records
+                .get_or_create(&RecordLabels { class, outcome })
+                .inc_by(n);
+        }
+        for (class, (values, newest)) in lags {
+            let label = ClassLabel { class };
+            let hist = m.ingest_lag.get_or_create(&label);
+            for v in values {
+                hist.observe(v);
+            }
+            drop(hist);
+            let watermark = m.ingest_watermark.get_or_create(&label);
+            let t = newest as f64 / 1000.0;
+            if t > watermark.get() {
+                watermark.set(t);
             }
         }
         for dl in dead_letters {
@@ -280,12 +334,11 @@ impl Writer {
                 })
                 .inc();
         }
-        m.logical_updates.inc_by(applied.len() as u64);
+        m.logical_updates.inc_by(applied as u64);
         m.physical_writes.inc_by(written);
         m.dead_letters_stored
             .set(self.store.dead_letter_count() as i64);
         m.ingest_deferred.set(self.store.deferred_count() as i64);
-        let _ = deferred;
     }
 
     /// Enforces dead-letter retention by count and age.
@@ -313,7 +366,7 @@ impl Writer {
             dead_letters_removed: expired,
             ..Default::default()
         };
-        if let Err(e) = self.store.commit(set) {
+        if let Err(e) = self.store.commit(&set) {
             tracing::warn!(error = %e, "dead-letter housekeeping failed");
         }
         self.metrics

@@ -162,7 +162,7 @@ impl Store for EmbeddedStore {
         Ok(out)
     }
 
-    fn commit(&self, set: WriteSet) -> Result<u64, StoreError> {
+    fn commit(&self, set: &WriteSet) -> Result<u64, StoreError> {
         let mut batch = self.db.batch();
         let mut writes = 0_u64;
         for (layer, key, entity) in &set.entities {
@@ -387,7 +387,7 @@ mod tests {
             set.entities
                 .push((Layer::Stream, price_key(id, from), entity(from)));
         }
-        store.commit(set).unwrap();
+        store.commit(&set).unwrap();
         let got: Vec<_> = store
             .prices_at(Layer::Stream, "P1", 25, 8)
             .unwrap()
@@ -407,7 +407,7 @@ mod tests {
             .push((Layer::Baseline(1), key.clone(), entity(1)));
         set.entities
             .push((Layer::Baseline(2), key.clone(), entity(2)));
-        store.commit(set).unwrap();
+        store.commit(&set).unwrap();
         store.discard_snapshot(1).unwrap();
         assert_eq!(store.get(Layer::Baseline(1), &key).unwrap(), None);
         assert_eq!(

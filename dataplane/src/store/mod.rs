@@ -137,7 +137,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<(EntityKey, Entity)>, StoreError>;
     /// Commits a write set atomically; with `durable`, it is on disk when this returns.
     /// Returns the number of physical key writes.
-    fn commit(&self, set: WriteSet) -> Result<u64, StoreError>;
+    fn commit(&self, set: &WriteSet) -> Result<u64, StoreError>;
 
     /// The dedup window: entries newest first, up to `max_hashes` hashes in total, and the next
     /// free entry id.
