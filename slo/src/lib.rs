@@ -7,3 +7,5 @@ pub mod budget;
 pub mod burn;
 pub mod gate;
 pub mod objective;
+pub mod promql;
+pub mod rules;

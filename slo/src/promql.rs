@@ -1,0 +1,294 @@
+//! Every SLI as PromQL, built in one place so that the generated rules and the operator's live
+//! queries can never disagree.
+//!
+//! Each builder takes a label selector (`namespace="shop",pipeline="web"`, or `""` for every
+//! pipeline), a range window and a grouping (`namespace, pipeline`). A batched live query uses an
+//! empty or namespace-wide selector and groups by `namespace, pipeline`, so one query answers for
+//! every pipeline.
+
+use std::time::Duration;
+
+use crate::burn::prom_duration;
+
+/// Read requests by `class` and `code`.
+pub const READ_REQUESTS: &str = "tailwarden_read_requests_total";
+/// Read latency histogram by `class`.
+pub const READ_DURATION: &str = "tailwarden_read_duration_seconds";
+/// Newest event time made visible, unix seconds, by `class`.
+pub const INGEST_WATERMARK: &str = "tailwarden_ingest_watermark_timestamp_seconds";
+/// Ingested records by `class` and `outcome`.
+pub const INGEST_RECORDS: &str = "tailwarden_ingest_records_total";
+
+/// The `slo` label value of the freshness SLO, whose windows read its own 5m recording.
+pub const FRESHNESS_SLO: &str = "freshness";
+
+/// Resolution of the freshness subquery: a breach shorter than this may go unseen.
+pub const FRESHNESS_STEP: Duration = Duration::from_secs(30);
+
+/// The window of the base freshness recording that longer windows average.
+pub const FRESHNESS_BASE_WINDOW: Duration = Duration::from_secs(300);
+
+/// The Sloth-style name of the recorded SLI error ratio over `window`: `slo:sli_error:ratio_rate5m`.
+pub fn sli_error_metric(window: Duration) -> String {
+    format!("slo:sli_error:ratio_rate{}", prom_duration(window))
+}
+
+/// The matchers selecting one pipeline, `namespace="shop",pipeline="web"`, with values escaped.
+pub fn pipeline_selector(namespace: &str, pipeline: &str) -> String {
+    format!(
+        "namespace={},pipeline={}",
+        quote(namespace),
+        quote(pipeline)
+    )
+}
+
+/// A label value as a PromQL string literal.
+pub fn quote(value: &str) -> String {
+    format!("\"{}\"", value.replace('\\', r"\\").replace('"', "\\\""))
+}
+
+/// The `le` label of the bucket bounding `threshold`, written as the exporter writes it (`0.12`,
+/// `1.0`): the match is on the string, so `1` would silently select nothing.
+pub fn le_label(threshold: Duration) -> String {
+    let s = threshold.as_secs_f64().to_string();
+    if s.contains('.') { s } else { format!("{s}.0") }
+}
+
+/// Share of reads answered with a 5xx. A pipeline without any 5xx series yet reads 0, not
+/// "no data", because the error series only appears with the first error.
+pub fn availability_error_ratio(selector: &str, window: Duration, grouping: &str) -> String {
+    errors_over_total(
+        &sum_rate(
+            READ_REQUESTS,
+            &[selector, "code=~\"5..\""],
+            window,
+            grouping,
+        ),
+        &sum_rate(READ_REQUESTS, &[selector], window, grouping),
+    )
+}
+
+/// Share of reads of `class` (every class when `None`) slower than `threshold`, which must be a
+/// bucket boundary of the read histogram.
+pub fn latency_error_ratio(
+    selector: &str,
+    class: Option<&str>,
+    threshold: Duration,
+    window: Duration,
+    grouping: &str,
+) -> String {
+    let class = class_matcher(class);
+    let le = format!("le={}", quote(&le_label(threshold)));
+    let bucket = format!("{READ_DURATION}_bucket");
+    let count = format!("{READ_DURATION}_count");
+    format!(
+        "1 - ({} / {})",
+        sum_rate(&bucket, &[selector, &class, &le], window, grouping),
+        sum_rate(&count, &[selector, &class], window, grouping),
+    )
+}
+
+/// The `quantile` (0.99) of read latency of `class` (every class when `None`), in seconds,
+/// interpolated within the histogram's buckets.
+pub fn latency_quantile(
+    selector: &str,
+    class: Option<&str>,
+    quantile: f64,
+    window: Duration,
+    grouping: &str,
+) -> String {
+    let class = class_matcher(class);
+    let by = if grouping.is_empty() {
+        "le".to_string()
+    } else {
+        format!("{grouping}, le")
+    };
+    format!(
+        "histogram_quantile({quantile}, {})",
+        sum_rate(
+            &format!("{READ_DURATION}_bucket"),
+            &[selector, &class],
+            window,
+            &by
+        )
+    )
+}
+
+/// Event-time lag in seconds: now minus the newest watermark of the group. An idle pipeline
+/// therefore ages; a vanished watermark series gives no data rather than a lag.
+pub fn freshness_lag(selector: &str, grouping: &str) -> String {
+    format!(
+        "time() - max by ({grouping}) ({INGEST_WATERMARK}{{{}}})",
+        matchers(&[selector])
+    )
+}
+
+/// Share of the last 5 minutes during which the lag exceeded `max_lag`, sampled every
+/// [`FRESHNESS_STEP`]. This is the base recording: a freshness SLI has no counters to `rate`.
+pub fn freshness_base_error_ratio(selector: &str, max_lag: Duration, grouping: &str) -> String {
+    format!(
+        "avg_over_time(({} > bool {})[{}:{}])",
+        freshness_lag(selector, grouping),
+        max_lag.as_secs(),
+        prom_duration(FRESHNESS_BASE_WINDOW),
+        prom_duration(FRESHNESS_STEP),
+    )
+}
+
+/// Share of `window` during which the lag exceeded the maximum: the average of the recorded 5m
+/// base ratio. It needs the generated rules installed; `selector` picks pipelines as usual.
+pub fn freshness_error_ratio(selector: &str, window: Duration) -> String {
+    format!(
+        "avg_over_time({}{{{}}}[{}])",
+        sli_error_metric(FRESHNESS_BASE_WINDOW),
+        matchers(&[selector, &format!("slo={}", quote(FRESHNESS_SLO))]),
+        prom_duration(window),
+    )
+}
+
+/// Rejected records against accepted plus rejected ones (dead-lettered records are the rejected
+/// ones). Deduplicated, stale and deferred records are neither good nor bad here.
+pub fn correctness_error_ratio(selector: &str, window: Duration, grouping: &str) -> String {
+    errors_over_total(
+        &sum_rate(
+            INGEST_RECORDS,
+            &[selector, "outcome=\"rejected\""],
+            window,
+            grouping,
+        ),
+        &sum_rate(
+            INGEST_RECORDS,
+            &[selector, "outcome=~\"accepted|rejected\""],
+            window,
+            grouping,
+        ),
+    )
+}
+
+/// `errors / total`, where missing error series count as zero errors.
+fn errors_over_total(errors: &str, total: &str) -> String {
+    format!("({errors} or 0 * {total}) / {total}")
+}
+
+fn sum_rate(metric: &str, selectors: &[&str], window: Duration, grouping: &str) -> String {
+    format!(
+        "sum by ({grouping}) (rate({metric}{{{}}}[{}]))",
+        matchers(selectors),
+        prom_duration(window)
+    )
+}
+
+fn class_matcher(class: Option<&str>) -> String {
+    class
+        .map(|c| format!("class={}", quote(c)))
+        .unwrap_or_default()
+}
+
+/// Joins the non-empty matcher lists with commas.
+fn matchers(parts: &[&str]) -> String {
+    parts
+        .iter()
+        .filter(|p| !p.is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEL: &str = r#"namespace="shop",pipeline="web""#;
+    const BY: &str = "namespace, pipeline";
+    const M5: Duration = Duration::from_secs(300);
+    const H1: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn availability() {
+        assert_eq!(
+            availability_error_ratio(SEL, M5, BY),
+            r#"(sum by (namespace, pipeline) (rate(tailwarden_read_requests_total{namespace="shop",pipeline="web",code=~"5.."}[5m])) or 0 * sum by (namespace, pipeline) (rate(tailwarden_read_requests_total{namespace="shop",pipeline="web"}[5m]))) / sum by (namespace, pipeline) (rate(tailwarden_read_requests_total{namespace="shop",pipeline="web"}[5m]))"#
+        );
+    }
+
+    #[test]
+    fn availability_of_every_pipeline_in_one_query() {
+        assert_eq!(
+            availability_error_ratio("", H1, BY),
+            r#"(sum by (namespace, pipeline) (rate(tailwarden_read_requests_total{code=~"5.."}[1h])) or 0 * sum by (namespace, pipeline) (rate(tailwarden_read_requests_total{}[1h]))) / sum by (namespace, pipeline) (rate(tailwarden_read_requests_total{}[1h]))"#
+        );
+    }
+
+    #[test]
+    fn latency_ratio_uses_the_exporters_le() {
+        assert_eq!(
+            latency_error_ratio(SEL, Some("product"), Duration::from_millis(200), M5, BY),
+            r#"1 - (sum by (namespace, pipeline) (rate(tailwarden_read_duration_seconds_bucket{namespace="shop",pipeline="web",class="product",le="0.2"}[5m])) / sum by (namespace, pipeline) (rate(tailwarden_read_duration_seconds_count{namespace="shop",pipeline="web",class="product"}[5m])))"#
+        );
+        assert_eq!(
+            latency_error_ratio(
+                "",
+                None,
+                Duration::from_millis(120),
+                H1,
+                "namespace, pipeline, class"
+            ),
+            r#"1 - (sum by (namespace, pipeline, class) (rate(tailwarden_read_duration_seconds_bucket{le="0.12"}[1h])) / sum by (namespace, pipeline, class) (rate(tailwarden_read_duration_seconds_count{}[1h])))"#
+        );
+    }
+
+    #[test]
+    fn le_is_written_like_the_exporter() {
+        let le = |ms| le_label(Duration::from_millis(ms));
+        assert_eq!(
+            [le(120), le(200), le(1000), le(2500), le(1)],
+            ["0.12", "0.2", "1.0", "2.5", "0.001"]
+        );
+    }
+
+    #[test]
+    fn quantiles() {
+        assert_eq!(
+            latency_quantile(SEL, Some("pricing"), 0.99, M5, BY),
+            r#"histogram_quantile(0.99, sum by (namespace, pipeline, le) (rate(tailwarden_read_duration_seconds_bucket{namespace="shop",pipeline="web",class="pricing"}[5m])))"#
+        );
+        assert_eq!(
+            latency_quantile("", None, 0.95, M5, ""),
+            r#"histogram_quantile(0.95, sum by (le) (rate(tailwarden_read_duration_seconds_bucket{}[5m])))"#
+        );
+    }
+
+    #[test]
+    fn freshness() {
+        assert_eq!(
+            freshness_lag(SEL, BY),
+            r#"time() - max by (namespace, pipeline) (tailwarden_ingest_watermark_timestamp_seconds{namespace="shop",pipeline="web"})"#
+        );
+        assert_eq!(
+            freshness_base_error_ratio(SEL, Duration::from_secs(600), BY),
+            r#"avg_over_time((time() - max by (namespace, pipeline) (tailwarden_ingest_watermark_timestamp_seconds{namespace="shop",pipeline="web"}) > bool 600)[5m:30s])"#
+        );
+        assert_eq!(
+            freshness_error_ratio(SEL, H1),
+            r#"avg_over_time(slo:sli_error:ratio_rate5m{namespace="shop",pipeline="web",slo="freshness"}[1h])"#
+        );
+    }
+
+    #[test]
+    fn correctness() {
+        assert_eq!(
+            correctness_error_ratio(SEL, Duration::from_secs(30 * 86_400), BY),
+            r#"(sum by (namespace, pipeline) (rate(tailwarden_ingest_records_total{namespace="shop",pipeline="web",outcome="rejected"}[30d])) or 0 * sum by (namespace, pipeline) (rate(tailwarden_ingest_records_total{namespace="shop",pipeline="web",outcome=~"accepted|rejected"}[30d]))) / sum by (namespace, pipeline) (rate(tailwarden_ingest_records_total{namespace="shop",pipeline="web",outcome=~"accepted|rejected"}[30d]))"#
+        );
+    }
+
+    #[test]
+    fn selectors_escape_their_values() {
+        assert_eq!(pipeline_selector("shop", "web"), SEL);
+        assert_eq!(quote(r#"a"b\c"#), r#""a\"b\\c""#);
+        assert_eq!(
+            sli_error_metric(Duration::from_secs(86_400)),
+            "slo:sli_error:ratio_rate1d"
+        );
+    }
+}

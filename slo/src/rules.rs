@@ -1,0 +1,369 @@
+//! Prometheus rules for one pipeline: SLI recordings per window, error-budget meta recordings and
+//! multi-window multi-burn-rate alerts, named as Sloth names them so dashboards carry over.
+//!
+//! The structs serialize to the Prometheus rules-file format, which is also the shape of a
+//! PrometheusRule's `spec.groups`, so the operator can wrap them without translation.
+//!
+//! Calendar-month objectives get rolling 30-day rules: burn-rate alerts are about speed, not the
+//! calendar, and Prometheus cannot express "since the first of the month" in a range. The
+//! operator computes the calendar-month budget itself.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::burn::{self, BurnWindow, prom_duration};
+use crate::objective::{Objectives, WindowKind};
+use crate::promql;
+
+/// Name of every burn-rate alert; `slo`, `severity`, `long` and `short` labels tell them apart.
+pub const BURN_ALERT: &str = "TailwardenErrorBudgetBurn";
+
+/// What the generated SLI recordings group by: the target labels every series carries.
+pub const GROUPING: &str = "namespace, pipeline";
+
+const DAY: u64 = 86_400;
+
+/// A group of rules evaluated together, in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuleGroup {
+    /// Unique within a rules file.
+    pub name: String,
+    /// Evaluation interval; Prometheus' global one when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    /// The rules.
+    pub rules: Vec<Rule>,
+}
+
+/// A recording rule (`record` set) or an alerting rule (`alert` set).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rule {
+    /// Name of the recorded series.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<String>,
+    /// Name of the alert.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert: Option<String>,
+    /// PromQL.
+    pub expr: String,
+    /// How long an alert's condition must hold before it fires.
+    #[serde(rename = "for", default, skip_serializing_if = "Option::is_none")]
+    pub for_: Option<String>,
+    /// Labels added to the result.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Alert annotations.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// What an SLO measures.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Sli {
+    /// Reads answered with a 5xx.
+    Availability,
+    /// Reads of a query class slower than a bucket boundary.
+    Latency {
+        /// Query class label.
+        class: String,
+        /// Latency bound; must be a bucket boundary of the read histogram.
+        threshold: Duration,
+    },
+    /// Time during which the event-time lag exceeded `max_lag`.
+    Freshness {
+        /// Largest acceptable lag.
+        max_lag: Duration,
+    },
+    /// Rejected records against accepted and rejected ones.
+    Correctness,
+}
+
+/// One SLO of a pipeline, as the rules and the operator see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Slo {
+    /// The `slo` label value: `availability`, `latency-product-p99`, `freshness`, `correctness`.
+    pub name: String,
+    /// Target share of good events (or of good time, for freshness).
+    pub target: f64,
+    /// What is measured.
+    pub sli: Sli,
+}
+
+impl Slo {
+    /// The PromQL error ratio of this SLO over `window`, straight from the data plane's metrics,
+    /// except freshness, which averages its own recorded 5m ratio.
+    pub fn error_ratio(&self, selector: &str, window: Duration, grouping: &str) -> String {
+        match &self.sli {
+            Sli::Availability => promql::availability_error_ratio(selector, window, grouping),
+            Sli::Latency { class, threshold } => {
+                promql::latency_error_ratio(selector, Some(class), *threshold, window, grouping)
+            }
+            Sli::Freshness { max_lag } if window == promql::FRESHNESS_BASE_WINDOW => {
+                promql::freshness_base_error_ratio(selector, *max_lag, grouping)
+            }
+            Sli::Freshness { .. } => promql::freshness_error_ratio(selector, window),
+            Sli::Correctness => promql::correctness_error_ratio(selector, window, grouping),
+        }
+    }
+
+    /// Share of events allowed to be bad.
+    pub fn error_budget(&self) -> f64 {
+        1.0 - self.target
+    }
+}
+
+/// The SLOs of a pipeline. Each latency bound pNN < t becomes "NN % of reads under t".
+/// Objectives carry no freshness target, so freshness is held to the availability target:
+/// stale data is a form of unavailability.
+pub fn slos(objectives: &Objectives) -> Vec<Slo> {
+    let mut slos = vec![Slo {
+        name: "availability".into(),
+        target: objectives.availability_target,
+        sli: Sli::Availability,
+    }];
+    for l in &objectives.latency {
+        for (pct, threshold) in [(95, l.p95), (99, l.p99)] {
+            slos.push(Slo {
+                name: format!("latency-{}-p{pct}", l.query_class),
+                target: f64::from(pct) / 100.0,
+                sli: Sli::Latency {
+                    class: l.query_class.clone(),
+                    threshold,
+                },
+            });
+        }
+    }
+    slos.push(Slo {
+        name: promql::FRESHNESS_SLO.into(),
+        target: objectives.availability_target,
+        sli: Sli::Freshness {
+            max_lag: objectives.freshness_max_lag,
+        },
+    });
+    slos.push(Slo {
+        name: "correctness".into(),
+        target: 1.0 - objectives.correctness_max_error,
+        sli: Sli::Correctness,
+    });
+    slos
+}
+
+/// The SLO period the rules use: the configured rolling window, or 30 days for calendar months.
+pub fn period(objectives: &Objectives) -> Duration {
+    match objectives.window_kind {
+        WindowKind::Rolling => objectives.window,
+        WindowKind::CalendarMonth => Duration::from_secs(30 * DAY),
+    }
+}
+
+/// Every window recorded: 5m (the current burn rate and the freshness base), the alert windows
+/// and the period, shortest first.
+pub fn sli_windows(period: Duration) -> Vec<Duration> {
+    let mut all = burn::distinct_windows(period);
+    all.push(promql::FRESHNESS_BASE_WINDOW);
+    all.push(period);
+    all.sort();
+    all.dedup();
+    all
+}
+
+/// The rule groups of one pipeline: SLI recordings, meta recordings, alerts. Rules within a
+/// group run in order, so each group only reads series recorded by the groups before it.
+pub fn pipeline_rules(namespace: &str, pipeline: &str, objectives: &Objectives) -> Vec<RuleGroup> {
+    let selector = promql::pipeline_selector(namespace, pipeline);
+    let period = period(objectives);
+    let slos = slos(objectives);
+    let group = |kind: &str, rules: Vec<Rule>| RuleGroup {
+        name: format!("tailwarden-slo-{kind}-{namespace}-{pipeline}"),
+        interval: None,
+        rules,
+    };
+    let per_slo = |f: &dyn Fn(&Slo, &Target) -> Vec<Rule>| -> Vec<Rule> {
+        slos.iter()
+            .flat_map(|slo| {
+                let target = Target::new(namespace, pipeline, slo);
+                f(slo, &target)
+            })
+            .collect()
+    };
+    vec![
+        group(
+            "sli",
+            per_slo(&|slo, t| sli_recordings(slo, t, &selector, period)),
+        ),
+        group("meta", per_slo(&|slo, t| meta_recordings(slo, t, period))),
+        group("alerts", per_slo(&|slo, t| burn_alerts(slo, t, period))),
+    ]
+}
+
+/// Renders groups as a plain Prometheus rules file.
+pub fn rules_file(groups: &[RuleGroup]) -> Result<String, RulesError> {
+    #[derive(Serialize)]
+    struct File<'a> {
+        groups: &'a [RuleGroup],
+    }
+    Ok(serde_yaml::to_string(&File { groups })?)
+}
+
+/// Rendering failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RulesError {
+    /// The YAML serializer refused the rules.
+    #[error("cannot render rules as YAML: {0}")]
+    Yaml(#[from] serde_yaml::Error),
+}
+
+/// The series of one SLO of one pipeline: its labels and selector.
+struct Target {
+    labels: BTreeMap<String, String>,
+    selector: String,
+}
+
+impl Target {
+    fn new(namespace: &str, pipeline: &str, slo: &Slo) -> Self {
+        let labels = BTreeMap::from([
+            ("namespace".to_string(), namespace.to_string()),
+            ("pipeline".to_string(), pipeline.to_string()),
+            ("slo".to_string(), slo.name.clone()),
+        ]);
+        let selector = format!(
+            "{},slo={}",
+            promql::pipeline_selector(namespace, pipeline),
+            promql::quote(&slo.name)
+        );
+        Self { labels, selector }
+    }
+
+    /// A recorded series of this SLO: `slo:sli_error:ratio_rate5m{namespace=…,slo=…}`.
+    fn series(&self, metric: &str) -> String {
+        format!("{metric}{{{}}}", self.selector)
+    }
+}
+
+fn record(name: String, expr: String, labels: BTreeMap<String, String>) -> Rule {
+    Rule {
+        record: Some(name),
+        alert: None,
+        expr,
+        for_: None,
+        labels,
+        annotations: BTreeMap::new(),
+    }
+}
+
+/// The error ratio over each window.
+fn sli_recordings(slo: &Slo, target: &Target, selector: &str, period: Duration) -> Vec<Rule> {
+    sli_windows(period)
+        .into_iter()
+        .map(|w| {
+            record(
+                promql::sli_error_metric(w),
+                slo.error_ratio(selector, w, GROUPING),
+                target.labels.clone(),
+            )
+        })
+        .collect()
+}
+
+/// Objective, budget, period and burn rates, as Sloth records them.
+fn meta_recordings(slo: &Slo, target: &Target, period: Duration) -> Vec<Rule> {
+    let budget = target.series("slo:error_budget:ratio");
+    let burn = |sli_window: Duration| {
+        format!(
+            "{} / on(namespace, pipeline, slo) {budget}",
+            target.series(&promql::sli_error_metric(sli_window))
+        )
+    };
+    [
+        (
+            "slo:objective:ratio",
+            format!("vector({})", number(slo.target)),
+        ),
+        (
+            "slo:error_budget:ratio",
+            format!("vector({})", number(slo.error_budget())),
+        ),
+        (
+            "slo:time_period:days",
+            format!("vector({})", number(period.as_secs_f64() / DAY as f64)),
+        ),
+        (
+            "slo:current_burn_rate:ratio",
+            burn(promql::FRESHNESS_BASE_WINDOW),
+        ),
+        ("slo:period_burn_rate:ratio", burn(period)),
+        (
+            "slo:period_error_budget_remaining:ratio",
+            format!("1 - {}", target.series("slo:period_burn_rate:ratio")),
+        ),
+    ]
+    .into_iter()
+    .map(|(name, expr)| record(name.into(), expr, target.labels.clone()))
+    .collect()
+}
+
+/// One alert per window pair, held for half its short window so that one bad scrape cannot page.
+fn burn_alerts(slo: &Slo, target: &Target, period: Duration) -> Vec<Rule> {
+    burn::windows(period)
+        .iter()
+        .map(|w| burn_alert(slo, target, w, period))
+        .collect()
+}
+
+fn burn_alert(slo: &Slo, target: &Target, w: &BurnWindow, period: Duration) -> Rule {
+    let threshold = format!("({} * {})", number(w.factor), number(slo.error_budget()));
+    let over = |window: Duration| {
+        format!(
+            "{} > {threshold}",
+            target.series(&promql::sli_error_metric(window))
+        )
+    };
+    let (short, long) = (prom_duration(w.short), prom_duration(w.long));
+    let hold = Duration::from_secs((w.short.as_secs() / 2 / 60).max(1) * 60);
+    let mut labels = target.labels.clone();
+    labels.insert("severity".into(), w.severity.as_str().into());
+    labels.insert("short".into(), short.clone());
+    labels.insert("long".into(), long.clone());
+    let pipeline = format!(
+        "{}/{}",
+        target.labels["namespace"], target.labels["pipeline"]
+    );
+    let annotations = BTreeMap::from([
+        (
+            "summary".to_string(),
+            format!(
+                "SLO {} of pipeline {pipeline} burns its error budget over {}x too fast",
+                slo.name,
+                number(w.factor)
+            ),
+        ),
+        (
+            "description".to_string(),
+            format!(
+                "The error ratio over both {short} and {long} exceeds {}x the budget of {} (target {}): \
+                 at this pace {:.0} % of the budget is gone within {long}.",
+                number(w.factor),
+                number(slo.error_budget()),
+                number(slo.target),
+                w.factor * w.long.as_secs_f64() / period.as_secs_f64() * 100.0,
+            ),
+        ),
+    ]);
+    Rule {
+        record: None,
+        alert: Some(BURN_ALERT.into()),
+        expr: format!("{}\nand\n{}", over(w.short), over(w.long)),
+        for_: Some(prom_duration(hold)),
+        labels,
+        annotations,
+    }
+}
+
+/// A number as PromQL and humans read it: `0.0005`, not `0.0004999999999999449`.
+fn number(x: f64) -> String {
+    let s = format!("{x:.12}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    s.to_string()
+}
