@@ -9,3 +9,4 @@ pub mod gate;
 pub mod objective;
 pub mod promql;
 pub mod rules;
+pub mod scaling;
