@@ -1682,3 +1682,523 @@ mod tests {
         assert_eq!(trim(2.0), "2");
     }
 }
+
+/// Properties over random policies and signal histories; the operator is simulated by applying
+/// every decision before the next evaluation.
+#[cfg(test)]
+mod props {
+    use super::*;
+    use chrono::TimeZone;
+    use proptest::prelude::*;
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 23, 0, 0, 0).unwrap() + TimeDelta::seconds(secs)
+    }
+
+    fn behavior(
+        max_window: u64,
+        max_cooldown: u64,
+        max_step: u32,
+    ) -> impl Strategy<Value = Behavior> {
+        (0..=max_window, 0..=max_cooldown, 1..=max_step).prop_map(|(w, c, s)| Behavior {
+            stabilization_window: Duration::from_secs(w),
+            cooldown: Duration::from_secs(c),
+            max_step: s,
+        })
+    }
+
+    fn limits() -> impl Strategy<Value = Limits> {
+        (
+            1u32..=5,
+            0u32..=20,
+            behavior(120, 120, 6),
+            behavior(600, 300, 3),
+        )
+            .prop_map(|(min, extra, scale_up, scale_down)| Limits {
+                min,
+                max: min + extra,
+                scale_up,
+                scale_down,
+            })
+    }
+
+    fn serve_policy() -> impl Strategy<Value = ServePolicy> {
+        (
+            limits(),
+            50.0f64..95.0,
+            1_000.0f64..10_000.0,
+            0.6f64..0.95,
+            0.0f64..0.5,
+            1.0f64..2.0,
+        )
+            .prop_map(
+                |(limits, target, per, headroom, floor, factor)| ServePolicy {
+                    limits,
+                    target_p99_percent_of_slo: target,
+                    target_requests_per_replica: per,
+                    scale_down_headroom: headroom,
+                    min_budget_remaining_for_scale_down: floor,
+                    burn_scale_up_factor: factor,
+                },
+            )
+    }
+
+    fn ingest_policy() -> impl Strategy<Value = IngestPolicy> {
+        (
+            limits(),
+            30u64..1_800,
+            20.0f64..90.0,
+            5u64..300,
+            prop::option::of(500.0f64..20_000.0),
+        )
+            .prop_map(|(limits, max_lag, target, horizon, cap)| IngestPolicy {
+                limits,
+                max_lag: Duration::from_secs(max_lag),
+                target_lag_percent_of_slo: target,
+                scale_down_lag_percent_of_slo: target / 2.0,
+                target_backlog_per_replica: 100_000.0,
+                breach_horizon: Duration::from_secs(horizon),
+                throughput_per_replica: cap,
+                scale_down_headroom: 0.8,
+            })
+    }
+
+    /// A value, sometimes missing, sometimes garbage a query can return (NaN, ±∞, negative).
+    fn maybe(range: std::ops::Range<f64>) -> impl Strategy<Value = Option<f64>> {
+        prop_oneof![
+            12 => range.prop_map(Some),
+            1 => Just(None),
+            1 => prop_oneof![
+                Just(f64::NAN),
+                Just(f64::INFINITY),
+                Just(f64::NEG_INFINITY),
+                Just(-1.0)
+            ]
+            .prop_map(Some),
+        ]
+    }
+
+    fn serve_obs() -> impl Strategy<Value = ServeObservation> {
+        (
+            maybe(0.0..2.0),
+            maybe(0.0..120_000.0),
+            prop_oneof![6 => Just(Some(false)), 1 => Just(Some(true)), 1 => Just(None)],
+            maybe(0.0..1.0),
+        )
+            .prop_map(|(ratio, rate, burn, budget)| ServeObservation {
+                p99: ratio.map(|r| LatencyReading {
+                    p99_seconds: 0.2 * r,
+                    bound_seconds: 0.2,
+                }),
+                request_rate: rate,
+                page_burn: burn,
+                budget_remaining: budget,
+            })
+    }
+
+    fn ingest_obs() -> impl Strategy<Value = IngestObservation> {
+        (
+            maybe(0.0..2_000.0),
+            maybe(0.0..3_000_000.0),
+            maybe(-50_000.0..50_000.0),
+            maybe(0.0..100_000.0),
+        )
+            .prop_map(|(lag, backlog, slope, tp)| IngestObservation {
+                lag_seconds: lag,
+                backlog,
+                backlog_slope: slope.map(|s| if s == -1.0 { -3.0 } else { s }),
+                throughput: tp,
+            })
+    }
+
+    fn valid(v: Option<f64>) -> bool {
+        v.is_some_and(|x| x.is_finite() && x >= 0.0)
+    }
+
+    /// Judged here, independently of the implementation.
+    fn serve_complete(o: &ServeObservation) -> bool {
+        o.p99.is_some_and(|r| valid(Some(r.p99_seconds)))
+            && valid(o.request_rate)
+            && o.page_burn.is_some()
+            && valid(o.budget_remaining)
+    }
+
+    fn ingest_complete(o: &IngestObservation) -> bool {
+        valid(o.lag_seconds)
+            && valid(o.backlog)
+            && o.backlog_slope.is_some_and(f64::is_finite)
+            && valid(o.throughput)
+    }
+
+    /// One evaluation of a simulated run.
+    #[derive(Debug)]
+    struct Eval {
+        t: i64,
+        current: u32,
+        decision: ScaleDecision,
+        complete: bool,
+        /// Scale-down is forbidden by the budget (serve only).
+        budget_blocks: bool,
+    }
+
+    fn simulate<O: Copy>(
+        mut current: u32,
+        steps: &[(i64, O)],
+        decide: impl Fn(&O, u32, &ScalingState, DateTime<Utc>) -> (ScaleDecision, ScalingState),
+        complete: impl Fn(&O) -> bool,
+        budget_blocks: impl Fn(&O) -> bool,
+    ) -> Vec<Eval> {
+        let mut state = ScalingState::default();
+        let mut t = 0;
+        let mut out = Vec::new();
+        for (dt, o) in steps {
+            t += dt;
+            let (d, s) = decide(o, current, &state, at(t));
+            out.push(Eval {
+                t,
+                current,
+                decision: d.clone(),
+                complete: complete(o),
+                budget_blocks: budget_blocks(o),
+            });
+            current = d.replicas;
+            state = s;
+        }
+        out
+    }
+
+    /// The invariants every run must keep, whatever the signals.
+    fn check(limits: &Limits, evals: &[Eval]) -> Result<(), TestCaseError> {
+        let up = limits.scale_up;
+        let down = limits.scale_down;
+        let mut last_up: Option<i64> = None;
+        let mut last_down: Option<i64> = None;
+        // Start of the current run of complete evaluations.
+        let mut complete_from: Option<i64> = None;
+        for e in evals {
+            let d = &e.decision;
+            let ctx = || format!("{e:?}");
+            complete_from = if e.complete {
+                complete_from.or(Some(e.t))
+            } else {
+                None
+            };
+            prop_assert!(
+                d.replicas >= limits.min && d.replicas <= limits.max,
+                "{}",
+                ctx()
+            );
+            match d.direction {
+                Direction::Hold => prop_assert_eq!(d.replicas, e.current, "{}", ctx()),
+                Direction::Up => {
+                    prop_assert!(d.replicas > e.current, "{}", ctx());
+                    prop_assert!(d.replicas - e.current <= up.max_step, "{}", ctx());
+                    if let Some(l) = last_up {
+                        prop_assert!(
+                            e.t - l >= up.cooldown.as_secs() as i64,
+                            "up cooldown: {}",
+                            ctx()
+                        );
+                    }
+                    last_up = Some(e.t);
+                }
+                Direction::Down => {
+                    prop_assert!(d.replicas < e.current, "{}", ctx());
+                    prop_assert!(e.current - d.replicas <= down.max_step, "{}", ctx());
+                    prop_assert!(e.complete, "scale-down on missing data: {}", ctx());
+                    prop_assert!(
+                        !e.budget_blocks,
+                        "scale-down on an unhealthy budget: {}",
+                        ctx()
+                    );
+                    if let Some(l) = last_down {
+                        prop_assert!(
+                            e.t - l >= down.cooldown.as_secs() as i64,
+                            "down cooldown: {}",
+                            ctx()
+                        );
+                    }
+                    if let Some(l) = last_up {
+                        prop_assert!(
+                            e.t - l > down.stabilization_window.as_secs() as i64,
+                            "down within the window of an up: {}",
+                            ctx()
+                        );
+                    }
+                    // A full window of complete data since the (empty-state) start or a gap.
+                    let from = complete_from.unwrap_or(e.t);
+                    prop_assert!(
+                        e.t - from >= down.stabilization_window.as_secs() as i64,
+                        "scale-down without a full window of data: {}",
+                        ctx()
+                    );
+                    last_down = Some(e.t);
+                }
+            }
+            if !e.complete || e.budget_blocks {
+                prop_assert!(d.replicas >= e.current, "{}", ctx());
+            }
+        }
+        Ok(())
+    }
+
+    /// Direction changes between consecutive non-hold decisions.
+    fn reversals(evals: &[Eval]) -> usize {
+        let dirs: Vec<_> = evals
+            .iter()
+            .map(|e| e.decision.direction)
+            .filter(|d| *d != Direction::Hold)
+            .collect();
+        dirs.windows(2).filter(|w| w[0] != w[1]).count()
+    }
+
+    fn serve_budget_blocks(p: &ServePolicy) -> impl Fn(&ServeObservation) -> bool + '_ {
+        move |o| {
+            o.page_burn != Some(false)
+                || !valid(o.budget_remaining)
+                || o.budget_remaining.unwrap() <= p.min_budget_remaining_for_scale_down
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+
+        #[test]
+        fn serve_invariants_hold_on_any_history(
+            p in serve_policy(),
+            start in 0u32..30,
+            steps in prop::collection::vec((1i64..=60, serve_obs()), 1..120),
+        ) {
+            let current = p.limits.clamp(start);
+            let evals = simulate(
+                current,
+                &steps,
+                |o, c, s, now| decide_serve(&p, o, c, s, now),
+                serve_complete,
+                serve_budget_blocks(&p),
+            );
+            check(&p.limits, &evals)?;
+        }
+
+        #[test]
+        fn ingest_invariants_hold_on_any_history(
+            p in ingest_policy(),
+            start in 0u32..30,
+            steps in prop::collection::vec((1i64..=60, ingest_obs()), 1..120),
+        ) {
+            let current = p.limits.clamp(start);
+            let evals = simulate(
+                current,
+                &steps,
+                |o, c, s, now| decide_ingest(&p, o, c, s, now),
+                ingest_complete,
+                |_| false,
+            );
+            check(&p.limits, &evals)?;
+        }
+
+        /// Mostly quiet signals (that want a scale-down) with occasional gaps: the gaps and the
+        /// empty start must each delay any scale-down by a full window.
+        #[test]
+        fn serve_quiet_with_gaps_waits_a_window_after_each_gap(
+            p in serve_policy(),
+            start in 0u32..30,
+            steps in prop::collection::vec((1i64..=30, 0.0f64..0.3, prop::bool::weighted(0.05)), 1..150),
+        ) {
+            let current = p.limits.clamp(start);
+            let steps: Vec<_> = steps
+                .into_iter()
+                .map(|(dt, ratio, gap)| {
+                    let o = ServeObservation {
+                        p99: (!gap).then_some(LatencyReading { p99_seconds: 0.2 * ratio, bound_seconds: 0.2 }),
+                        request_rate: Some(100.0),
+                        page_burn: Some(false),
+                        budget_remaining: Some(0.99),
+                    };
+                    (dt, o)
+                })
+                .collect();
+            let evals = simulate(
+                current,
+                &steps,
+                |o, c, s, now| decide_serve(&p, o, c, s, now),
+                serve_complete,
+                serve_budget_blocks(&p),
+            );
+            check(&p.limits, &evals)?;
+        }
+
+        /// P99 jittering ±5 % around the target: scale up at most, never down, never a reversal.
+        #[test]
+        fn serve_noise_around_the_target_never_flaps(
+            p in serve_policy(),
+            start in 0u32..30,
+            steps in prop::collection::vec((1i64..=60, -0.05f64..0.05), 1..200),
+        ) {
+            let current = p.limits.clamp(start);
+            let target = p.target_p99_percent_of_slo / 100.0;
+            let steps: Vec<_> = steps
+                .into_iter()
+                .map(|(dt, j)| {
+                    let o = ServeObservation {
+                        p99: Some(LatencyReading { p99_seconds: 0.2 * target * (1.0 + j), bound_seconds: 0.2 }),
+                        request_rate: Some(0.0),
+                        page_burn: Some(false),
+                        budget_remaining: Some(0.99),
+                    };
+                    (dt, o)
+                })
+                .collect();
+            let evals = simulate(
+                current,
+                &steps,
+                |o, c, s, now| decide_serve(&p, o, c, s, now),
+                serve_complete,
+                serve_budget_blocks(&p),
+            );
+            check(&p.limits, &evals)?;
+            prop_assert!(evals.iter().all(|e| e.decision.direction != Direction::Down));
+            prop_assert_eq!(reversals(&evals), 0);
+        }
+
+        /// Closed loop: P99 proportional to load per replica, and a request rate, both with ±5 %
+        /// noise around a fixed load. The system settles with no direction change at all: a
+        /// step down lands at most at headroom × target × 1.05 / 0.95 < target, and a step up
+        /// leaves the load above headroom × target.
+        #[test]
+        fn serve_closed_loop_settles_without_reversals(
+            p in serve_policy(),
+            start in 0u32..30,
+            load in 0.2f64..25.0,
+            rate_load in 0.0f64..25.0,
+            steps in prop::collection::vec((1i64..=60, -0.05f64..0.05, -0.05f64..0.05), 1..250),
+        ) {
+            // The ±5 % argument needs headroom × 1.05 / 0.95 < 1.
+            prop_assume!(p.scale_down_headroom < 0.9);
+            let target = p.target_p99_percent_of_slo / 100.0;
+            let per = p.target_requests_per_replica;
+            let mut current = p.limits.clamp(start);
+            let mut state = ScalingState::default();
+            let mut t = 0;
+            let mut evals = Vec::new();
+            for (dt, j1, j2) in steps {
+                t += dt;
+                let ratio = target * load * (1.0 + j1) / f64::from(current);
+                let o = ServeObservation {
+                    p99: Some(LatencyReading { p99_seconds: 0.2 * ratio, bound_seconds: 0.2 }),
+                    request_rate: Some(per * rate_load * (1.0 + j2)),
+                    page_burn: Some(false),
+                    budget_remaining: Some(0.99),
+                };
+                let (d, s) = decide_serve(&p, &o, current, &state, at(t));
+                evals.push(Eval { t, current, decision: d.clone(), complete: true, budget_blocks: false });
+                current = d.replicas;
+                state = s;
+            }
+            check(&p.limits, &evals)?;
+            prop_assert_eq!(reversals(&evals), 0, "{:?}", evals);
+        }
+
+        /// Ingest lag jittering ±5 % around its target, backlog and slope noisy around steady:
+        /// never down, never a reversal.
+        #[test]
+        fn ingest_noise_around_the_target_never_flaps(
+            p in ingest_policy(),
+            start in 0u32..30,
+            backlog in 0.0f64..2_000_000.0,
+            tp in 1_000.0f64..50_000.0,
+            steps in prop::collection::vec((1i64..=60, -0.05f64..0.05, -0.05f64..0.05, -0.05f64..0.05), 1..200),
+        ) {
+            let current = p.limits.clamp(start);
+            let lag_target = p.max_lag.as_secs_f64() * p.target_lag_percent_of_slo / 100.0;
+            let steps: Vec<_> = steps
+                .into_iter()
+                .map(|(dt, j1, j2, j3)| {
+                    (dt, IngestObservation {
+                        lag_seconds: Some(lag_target * (1.0 + j1)),
+                        backlog: Some(backlog * (1.0 + j2)),
+                        backlog_slope: Some(tp * j3),
+                        throughput: Some(tp),
+                    })
+                })
+                .collect();
+            let evals = simulate(
+                current,
+                &steps,
+                |o, c, s, now| decide_ingest(&p, o, c, s, now),
+                ingest_complete,
+                |_| false,
+            );
+            check(&p.limits, &evals)?;
+            prop_assert!(evals.iter().all(|e| e.decision.direction != Direction::Down));
+            prop_assert_eq!(reversals(&evals), 0);
+        }
+
+        /// Same state, inputs and time: same decision and state. Replaying the evaluation with the
+        /// returned state and the applied replicas does not move again (cooldowns ≥ 1 s).
+        #[test]
+        fn decisions_are_idempotent(
+            mut p in serve_policy(),
+            mut ip in ingest_policy(),
+            start in 0u32..30,
+            prefix in prop::collection::vec((1i64..=60, serve_obs(), ingest_obs()), 0..60),
+            last in (1i64..=60, serve_obs(), ingest_obs()),
+        ) {
+            for l in [&mut p.limits, &mut ip.limits] {
+                l.scale_up.cooldown = l.scale_up.cooldown.max(Duration::from_secs(1));
+                l.scale_down.cooldown = l.scale_down.cooldown.max(Duration::from_secs(1));
+            }
+            let (mut cs, mut ci) = (p.limits.clamp(start), ip.limits.clamp(start));
+            let (mut ss, mut si) = (ScalingState::default(), ScalingState::default());
+            let mut t = 0;
+            for (dt, so, io) in &prefix {
+                t += dt;
+                let (d, s) = decide_serve(&p, so, cs, &ss, at(t));
+                (cs, ss) = (d.replicas, s);
+                let (d, s) = decide_ingest(&ip, io, ci, &si, at(t));
+                (ci, si) = (d.replicas, s);
+            }
+            let now = at(t + last.0);
+            let a = decide_serve(&p, &last.1, cs, &ss, now);
+            prop_assert_eq!(&a, &decide_serve(&p, &last.1, cs, &ss, now));
+            let (d2, _) = decide_serve(&p, &last.1, a.0.replicas, &a.1, now);
+            prop_assert_eq!(d2.replicas, a.0.replicas, "{:?} then {:?}", a.0, d2);
+            prop_assert_eq!(d2.direction, Direction::Hold);
+
+            let b = decide_ingest(&ip, &last.2, ci, &si, now);
+            prop_assert_eq!(&b, &decide_ingest(&ip, &last.2, ci, &si, now));
+            let (d2, _) = decide_ingest(&ip, &last.2, b.0.replicas, &b.1, now);
+            prop_assert_eq!(d2.replicas, b.0.replicas, "{:?} then {:?}", b.0, d2);
+            prop_assert_eq!(d2.direction, Direction::Hold);
+        }
+
+        /// After a restart (empty state), however long the operator ran before and whatever it
+        /// decided, no scale-down happens before one full down-stabilization window.
+        #[test]
+        fn no_scale_down_within_a_window_of_a_restart(
+            p in serve_policy(),
+            start in 0u32..30,
+            steps in prop::collection::vec((1i64..=60, 0.0f64..0.2), 1..100),
+        ) {
+            let mut current = p.limits.clamp(start);
+            let mut state = ScalingState::default();
+            let mut t = 0;
+            let window = p.limits.scale_down.stabilization_window.as_secs() as i64;
+            for (dt, ratio) in steps {
+                t += dt;
+                let o = ServeObservation {
+                    p99: Some(LatencyReading { p99_seconds: 0.2 * ratio, bound_seconds: 0.2 }),
+                    request_rate: Some(0.0),
+                    page_burn: Some(false),
+                    budget_remaining: Some(1.0),
+                };
+                let (d, s) = decide_serve(&p, &o, current, &state, at(t));
+                if t < window {
+                    prop_assert!(d.direction != Direction::Down, "at {}s of {}s: {}", t, window, d.reason);
+                }
+                current = d.replicas;
+                state = s;
+            }
+        }
+    }
+}
