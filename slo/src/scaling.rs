@@ -2134,6 +2134,58 @@ mod props {
             prop_assert_eq!(reversals(&evals), 0);
         }
 
+        /// Closed loop for ingest with a known per-replica capacity: records arrive at a noisy
+        /// (±5 %) rate, workers process up to `replicas × capacity` per second, the backlog and
+        /// the lag follow. Starting under-provisioned the autoscaler scales up (overshooting to
+        /// drain the backlog), then back down; it never scales up again after a scale-down, so
+        /// at most one direction change in the whole run.
+        #[test]
+        fn ingest_closed_loop_overshoots_once_at_most(
+            mut p in ingest_policy(),
+            start in 0u32..30,
+            capacity in 500.0f64..20_000.0,
+            load in 0.1f64..30.0,
+            initial_backlog in 0.0f64..1_000_000.0,
+            steps in prop::collection::vec((5i64..=60, -0.05f64..0.05), 1..300),
+        ) {
+            p.throughput_per_replica = Some(capacity);
+            let arrival = capacity * load;
+            let mut current = p.limits.clamp(start);
+            let mut backlog = initial_backlog;
+            let mut state = ScalingState::default();
+            let mut t = 0;
+            let mut evals = Vec::new();
+            for (dt, j) in steps {
+                t += dt;
+                let secs = dt as f64;
+                let inflow = arrival * (1.0 + j);
+                let processed = (f64::from(current) * capacity * secs).min(backlog + inflow * secs);
+                let tp = processed / secs;
+                let next = backlog + inflow * secs - processed;
+                let o = IngestObservation {
+                    lag_seconds: Some(5.0 + next / tp),
+                    backlog: Some(next),
+                    backlog_slope: Some((next - backlog) / secs),
+                    throughput: Some(tp),
+                };
+                backlog = next;
+                let (d, s) = decide_ingest(&p, &o, current, &state, at(t));
+                evals.push(Eval { t, current, decision: d.clone(), complete: true, budget_blocks: false });
+                current = d.replicas;
+                state = s;
+            }
+            check(&p.limits, &evals)?;
+            let first_down = evals.iter().position(|e| e.decision.direction == Direction::Down);
+            if let Some(i) = first_down {
+                prop_assert!(
+                    evals[i..].iter().all(|e| e.decision.direction != Direction::Up),
+                    "{:?}",
+                    evals
+                );
+            }
+            prop_assert!(reversals(&evals) <= 1);
+        }
+
         /// Same state, inputs and time: same decision and state. Replaying the evaluation with the
         /// returned state and the applied replicas does not move again (cooldowns ≥ 1 s).
         #[test]
