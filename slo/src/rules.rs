@@ -367,3 +367,222 @@ fn number(x: f64) -> String {
     let s = s.trim_end_matches('0').trim_end_matches('.');
     s.to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all_rules(objectives: &Objectives) -> Vec<Rule> {
+        pipeline_rules("shop", "web", objectives)
+            .into_iter()
+            .flat_map(|g| g.rules)
+            .collect()
+    }
+
+    fn find<'a>(rules: &'a [Rule], name: &str, slo: &str) -> &'a Rule {
+        rules
+            .iter()
+            .find(|r| r.record.as_deref() == Some(name) && r.labels["slo"] == slo)
+            .unwrap_or_else(|| panic!("no {name} for {slo}"))
+    }
+
+    #[test]
+    fn reference_slos_and_targets() {
+        let slos = slos(&Objectives::reference());
+        let names: Vec<_> = slos.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names.len(), 13);
+        assert_eq!(
+            names[..3],
+            ["availability", "latency-product-p95", "latency-product-p99"]
+        );
+        assert_eq!(names[11..], ["freshness", "correctness"]);
+        let p99 = &slos[2];
+        assert_eq!(p99.target, 0.99);
+        assert_eq!(
+            p99.sli,
+            Sli::Latency {
+                class: "product".into(),
+                threshold: Duration::from_millis(200)
+            }
+        );
+        assert_eq!(number(slos[12].error_budget()), "0.0001");
+        assert_eq!(slos[11].target, 0.9995);
+    }
+
+    #[test]
+    fn windows_of_thirty_and_twenty_eight_days() {
+        let names = |days: u64| -> Vec<String> {
+            sli_windows(Duration::from_secs(days * DAY))
+                .into_iter()
+                .map(prom_duration)
+                .collect()
+        };
+        assert_eq!(
+            names(30),
+            ["5m", "30m", "1h", "2h", "6h", "1d", "3d", "30d"]
+        );
+        assert_eq!(
+            names(28),
+            [
+                "4m", "5m", "28m", "56m", "112m", "336m", "1344m", "4032m", "4w"
+            ]
+        );
+    }
+
+    #[test]
+    fn groups_hold_recordings_per_window_meta_and_four_alerts_per_slo() {
+        let groups = pipeline_rules("shop", "web", &Objectives::reference());
+        let names: Vec<_> = groups.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "tailwarden-slo-sli-shop-web",
+                "tailwarden-slo-meta-shop-web",
+                "tailwarden-slo-alerts-shop-web"
+            ]
+        );
+        let counts: Vec<_> = groups.iter().map(|g| g.rules.len()).collect();
+        assert_eq!(counts, [13 * 8, 13 * 6, 13 * 4]);
+        let labels = BTreeMap::from([
+            ("namespace".to_string(), "shop".to_string()),
+            ("pipeline".to_string(), "web".to_string()),
+            ("slo".to_string(), "latency-pricing-p99".to_string()),
+        ]);
+        let rule = find(
+            &groups[0].rules,
+            "slo:sli_error:ratio_rate6h",
+            "latency-pricing-p99",
+        );
+        assert_eq!(rule.labels, labels);
+        assert_eq!(
+            rule.expr,
+            promql::latency_error_ratio(
+                r#"namespace="shop",pipeline="web""#,
+                Some("pricing"),
+                Duration::from_millis(200),
+                Duration::from_secs(6 * 3600),
+                GROUPING
+            )
+        );
+    }
+
+    #[test]
+    fn freshness_longer_windows_average_the_5m_recording() {
+        let rules = all_rules(&Objectives::reference());
+        assert!(
+            find(&rules, "slo:sli_error:ratio_rate5m", "freshness")
+                .expr
+                .contains("> bool 600)[5m:30s]")
+        );
+        assert_eq!(
+            find(&rules, "slo:sli_error:ratio_rate30d", "freshness").expr,
+            r#"avg_over_time(slo:sli_error:ratio_rate5m{namespace="shop",pipeline="web",slo="freshness"}[30d])"#
+        );
+    }
+
+    #[test]
+    fn meta_rules() {
+        let rules = all_rules(&Objectives::reference());
+        let expr = |name| find(&rules, name, "availability").expr.clone();
+        let sel = r#"{namespace="shop",pipeline="web",slo="availability"}"#;
+        assert_eq!(expr("slo:objective:ratio"), "vector(0.9995)");
+        assert_eq!(expr("slo:error_budget:ratio"), "vector(0.0005)");
+        assert_eq!(expr("slo:time_period:days"), "vector(30)");
+        assert_eq!(
+            expr("slo:current_burn_rate:ratio"),
+            format!(
+                "slo:sli_error:ratio_rate5m{sel} / on(namespace, pipeline, slo) slo:error_budget:ratio{sel}"
+            )
+        );
+        assert_eq!(
+            expr("slo:period_burn_rate:ratio"),
+            format!(
+                "slo:sli_error:ratio_rate30d{sel} / on(namespace, pipeline, slo) slo:error_budget:ratio{sel}"
+            )
+        );
+        assert_eq!(
+            expr("slo:period_error_budget_remaining:ratio"),
+            format!("1 - slo:period_burn_rate:ratio{sel}")
+        );
+    }
+
+    #[test]
+    fn alerts_follow_the_workbook_pairs() {
+        let rules = all_rules(&Objectives::reference());
+        let alerts: Vec<_> = rules
+            .iter()
+            .filter(|r| r.alert.is_some() && r.labels["slo"] == "latency-product-p99")
+            .map(|r| {
+                (
+                    r.labels["severity"].as_str(),
+                    r.labels["short"].as_str(),
+                    r.labels["long"].as_str(),
+                    r.for_.as_deref().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            alerts,
+            [
+                ("page", "5m", "1h", "2m"),
+                ("page", "30m", "6h", "15m"),
+                ("ticket", "2h", "1d", "1h"),
+                ("ticket", "6h", "3d", "3h"),
+            ]
+        );
+        let page = rules
+            .iter()
+            .find(|r| r.alert.is_some() && r.labels["slo"] == "latency-product-p99")
+            .unwrap();
+        let sel = r#"{namespace="shop",pipeline="web",slo="latency-product-p99"}"#;
+        assert_eq!(
+            page.expr,
+            format!(
+                "slo:sli_error:ratio_rate5m{sel} > (14.4 * 0.01)\nand\nslo:sli_error:ratio_rate1h{sel} > (14.4 * 0.01)"
+            )
+        );
+    }
+
+    #[test]
+    fn calendar_months_get_rolling_thirty_day_rules() {
+        let objectives = Objectives {
+            window: Duration::from_secs(31 * DAY),
+            window_kind: WindowKind::CalendarMonth,
+            ..Objectives::reference()
+        };
+        assert_eq!(period(&objectives), Duration::from_secs(30 * DAY));
+        let rules = all_rules(&objectives);
+        assert_eq!(
+            find(&rules, "slo:time_period:days", "freshness").expr,
+            "vector(30)"
+        );
+    }
+
+    #[test]
+    fn rules_file_uses_the_prometheus_field_names_and_round_trips() {
+        let groups = pipeline_rules("shop", "web", &Objectives::reference());
+        let yaml = rules_file(&groups).unwrap();
+        assert!(yaml.starts_with("groups:\n- name: tailwarden-slo-sli-shop-web\n"));
+        assert!(yaml.contains("\n    for: 2m\n"));
+        assert!(!yaml.contains("for_") && !yaml.contains("interval"));
+        #[derive(Deserialize)]
+        struct File {
+            groups: Vec<RuleGroup>,
+        }
+        let back: File = serde_yaml::from_str(&yaml).unwrap();
+        assert_eq!(back.groups, groups);
+    }
+
+    #[test]
+    fn numbers_are_short() {
+        assert_eq!(
+            [
+                number(1.0 - 0.9995),
+                number(14.4),
+                number(30.0),
+                number(28.0 / 3.0)
+            ],
+            ["0.0005", "14.4", "30", "9.333333333333"]
+        );
+    }
+}
