@@ -50,7 +50,9 @@ pub fn quote(value: &str) -> String {
 /// The `le` label of the bucket bounding `threshold`, written as the exporter writes it (`0.12`,
 /// `1.0`): the match is on the string, so `1` would silently select nothing.
 pub fn le_label(threshold: Duration) -> String {
-    let s = threshold.as_secs_f64().to_string();
+    // One correctly rounded division gives the double nearest the decimal, as the exporter's
+    // configured bound is; `as_secs_f64` adds seconds and fractions and can miss it (8.399).
+    let s = (threshold.as_nanos() as f64 / 1e9).to_string();
     if s.contains('.') { s } else { format!("{s}.0") }
 }
 
@@ -241,8 +243,8 @@ mod tests {
     fn le_is_written_like_the_exporter() {
         let le = |ms| le_label(Duration::from_millis(ms));
         assert_eq!(
-            [le(120), le(200), le(1000), le(2500), le(1)],
-            ["0.12", "0.2", "1.0", "2.5", "0.001"]
+            [le(120), le(200), le(1000), le(2500), le(1), le(8399)],
+            ["0.12", "0.2", "1.0", "2.5", "0.001", "8.399"]
         );
     }
 
@@ -280,6 +282,16 @@ mod tests {
             correctness_error_ratio(SEL, Duration::from_secs(30 * 86_400), BY),
             r#"(sum by (namespace, pipeline) (rate(tailwarden_ingest_records_total{namespace="shop",pipeline="web",outcome="rejected"}[30d])) or 0 * sum by (namespace, pipeline) (rate(tailwarden_ingest_records_total{namespace="shop",pipeline="web",outcome=~"accepted|rejected"}[30d]))) / sum by (namespace, pipeline) (rate(tailwarden_ingest_records_total{namespace="shop",pipeline="web",outcome=~"accepted|rejected"}[30d]))"#
         );
+    }
+
+    proptest::proptest! {
+        /// Whole milliseconds always give the shortest decimal that reads back as the bound.
+        #[test]
+        fn le_reads_back_as_the_threshold(ms in 1u64..100_000) {
+            let le = le_label(Duration::from_millis(ms));
+            proptest::prop_assert_eq!(le.parse::<f64>().unwrap(), ms as f64 / 1000.0);
+            proptest::prop_assert!(le.contains('.') && !le.contains('e'), "{}", le);
+        }
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub const GROUPING: &str = "namespace, pipeline";
 
 const DAY: u64 = 86_400;
 
+/// The window of `slo:current_burn_rate:ratio`, as in Sloth.
+const CURRENT_WINDOW: Duration = Duration::from_secs(300);
+
 /// A group of rules evaluated together, in order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RuleGroup {
@@ -162,8 +165,7 @@ pub fn period(objectives: &Objectives) -> Duration {
 /// and the period, shortest first.
 pub fn sli_windows(period: Duration) -> Vec<Duration> {
     let mut all = burn::distinct_windows(period);
-    all.push(promql::FRESHNESS_BASE_WINDOW);
-    all.push(period);
+    all.extend([CURRENT_WINDOW, promql::FRESHNESS_BASE_WINDOW, period]);
     all.sort();
     all.dedup();
     all
@@ -289,10 +291,7 @@ fn meta_recordings(slo: &Slo, target: &Target, period: Duration) -> Vec<Rule> {
             "slo:time_period:days",
             format!("vector({})", number(period.as_secs_f64() / DAY as f64)),
         ),
-        (
-            "slo:current_burn_rate:ratio",
-            burn(promql::FRESHNESS_BASE_WINDOW),
-        ),
+        ("slo:current_burn_rate:ratio", burn(CURRENT_WINDOW)),
         ("slo:period_burn_rate:ratio", burn(period)),
         (
             "slo:period_error_budget_remaining:ratio",
