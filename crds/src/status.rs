@@ -11,7 +11,8 @@ pub struct RetailPipelineStatus {
     /// The `metadata.generation` this status reflects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Standard conditions: Ready, Progressing, RolloutFrozen, BudgetExhausted, Degraded.
+    /// Standard conditions: Ready, Progressing, RolloutFrozen, BudgetExhausted, Degraded and
+    /// MetricsAvailable (which SLIs could not be read, and why).
     #[serde(default)]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
@@ -84,10 +85,13 @@ pub struct BudgetStatus {
     /// Remaining budget, e.g. `72.5%`, for `kubectl get`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remaining: Option<String>,
-    /// Remaining budget in percent of the whole.
+    /// Remaining budget in percent of the whole: the lowest across the pipeline's SLOs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remaining_percent: Option<f64>,
-    /// Burn rates over the multi-window pairs.
+    /// The SLO with the least budget left, e.g. `availability` or `latency-product-p99`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worst_slo: Option<String>,
+    /// Burn rates of the worst SLO over the page-alert windows.
     #[serde(default)]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["window".into()]))]
     pub burn_rates: Vec<BurnRate>,

@@ -30,6 +30,8 @@ pub struct WorkloadObservation {
     pub ready: i32,
     /// Replicas running the current template.
     pub updated: i32,
+    /// All replicas, old template included.
+    pub total: i32,
     /// Whether the workload controller has seen the latest template.
     pub observed_latest: bool,
 }
@@ -37,11 +39,12 @@ pub struct WorkloadObservation {
 impl WorkloadObservation {
     /// Whether the workload is still replacing pods.
     pub fn rolling(&self) -> bool {
-        !self.observed_latest || self.updated < self.desired
+        // As `kubectl rollout status` judges it: done once every pod runs the new template.
+        !self.observed_latest || self.updated < self.desired || self.total > self.updated
     }
 
     fn available(&self) -> bool {
-        self.observed_latest && self.ready >= self.desired && self.updated >= self.desired
+        !self.rolling() && self.ready >= self.desired
     }
 
     fn role_status(&self) -> RoleStatus {
@@ -355,6 +358,7 @@ mod tests {
             desired: n,
             ready: n,
             updated: n,
+            total: n,
             observed_latest: true,
         }
     }
@@ -402,8 +406,23 @@ mod tests {
             desired: 3,
             ready: 2,
             updated: 1,
+            total: 3,
             observed_latest: true,
         };
+        let surging = WorkloadObservation {
+            desired: 3,
+            ready: 4,
+            updated: 3,
+            total: 4,
+            observed_latest: true,
+        };
+        let s = status(None, &obs(ready(1), surging), at(0));
+        assert_eq!(
+            condition(&s, PROGRESSING).unwrap().status,
+            "True",
+            "old pods still run"
+        );
+        assert_eq!(condition(&s, READY).unwrap().status, "False");
         let s = status(None, &obs(ready(1), rolling), at(0));
         assert_eq!(condition(&s, READY).unwrap().status, "False");
         assert!(condition(&s, READY).unwrap().message.contains("serve 2/3"));

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use clap::Parser;
+use tailwarden_operator::engine::EngineConfig;
 use tailwarden_operator::leader::{Elector, LeaseConfig};
 use tailwarden_operator::metrics::Metrics;
 use tailwarden_operator::reconciler::{self, Context};
@@ -38,6 +39,23 @@ struct Args {
     /// This replica's identity in the Lease (the pod name).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// Prometheus of pipelines that do not set `spec.prometheus.url`.
+    #[arg(long, env = "TAILWARDEN_PROMETHEUS_URL")]
+    prometheus_url: Option<String>,
+    /// How often the SLO engine evaluates every pipeline (at least 5s).
+    #[arg(long, env = "TAILWARDEN_EVALUATION_INTERVAL", default_value = "15s", value_parser = parse_interval)]
+    evaluation_interval: std::time::Duration,
+    /// Run without the SLO engine: reconcile only, never scale or freeze.
+    #[arg(long, env = "TAILWARDEN_DISABLE_SLO_ENGINE")]
+    disable_slo_engine: bool,
+}
+
+fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
+    let d = tailwarden_crds::duration::parse(s).map_err(|e| e.to_string())?;
+    if d < std::time::Duration::from_secs(5) {
+        return Err(format!("{s} is shorter than 5s"));
+    }
+    Ok(d)
 }
 
 #[tokio::main]
@@ -82,9 +100,14 @@ async fn main() -> anyhow::Result<()> {
     health.ready.store(true, Ordering::Relaxed);
     let ctx = Arc::new(Context::new(client.clone(), metrics.clone(), &identity));
     let namespace = args.watch_namespace.as_deref();
+    let engine = (!args.disable_slo_engine).then(|| EngineConfig {
+        default_prometheus: args.prometheus_url.clone(),
+        interval: args.evaluation_interval,
+        ..EngineConfig::default()
+    });
 
     if !args.leader_elect {
-        reconciler::run(ctx, namespace, stopped()).await;
+        reconciler::run(ctx, namespace, engine, stopped()).await;
         server.await??;
         return Ok(());
     }
@@ -114,7 +137,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     };
-    let controller = reconciler::run(ctx, namespace, stop_or_lost);
+    let controller = reconciler::run(ctx, namespace, engine, stop_or_lost);
     tokio::pin!(controller);
     let lost = tokio::select! {
         _ = &mut controller => false,

@@ -34,6 +34,9 @@ pub struct Metrics {
     decisions: Family<DecisionLabels, Counter>,
     duration: Histogram,
     leader: Gauge,
+    slo_pass: Histogram,
+    slo_queries: Counter,
+    slo_query_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -69,6 +72,24 @@ impl Default for Metrics {
             "1 while this replica holds the leader Lease",
             leader.clone(),
         );
+        let slo_pass = Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0]);
+        registry.register(
+            "slo_pass_duration_seconds",
+            "Time one SLO evaluation pass over all pipelines takes",
+            slo_pass.clone(),
+        );
+        let slo_queries = Counter::default();
+        registry.register(
+            "slo_queries",
+            "Prometheus queries sent by the SLO engine",
+            slo_queries.clone(),
+        );
+        let slo_query_failures = Counter::default();
+        registry.register(
+            "slo_query_failures",
+            "Prometheus queries that failed",
+            slo_query_failures.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -76,6 +97,9 @@ impl Default for Metrics {
             decisions,
             duration,
             leader,
+            slo_pass,
+            slo_queries,
+            slo_query_failures,
         }
     }
 }
@@ -107,6 +131,13 @@ impl Metrics {
     /// Records whether this replica leads.
     pub fn set_leader(&self, leading: bool) {
         self.leader.set(i64::from(leading));
+    }
+
+    /// Records one SLO evaluation pass.
+    pub fn slo_pass(&self, took: Duration, queries: usize, failures: usize) {
+        self.slo_pass.observe(took.as_secs_f64());
+        self.slo_queries.inc_by(queries as u64);
+        self.slo_query_failures.inc_by(failures as u64);
     }
 
     /// The OpenMetrics text.

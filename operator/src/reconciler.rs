@@ -27,6 +27,7 @@ use crate::conditions::{
 };
 use crate::dataplane_config;
 use crate::decisions::{Applied, Decision, decisions};
+use crate::engine::{Engine, EngineConfig};
 use crate::error::{Error, ErrorClass, classify};
 use crate::metrics::Metrics;
 use crate::rollout::{self, RolloutInput};
@@ -68,15 +69,17 @@ impl Context {
     }
 }
 
-/// Runs the controller until `shutdown` resolves. `namespace` limits it to one namespace.
+/// Runs the controller until `shutdown` resolves. `namespace` limits it to one namespace. With an
+/// engine, the SLO engine runs beside it and triggers reconciles when a verdict changes.
 pub async fn run(
     ctx: Arc<Context>,
     namespace: Option<&str>,
+    engine: Option<EngineConfig>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
     let owned = watcher::Config::default().labels(MANAGED_SELECTOR);
-    Controller::new(
+    let controller = Controller::new(
         api::<RetailPipeline>(&client, namespace),
         watcher::Config::default(),
     )
@@ -84,15 +87,29 @@ pub async fn run(
     .owns(api::<StatefulSet>(&client, namespace), owned.clone())
     .owns(api::<Service>(&client, namespace), owned.clone())
     .owns(api::<ConfigMap>(&client, namespace), owned.clone())
-    .owns(api::<PodDisruptionBudget>(&client, namespace), owned)
-    .graceful_shutdown_on(shutdown)
-    .run(reconcile, error_policy, ctx)
-    .for_each(|result| async move {
-        if let Err(err) = result {
-            warn!(error = %err, "reconcile stream error");
-        }
-    })
-    .await;
+    .owns(api::<PodDisruptionBudget>(&client, namespace), owned);
+    let (trigger, triggered) = futures::channel::mpsc::unbounded();
+    let engine_task = engine.map(|config| {
+        let engine = Arc::new(Engine::new(
+            config,
+            ctx.verdicts.clone(),
+            ctx.metrics.clone(),
+        ));
+        tokio::spawn(engine.run(controller.store(), trigger))
+    });
+    controller
+        .reconcile_on(triggered)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(err) = result {
+                warn!(error = %err, "reconcile stream error");
+            }
+        })
+        .await;
+    if let Some(task) = engine_task {
+        task.abort();
+    }
 }
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -398,6 +415,7 @@ fn observe_deployment(d: &Deployment) -> WorkloadObservation {
         desired: d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
         ready: status.ready_replicas.unwrap_or(0),
         updated: status.updated_replicas.unwrap_or(0),
+        total: status.replicas.unwrap_or(0),
         observed_latest: status.observed_generation >= d.metadata.generation,
     }
 }
@@ -409,13 +427,13 @@ fn observe_stateful_set(s: &StatefulSet) -> WorkloadObservation {
     WorkloadObservation {
         desired: s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
         ready: status.ready_replicas.unwrap_or(0),
+        // Once current and update revisions agree, every pod runs the latest template.
         updated: if same_revision {
-            status
-                .updated_replicas
-                .unwrap_or(status.current_replicas.unwrap_or(0))
+            status.replicas
         } else {
             status.updated_replicas.unwrap_or(0)
         },
+        total: status.replicas,
         observed_latest: status.observed_generation >= s.metadata.generation,
     }
 }

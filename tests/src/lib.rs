@@ -154,7 +154,7 @@ pub fn start_operator() {
                     "in-process-test-operator",
                 ));
                 ready_tx.send(()).expect("test thread waits");
-                tailwarden_operator::reconciler::run(ctx, None, std::future::pending()).await;
+                tailwarden_operator::reconciler::run(ctx, None, None, std::future::pending()).await;
             });
         });
         ready_rx

@@ -23,26 +23,29 @@ async fn crd_installs_and_kubectl_explain_shows_field_docs() {
         Some(&["rp".to_owned()][..])
     );
 
-    let out = std::process::Command::new(kubectl())
-        .args(["explain", "retailpipeline.spec.ingest.batch.linger"])
-        .output()
-        .expect("kubectl runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "kubectl explain failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // The API server publishes a new CRD's OpenAPI shortly after it is Established.
+    let explain = |path: &'static str| async move {
+        let out = std::process::Command::new(kubectl())
+            .args(["explain", path])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let text = wait_for(
+        "kubectl explain to know the CRD",
+        std::time::Duration::from_secs(60),
+        || explain("retailpipeline.spec.ingest.batch.linger"),
+    )
+    .await;
     assert!(
         text.contains("Longest an update waits for its batch to fill"),
         "{text}"
     );
-
-    let out = std::process::Command::new(kubectl())
-        .args(["explain", "rp.spec.errorBudgetPolicy"])
-        .output()
-        .expect("kubectl runs");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = explain("rp.spec.errorBudgetPolicy")
+        .await
+        .expect("kubectl explain answers");
     assert!(text.contains("freezeRolloutsBelowPercent"), "{text}");
     assert!(
         text.contains("What the operator does as the error budget runs out"),

@@ -1,0 +1,478 @@
+//! The SLO engine: every evaluation interval it reads the SLIs of all pipelines from Prometheus,
+//! evaluates each pipeline ([`crate::evaluation`]), stores the verdicts and asks the controller to
+//! reconcile the pipelines whose verdict changed.
+//!
+//! Queries are batched across pipelines: each distinct expression (an SLI over a window, grouped
+//! by `namespace, pipeline`) is sent once per Prometheus, whatever the number of pipelines, and
+//! the distinct queries run concurrently with a timeout.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use futures::channel::mpsc::UnboundedSender;
+use kube::ResourceExt;
+use kube::runtime::reflector::{ObjectRef, Store};
+use prometheus_http_query::Client as Prometheus;
+use prometheus_http_query::response::Data;
+use tailwarden_crds::RetailPipeline;
+use tailwarden_slo::burn::prom_duration;
+use tailwarden_slo::promql;
+use tailwarden_slo::rules::{Sli, Slo, period, slos};
+use tailwarden_slo::scaling::ScalingState;
+use tracing::{info, warn};
+
+use crate::conditions::{DEGRADED, ROLLOUT_FROZEN, is_true};
+use crate::evaluation::{self, Readings, objectives, page_windows};
+use crate::metrics::Metrics;
+use crate::verdict::Verdicts;
+
+/// Every live query groups by these labels, which scraping attaches to the data plane's series.
+const GROUPING: &str = "namespace, pipeline";
+/// The window of the rate-based signals (P95/P99, request rate, throughput, backlog slope).
+const SIGNAL_WINDOW: Duration = Duration::from_secs(300);
+
+/// Engine settings (operator flags).
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Prometheus used by pipelines that do not name their own.
+    pub default_prometheus: Option<String>,
+    /// How often the engine evaluates.
+    pub interval: Duration,
+    /// Deadline of one query.
+    pub query_timeout: Duration,
+    /// Queries in flight at once per pass.
+    pub concurrency: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            default_prometheus: None,
+            interval: Duration::from_secs(15),
+            query_timeout: Duration::from_secs(10),
+            concurrency: 8,
+        }
+    }
+}
+
+/// What a pass did.
+#[derive(Debug, Default)]
+pub struct PassReport {
+    /// Pipelines evaluated.
+    pub pipelines: usize,
+    /// Distinct queries sent.
+    pub queries: usize,
+    /// Queries that failed.
+    pub failed_queries: usize,
+    /// Pipelines whose verdict changed.
+    pub changed: Vec<ObjectRef<RetailPipeline>>,
+    /// How long the pass took.
+    pub duration: Duration,
+}
+
+/// What one distinct query feeds.
+#[derive(Debug, Clone, PartialEq)]
+enum Target {
+    ErrorRatio { slo: String, window: Duration },
+    Quantile(f64),
+    RequestRate,
+    FreshnessLag,
+    Backlog,
+    BacklogSlope,
+    Throughput,
+}
+
+/// The SLO engine.
+pub struct Engine {
+    http: reqwest::Client,
+    config: EngineConfig,
+    verdicts: Verdicts,
+    metrics: Arc<Metrics>,
+    scaling: Mutex<HashMap<(String, String), (ScalingState, ScalingState)>>,
+}
+
+impl Engine {
+    /// An engine that writes into `verdicts`.
+    pub fn new(config: EngineConfig, verdicts: Verdicts, metrics: Arc<Metrics>) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(config.query_timeout)
+            .build()
+            .expect("a plain HTTP client always builds");
+        Self {
+            http,
+            config,
+            verdicts,
+            metrics,
+            scaling: Mutex::default(),
+        }
+    }
+
+    /// Evaluates every `interval` until dropped, asking for a reconcile of changed pipelines.
+    pub async fn run(
+        self: Arc<Self>,
+        store: Store<RetailPipeline>,
+        trigger: UnboundedSender<ObjectRef<RetailPipeline>>,
+    ) {
+        let mut tick = tokio::time::interval(self.config.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let pipelines = store.state();
+            let report = self.pass(&pipelines, Utc::now()).await;
+            if report.failed_queries > 0 {
+                warn!(
+                    failed = report.failed_queries,
+                    queries = report.queries,
+                    "SLO queries failed"
+                );
+            }
+            info!(
+                pipelines = report.pipelines,
+                queries = report.queries,
+                changed = report.changed.len(),
+                millis = report.duration.as_millis() as u64,
+                "SLO evaluation pass"
+            );
+            for r in report.changed {
+                let _ = trigger.unbounded_send(r);
+            }
+        }
+    }
+
+    /// One evaluation of `pipelines` as of `now`.
+    pub async fn pass(&self, pipelines: &[Arc<RetailPipeline>], now: DateTime<Utc>) -> PassReport {
+        let start = Instant::now();
+        let mut report = PassReport::default();
+        let live: Vec<_> = pipelines
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect();
+        self.verdicts.retain(|ns, name| {
+            live.iter()
+                .any(|p| p.namespace().as_deref() == Some(ns) && p.name_any() == name)
+        });
+
+        // Group pipelines by the Prometheus they read.
+        let mut by_url: BTreeMap<Option<String>, Vec<&Arc<RetailPipeline>>> = BTreeMap::new();
+        for p in &live {
+            let url = p
+                .spec
+                .prometheus
+                .as_ref()
+                .map(|p| p.url.clone())
+                .or_else(|| self.config.default_prometheus.clone());
+            by_url.entry(url).or_default().push(p);
+        }
+        for (url, group) in by_url {
+            let readings = match &url {
+                Some(url) => self.read(url, &group, now, &mut report).await,
+                None => group
+                    .iter()
+                    .map(|p| {
+                        let failures = vec!["no Prometheus configured: set spec.prometheus.url or the operator's --prometheus-url".into()];
+                        (key(p), Readings { failures, ..Readings::default() })
+                    })
+                    .collect(),
+            };
+            for p in group {
+                report.pipelines += 1;
+                if self.evaluate(p, readings.get(&key(p)).cloned().unwrap_or_default(), now) {
+                    report.changed.push(ObjectRef::from(p.as_ref()));
+                }
+            }
+        }
+        report.duration = start.elapsed();
+        self.metrics
+            .slo_pass(report.duration, report.queries, report.failed_queries);
+        report
+    }
+
+    /// Evaluates one pipeline and stores its verdict; returns whether the verdict changed.
+    fn evaluate(&self, p: &RetailPipeline, readings: Readings, now: DateTime<Utc>) -> bool {
+        let (ns, name) = key(p);
+        let status = p.status.as_ref();
+        let mut scaling = self.scaling.lock().expect("scaling lock is never poisoned");
+        let (serve_state, ingest_state) = scaling
+            .entry((ns.clone(), name.clone()))
+            .or_default()
+            .clone();
+        let replicas = |r: Option<i32>, min: i32| r.filter(|r| *r > 0).unwrap_or(min).max(0) as u32;
+        let ctx = evaluation::Context {
+            spec: &p.spec,
+            serve_replicas: replicas(
+                status.map(|s| s.serve.desired_replicas),
+                p.spec.serve.replicas.min,
+            ),
+            ingest_replicas: replicas(
+                status.map(|s| s.ingest.desired_replicas),
+                p.spec.ingest.replicas.min,
+            ),
+            was_frozen: is_true(status, ROLLOUT_FROZEN),
+            was_degraded: is_true(status, DEGRADED),
+            serve_state: &serve_state,
+            ingest_state: &ingest_state,
+            interval: self.config.interval,
+            now,
+        };
+        match evaluation::evaluate(&ctx, &readings) {
+            Ok(outcome) => {
+                scaling.insert(
+                    (ns.clone(), name.clone()),
+                    (outcome.serve_state, outcome.ingest_state),
+                );
+                self.verdicts.set(&ns, &name, outcome.verdict)
+            }
+            // The reconciler reports spec errors on the Ready condition.
+            Err(_) => false,
+        }
+    }
+
+    /// Reads every SLI of `pipelines` from one Prometheus.
+    async fn read(
+        &self,
+        url: &str,
+        pipelines: &[&Arc<RetailPipeline>],
+        now: DateTime<Utc>,
+        report: &mut PassReport,
+    ) -> HashMap<(String, String), Readings> {
+        let mut readings: HashMap<(String, String), Readings> = pipelines
+            .iter()
+            .map(|p| (key(p), Readings::default()))
+            .collect();
+        let prometheus = match Prometheus::from(self.http.clone(), url) {
+            Ok(client) => client,
+            Err(err) => {
+                for r in readings.values_mut() {
+                    r.failures
+                        .push(format!("Prometheus URL {url:?} is unusable: {err}"));
+                }
+                return readings;
+            }
+        };
+        let queries = distinct_queries(pipelines);
+        report.queries += queries.len();
+        let at = now.timestamp();
+        let timeout = self.config.query_timeout.as_millis() as i64;
+        let results: Vec<_> = futures::stream::iter(queries)
+            .map(|(query, targets)| {
+                let prometheus = &prometheus;
+                async move {
+                    let result = prometheus
+                        .query(query.as_str())
+                        .at(at)
+                        .timeout(timeout)
+                        .get()
+                        .await;
+                    (query, targets, result)
+                }
+            })
+            .buffer_unordered(self.config.concurrency.max(1))
+            .collect()
+            .await;
+        for (query, targets, result) in results {
+            let series = match result {
+                Ok(r) => match r.data() {
+                    Data::Vector(v) => v
+                        .iter()
+                        .map(|s| (s.metric().clone(), s.sample().value()))
+                        .collect::<Vec<_>>(),
+                    _ => vec![],
+                },
+                Err(err) => {
+                    report.failed_queries += 1;
+                    let why = format!("query failed ({err}): {}", truncate(&query));
+                    for r in readings.values_mut() {
+                        if !r.failures.contains(&why) {
+                            r.failures.push(why.clone());
+                        }
+                    }
+                    continue;
+                }
+            };
+            for (labels, value) in series {
+                // NaN is what PromQL gives for 0/0 (no traffic): no data, not a measurement.
+                if !value.is_finite() {
+                    continue;
+                }
+                let (Some(ns), Some(pipeline)) = (labels.get("namespace"), labels.get("pipeline"))
+                else {
+                    continue;
+                };
+                let Some(r) = readings.get_mut(&(ns.clone(), pipeline.clone())) else {
+                    continue;
+                };
+                for target in &targets {
+                    record(r, target, labels.get("class"), value);
+                }
+            }
+        }
+        readings
+    }
+}
+
+/// Every distinct query the pipelines need, with what each answer feeds. Pipelines with the same
+/// SLO definitions share queries, so defaults cost the same for one pipeline or a thousand.
+fn distinct_queries(pipelines: &[&Arc<RetailPipeline>]) -> Vec<(String, Vec<Target>)> {
+    let mut queries: BTreeMap<String, Vec<Target>> = BTreeMap::new();
+    let mut add = |query: String, target: Target| {
+        let targets = queries.entry(query).or_default();
+        if !targets.contains(&target) {
+            targets.push(target);
+        }
+    };
+    for p in pipelines {
+        let Ok(objectives) = objectives(&p.spec) else {
+            continue;
+        };
+        let period = period(&objectives);
+        let mut windows = page_windows(period);
+        windows.push(period);
+        for slo in slos(&objectives) {
+            for &window in &windows {
+                add(
+                    live_error_ratio(&slo, window),
+                    Target::ErrorRatio {
+                        slo: slo.name.clone(),
+                        window,
+                    },
+                );
+            }
+        }
+    }
+    let grouping_class = format!("{GROUPING}, class");
+    for q in [0.95, 0.99] {
+        add(
+            promql::latency_quantile("", None, q, SIGNAL_WINDOW, &grouping_class),
+            Target::Quantile(q),
+        );
+    }
+    let w = prom_duration(SIGNAL_WINDOW);
+    add(
+        format!("sum by ({GROUPING}) (rate({}[{w}]))", promql::READ_REQUESTS),
+        Target::RequestRate,
+    );
+    add(promql::freshness_lag("", GROUPING), Target::FreshnessLag);
+    add(
+        format!("sum by ({GROUPING}) ({QUEUE_DEPTH})"),
+        Target::Backlog,
+    );
+    add(
+        format!("sum by ({GROUPING}) (deriv({QUEUE_DEPTH}[{w}]))"),
+        Target::BacklogSlope,
+    );
+    add(
+        format!(
+            "sum by ({GROUPING}) (rate({}{{outcome=\"accepted\"}}[{w}]))",
+            promql::INGEST_RECORDS
+        ),
+        Target::Throughput,
+    );
+    queries.into_iter().collect()
+}
+
+/// Ingest backlog gauge of the data plane.
+const QUEUE_DEPTH: &str = "tailwarden_ingest_queue_depth_records";
+
+/// The error ratio of `slo` over `window` straight from the data plane's metrics. Freshness is
+/// sampled with a subquery rather than read from its recording rule, so the engine works whether
+/// or not the generated rules are installed.
+fn live_error_ratio(slo: &Slo, window: Duration) -> String {
+    match &slo.sli {
+        Sli::Freshness { max_lag } => format!(
+            "avg_over_time(({} > bool {})[{}:{}])",
+            promql::freshness_lag("", GROUPING),
+            max_lag.as_secs(),
+            prom_duration(window),
+            prom_duration(promql::FRESHNESS_STEP),
+        ),
+        _ => slo.error_ratio("", window, GROUPING),
+    }
+}
+
+fn record(r: &mut Readings, target: &Target, class: Option<&String>, value: f64) {
+    match target {
+        Target::ErrorRatio { slo, window } => {
+            r.error_ratios
+                .entry(slo.clone())
+                .or_default()
+                .insert(*window, value);
+        }
+        Target::Quantile(q) => {
+            if let Some(class) = class {
+                let map = if *q < 0.99 { &mut r.p95 } else { &mut r.p99 };
+                map.insert(class.clone(), value);
+            }
+        }
+        Target::RequestRate => r.request_rate = Some(value),
+        Target::FreshnessLag => r.freshness_lag = Some(value),
+        Target::Backlog => r.backlog = Some(value),
+        Target::BacklogSlope => r.backlog_slope = Some(value),
+        Target::Throughput => r.throughput = Some(value),
+    }
+}
+
+fn key(p: &RetailPipeline) -> (String, String) {
+    (p.namespace().unwrap_or_default(), p.name_any())
+}
+
+fn truncate(query: &str) -> String {
+    query.chars().take(120).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{cassandra_pipeline, pipeline};
+
+    #[test]
+    fn pipelines_with_the_same_objectives_share_every_query() {
+        let one = [Arc::new(pipeline("a"))];
+        let many: Vec<_> = (0..50)
+            .map(|i| Arc::new(cassandra_pipeline(&format!("p{i}"))))
+            .collect();
+        let q1 = distinct_queries(&one.iter().collect::<Vec<_>>());
+        let q50 = distinct_queries(&many.iter().collect::<Vec<_>>());
+        assert_eq!(
+            q1.len(),
+            q50.len(),
+            "the query count does not grow with pipelines"
+        );
+        // 13 SLOs over 4 page windows and the 30d period, plus 7 signal queries.
+        assert_eq!(q1.len(), 13 * 5 + 7);
+        assert!(
+            q1.iter().all(|(q, _)| q.contains("namespace, pipeline")),
+            "every query is batched by pipeline"
+        );
+    }
+
+    #[test]
+    fn a_different_threshold_adds_only_its_own_queries() {
+        let mut custom = pipeline("b");
+        custom.spec.slos.read_latency[0].p99 = "150ms".into();
+        let ps = [Arc::new(pipeline("a")), Arc::new(custom)];
+        let q = distinct_queries(&ps.iter().collect::<Vec<_>>());
+        assert_eq!(
+            q.len(),
+            13 * 5 + 7 + 5,
+            "one more latency SLO over five windows"
+        );
+    }
+
+    #[test]
+    fn freshness_reads_raw_metrics_over_any_window() {
+        let o = tailwarden_slo::objective::Objectives::reference();
+        let fresh = slos(&o)
+            .into_iter()
+            .find(|s| s.name == "freshness")
+            .unwrap();
+        let q = live_error_ratio(&fresh, Duration::from_secs(3600));
+        assert!(
+            q.starts_with("avg_over_time((time() - max by (namespace, pipeline)"),
+            "{q}"
+        );
+        assert!(q.contains("> bool 600)[1h:30s]"), "{q}");
+    }
+}

@@ -1,0 +1,497 @@
+//! One pipeline's evaluation: readings from Prometheus in, a [`Verdict`] out. Pure.
+//!
+//! The missing-data policy lives here: a reading that is absent never counts as good or bad. It
+//! holds replicas (the scaling functions never scale down without data), holds the freeze and
+//! degradation state (the gates keep their previous state), and is named in the verdict so the
+//! status says which SLI is missing and why.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tailwarden_crds::{
+    BudgetStatus, BurnRate, RetailPipelineSpec, SliStatus, WindowKind as SpecWindow,
+};
+use tailwarden_slo::budget::{budget, burn_rate};
+use tailwarden_slo::burn::{Severity, prom_duration, windows};
+use tailwarden_slo::gate::{self, GateInput};
+use tailwarden_slo::objective::{LatencyObjective, Objectives, WindowKind};
+use tailwarden_slo::rules::{Slo, period, slos};
+use tailwarden_slo::scaling::{
+    Behavior, IngestObservation, IngestPolicy, LatencyReading, ScalingState, ServeObservation,
+    ServePolicy, decide_ingest, decide_serve,
+};
+
+use crate::spec_error::{SpecError, duration};
+use crate::verdict::{Scale, Verdict};
+
+/// The windows the engine reads each SLO over: the page-alert pairs. The SLO period is added per
+/// pipeline for the budget.
+pub fn page_windows(period: Duration) -> Vec<Duration> {
+    let mut all: Vec<Duration> = windows(period)
+        .iter()
+        .filter(|w| w.severity == Severity::Page)
+        .flat_map(|w| [w.short, w.long])
+        .collect();
+    all.sort();
+    all.dedup();
+    all
+}
+
+/// What Prometheus said about one pipeline. Absent entries are missing data.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Readings {
+    /// Error ratio per SLO name and window.
+    pub error_ratios: BTreeMap<String, BTreeMap<Duration, f64>>,
+    /// P95 latency in seconds per query class.
+    pub p95: BTreeMap<String, f64>,
+    /// P99 latency in seconds per query class.
+    pub p99: BTreeMap<String, f64>,
+    /// Read requests per second.
+    pub request_rate: Option<f64>,
+    /// Freshness lag in seconds.
+    pub freshness_lag: Option<f64>,
+    /// Queued ingest records.
+    pub backlog: Option<f64>,
+    /// Backlog growth, records per second.
+    pub backlog_slope: Option<f64>,
+    /// Ingested records per second.
+    pub throughput: Option<f64>,
+    /// Queries that failed, with why; every SLI they feed counts as missing.
+    pub failures: Vec<String>,
+}
+
+/// Everything one evaluation needs besides the readings.
+#[derive(Debug, Clone)]
+pub struct Context<'a> {
+    /// The pipeline's spec.
+    pub spec: &'a RetailPipelineSpec,
+    /// Serve and ingest replicas the workloads run now.
+    pub serve_replicas: u32,
+    /// See `serve_replicas`.
+    pub ingest_replicas: u32,
+    /// Whether rollouts were frozen before this evaluation.
+    pub was_frozen: bool,
+    /// Whether non-critical work was paused before this evaluation.
+    pub was_degraded: bool,
+    /// Autoscaler memory, per role.
+    pub serve_state: &'a ScalingState,
+    /// See `serve_state`.
+    pub ingest_state: &'a ScalingState,
+    /// The evaluation interval, which sets the ingest breach horizon.
+    pub interval: Duration,
+    /// Now.
+    pub now: DateTime<Utc>,
+}
+
+/// The outcome: the verdict and the autoscalers' new memory.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// New serve autoscaler state.
+    pub serve_state: ScalingState,
+    /// New ingest autoscaler state.
+    pub ingest_state: ScalingState,
+}
+
+/// The pipeline's objectives, from its spec.
+pub fn objectives(spec: &RetailPipelineSpec) -> Result<Objectives, SpecError> {
+    let slos = &spec.slos;
+    let latency = slos
+        .read_latency
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            Ok(LatencyObjective {
+                query_class: l.query_class.as_str().into(),
+                p95: duration(&format!("spec.slos.readLatency[{i}].p95"), &l.p95)?,
+                p99: duration(&format!("spec.slos.readLatency[{i}].p99"), &l.p99)?,
+            })
+        })
+        .collect::<Result<_, SpecError>>()?;
+    Ok(Objectives {
+        latency,
+        freshness_max_lag: duration("spec.slos.freshness.maxLag", &slos.freshness.max_lag)?,
+        availability_target: slos.availability.target_percent / 100.0,
+        correctness_max_error: slos.correctness.max_error_percent / 100.0,
+        window: duration("spec.slos.availability.window", &slos.availability.window)?,
+        window_kind: match slos.availability.window_kind {
+            SpecWindow::Rolling => WindowKind::Rolling,
+            SpecWindow::CalendarMonth => WindowKind::CalendarMonth,
+        },
+    })
+}
+
+/// Evaluates one pipeline.
+pub fn evaluate(ctx: &Context<'_>, readings: &Readings) -> Result<Outcome, SpecError> {
+    let spec = ctx.spec;
+    let objectives = objectives(spec)?;
+    let period = period(&objectives);
+    let all_slos = slos(&objectives);
+    let mut missing: Vec<String> = readings.failures.clone();
+
+    // Budget and burn per SLO.
+    let mut worst: Option<(&Slo, f64)> = None;
+    let mut budget_known = true;
+    let mut page_burn = Some(false);
+    let mut budgets = vec![];
+    for slo in &all_slos {
+        let ratios = readings.error_ratios.get(&slo.name);
+        let ratio = |w: &Duration| ratios.and_then(|r| r.get(w)).copied();
+        match ratio(&period) {
+            Some(r) => {
+                let b = budget(slo.target, r);
+                budgets.push((slo, b.remaining));
+                if worst.is_none_or(|(_, w)| b.remaining < w) {
+                    worst = Some((slo, b.remaining));
+                }
+            }
+            None => {
+                budget_known = false;
+                missing.push(format!(
+                    "{} error ratio over {}: no data",
+                    slo.name,
+                    prom_duration(period)
+                ));
+            }
+        }
+        for pair in windows(period)
+            .iter()
+            .filter(|w| w.severity == Severity::Page)
+        {
+            match (ratio(&pair.short), ratio(&pair.long)) {
+                (Some(s), Some(l)) => {
+                    if burn_rate(slo.target, s) > pair.factor
+                        && burn_rate(slo.target, l) > pair.factor
+                    {
+                        page_burn = page_burn.map(|_| true);
+                    }
+                }
+                // Unknown unless another pair already proves a fast burn.
+                _ if page_burn == Some(true) => {}
+                _ => page_burn = None,
+            }
+        }
+    }
+    let budget_remaining =
+        budget_known.then(|| budgets.iter().map(|(_, r)| *r).fold(1.0, f64::min));
+
+    // Gates.
+    let policy = &spec.error_budget_policy;
+    let gates = gate::decide(&GateInput {
+        budget_remaining,
+        page_burn,
+        freeze_below: policy.freeze_rollouts_below_percent / 100.0,
+        degrade_below: policy.degrade_below_percent / 100.0,
+        was_frozen: ctx.was_frozen,
+        was_degraded: ctx.was_degraded,
+    });
+
+    // Scaling.
+    let latency_reading = |class: &LatencyObjective| {
+        readings
+            .p99
+            .get(&class.query_class)
+            .map(|p| LatencyReading {
+                p99_seconds: *p,
+                bound_seconds: class.p99.as_secs_f64(),
+            })
+    };
+    let serve_obs = ServeObservation {
+        p99: LatencyReading::worst(objectives.latency.iter().map(latency_reading)),
+        request_rate: readings.request_rate,
+        page_burn,
+        budget_remaining,
+    };
+    let ingest_obs = IngestObservation {
+        lag_seconds: readings.freshness_lag,
+        backlog: readings.backlog,
+        backlog_slope: readings.backlog_slope,
+        throughput: readings.throughput,
+    };
+    let scaling = &spec.autoscaling;
+    let (serve, serve_state) = decide_serve(
+        &serve_policy(spec)?,
+        &serve_obs,
+        ctx.serve_replicas,
+        ctx.serve_state,
+        ctx.now,
+    );
+    let horizon = ctx.interval * 3 + Duration::from_secs(60);
+    let ingest_policy = IngestPolicy {
+        target_lag_percent_of_slo: f64::from(scaling.ingest.target_lag_percent_of_slo),
+        target_backlog_per_replica: scaling.ingest.target_backlog_per_replica as f64,
+        ..IngestPolicy::new(
+            spec.ingest.replicas.min as u32,
+            spec.ingest.replicas.max as u32,
+            objectives.freshness_max_lag,
+            horizon,
+        )
+    };
+    let ingest_policy = IngestPolicy {
+        limits: limits(
+            &spec.ingest.replicas,
+            &scaling.ingest.scale_up,
+            &scaling.ingest.scale_down,
+            "ingest",
+        )?,
+        ..ingest_policy
+    };
+    let (ingest, ingest_state) = decide_ingest(
+        &ingest_policy,
+        &ingest_obs,
+        ctx.ingest_replicas,
+        ctx.ingest_state,
+        ctx.now,
+    );
+    for signal in serve.missing.iter().chain(&ingest.missing) {
+        let text = format!("{signal:?}: no data");
+        if !missing.contains(&text) {
+            missing.push(text);
+        }
+    }
+
+    // Report.
+    let pct = |f: f64| (f * 10_000.0).round() / 100.0;
+    let worst_latency = |m: &BTreeMap<String, f64>| {
+        m.values()
+            .copied()
+            .fold(None, |a: Option<f64>, v| Some(a.map_or(v, |a| a.max(v))))
+    };
+    let ms = |s: f64| format!("{}ms", (s * 1000.0).round());
+    let ratio_of = |name: &str| {
+        readings
+            .error_ratios
+            .get(name)
+            .and_then(|r| r.get(&period))
+            .copied()
+    };
+    let burn_slo = worst.map(|(slo, _)| slo);
+    let burn_rates = burn_slo
+        .map(|slo| {
+            page_windows(period)
+                .into_iter()
+                .filter_map(|w| {
+                    let r = readings.error_ratios.get(&slo.name)?.get(&w)?;
+                    Some(BurnRate {
+                        window: prom_duration(w),
+                        rate: (burn_rate(slo.target, *r) * 100.0).round() / 100.0,
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let verdict = Verdict {
+        gates,
+        serve: Some(Scale {
+            replicas: serve.replicas as i32,
+            reason: format!("serve: {}", serve.reason),
+        }),
+        ingest: Some(Scale {
+            replicas: ingest.replicas as i32,
+            reason: format!("ingest: {}", ingest.reason),
+        }),
+        slis: SliStatus {
+            read_p95: worst_latency(&readings.p95).map(ms),
+            read_p99: worst_latency(&readings.p99).map(ms),
+            freshness_lag: readings.freshness_lag.map(|s| format!("{}s", s.round())),
+            availability_percent: ratio_of("availability").map(|r| pct(1.0 - r)),
+            correctness_error_percent: ratio_of("correctness").map(pct),
+        },
+        budget: BudgetStatus {
+            remaining: budget_remaining.map(|r| format!("{:.1}%", r * 100.0)),
+            remaining_percent: budget_remaining.map(pct),
+            worst_slo: burn_slo.map(|s| s.name.clone()),
+            burn_rates,
+        },
+        missing,
+        dry_run: scaling.dry_run,
+        evaluated_at: ctx.now.to_rfc3339(),
+    };
+    Ok(Outcome {
+        verdict,
+        serve_state,
+        ingest_state,
+    })
+}
+
+fn serve_policy(spec: &RetailPipelineSpec) -> Result<ServePolicy, SpecError> {
+    let s = &spec.autoscaling.serve;
+    Ok(ServePolicy {
+        limits: limits(&spec.serve.replicas, &s.scale_up, &s.scale_down, "serve")?,
+        target_p99_percent_of_slo: f64::from(s.target_p99_percent_of_slo),
+        target_requests_per_replica: s.target_requests_per_replica as f64,
+        min_budget_remaining_for_scale_down: spec.error_budget_policy.freeze_rollouts_below_percent
+            / 100.0,
+        ..ServePolicy::new(
+            spec.serve.replicas.min as u32,
+            spec.serve.replicas.max as u32,
+        )
+    })
+}
+
+fn limits(
+    range: &tailwarden_crds::ReplicaRange,
+    up: &tailwarden_crds::ScalingBehavior,
+    down: &tailwarden_crds::ScalingBehavior,
+    role: &str,
+) -> Result<tailwarden_slo::scaling::Limits, SpecError> {
+    let behavior = |b: &tailwarden_crds::ScalingBehavior,
+                    dir: &str|
+     -> Result<Behavior, SpecError> {
+        let field = |f: &str| format!("spec.autoscaling.{role}.{dir}.{f}");
+        Ok(Behavior {
+            stabilization_window: duration(&field("stabilizationWindow"), &b.stabilization_window)?,
+            cooldown: duration(&field("cooldown"), &b.cooldown)?,
+            max_step: b.max_step.max(1) as u32,
+        })
+    };
+    Ok(tailwarden_slo::scaling::Limits {
+        min: range.min.max(0) as u32,
+        max: range.max.max(0) as u32,
+        scale_up: behavior(up, "scaleUp")?,
+        scale_down: behavior(down, "scaleDown")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::spec;
+
+    const DAY: u64 = 86_400;
+
+    fn ctx<'a>(spec: &'a RetailPipelineSpec, state: &'a ScalingState) -> Context<'a> {
+        Context {
+            spec,
+            serve_replicas: 2,
+            ingest_replicas: 1,
+            was_frozen: false,
+            was_degraded: false,
+            serve_state: state,
+            ingest_state: state,
+            interval: Duration::from_secs(15),
+            now: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+        }
+    }
+
+    /// Every SLO at `ratio` over every window, and healthy serve/ingest signals.
+    fn readings(ratio: f64) -> Readings {
+        let s = spec();
+        let o = objectives(&s).unwrap();
+        let period = period(&o);
+        let mut all_windows = page_windows(period);
+        all_windows.push(period);
+        Readings {
+            error_ratios: slos(&o)
+                .into_iter()
+                .map(|slo| (slo.name, all_windows.iter().map(|w| (*w, ratio)).collect()))
+                .collect(),
+            p95: o
+                .latency
+                .iter()
+                .map(|l| (l.query_class.clone(), 0.05))
+                .collect(),
+            p99: o
+                .latency
+                .iter()
+                .map(|l| (l.query_class.clone(), 0.08))
+                .collect(),
+            request_rate: Some(100.0),
+            freshness_lag: Some(5.0),
+            backlog: Some(0.0),
+            backlog_slope: Some(0.0),
+            throughput: Some(1000.0),
+            failures: vec![],
+        }
+    }
+
+    #[test]
+    fn the_reference_objectives_come_from_the_default_spec() {
+        let o = objectives(&spec()).unwrap();
+        assert_eq!(o.availability_target, 0.9995);
+        assert!((o.correctness_max_error - 0.0001).abs() < 1e-12);
+        assert_eq!(o.window, Duration::from_secs(30 * DAY));
+        assert_eq!(o.latency.len(), 5);
+        assert_eq!(o.freshness_max_lag, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn a_healthy_pipeline_keeps_its_budget_and_rollouts() {
+        let s = spec();
+        let state = ScalingState::default();
+        let out = evaluate(&ctx(&s, &state), &readings(0.0)).unwrap();
+        let v = out.verdict;
+        assert!(!v.gates.freeze.closed && !v.gates.degrade.closed);
+        assert_eq!(v.budget.remaining_percent, Some(100.0));
+        assert!(v.missing.is_empty(), "{:?}", v.missing);
+        assert_eq!(v.slis.read_p99.as_deref(), Some("80ms"));
+        assert_eq!(v.slis.availability_percent, Some(100.0));
+    }
+
+    #[test]
+    fn a_fast_burn_freezes_and_an_exhausted_budget_degrades() {
+        let s = spec();
+        let state = ScalingState::default();
+        // Every SLO burning its whole budget 20x over: page burn, budget gone.
+        let mut r = readings(0.0);
+        let o = objectives(&s).unwrap();
+        for slo in slos(&o) {
+            let ratio = (1.0 - slo.target) * 20.0;
+            for v in r.error_ratios.get_mut(&slo.name).unwrap().values_mut() {
+                *v = ratio;
+            }
+        }
+        let v = evaluate(&ctx(&s, &state), &r).unwrap().verdict;
+        assert!(v.gates.freeze.closed);
+        assert!(v.gates.degrade.closed);
+        assert_eq!(v.budget.remaining_percent, Some(0.0));
+        let one_hour = v
+            .budget
+            .burn_rates
+            .iter()
+            .find(|b| b.window == "1h")
+            .unwrap();
+        assert_eq!(one_hour.rate, 20.0);
+    }
+
+    #[test]
+    fn half_the_availability_budget_is_hand_computable() {
+        let s = spec();
+        let state = ScalingState::default();
+        let mut r = readings(0.0);
+        // 0.025 % errors over 30 days against a 0.05 % budget: half left.
+        r.error_ratios
+            .get_mut("availability")
+            .unwrap()
+            .insert(Duration::from_secs(30 * DAY), 0.00025);
+        let v = evaluate(&ctx(&s, &state), &r).unwrap().verdict;
+        assert_eq!(v.budget.remaining_percent, Some(50.0));
+        assert_eq!(v.budget.worst_slo.as_deref(), Some("availability"));
+        assert_eq!(v.slis.availability_percent, Some(99.98));
+        assert!(
+            !v.gates.freeze.closed,
+            "50 % left is above the 25 % freeze threshold"
+        );
+    }
+
+    #[test]
+    fn missing_data_holds_state_and_is_named() {
+        let s = spec();
+        let state = ScalingState::default();
+        let mut c = ctx(&s, &state);
+        c.was_frozen = true;
+        let v = evaluate(&c, &Readings::default()).unwrap().verdict;
+        assert!(v.gates.freeze.closed, "absent data never unfreezes");
+        assert_eq!(v.gates.freeze.code, "MissingData");
+        assert_eq!(v.serve.as_ref().unwrap().replicas, 2, "replicas are held");
+        assert_eq!(v.ingest.as_ref().unwrap().replicas, 1);
+        assert!(
+            v.missing.iter().any(|m| m.contains("availability")),
+            "{:?}",
+            v.missing
+        );
+        assert_eq!(v.budget.remaining_percent, None);
+    }
+}
