@@ -201,7 +201,9 @@ pub struct IngestPolicy {
     /// plus pod start-up, e.g. 3 × 15 s + 60 s. Also the time the backlog should drain in.
     pub breach_horizon: Duration,
     /// Records/s one worker sustains, if known (a benchmark). Without it the drain sizing uses
-    /// the observed throughput per replica, and scale-down is sized by backlog alone.
+    /// the observed throughput per replica, and scale-down uses the capacity learned the last
+    /// time the workers were saturated (see [`ScalingState::learned_capacity`]); before any
+    /// saturation was seen, scale-down is sized by backlog alone.
     pub throughput_per_replica: Option<f64>,
     /// Scale down only to a count that keeps this fraction of headroom on backlog and capacity (0.8).
     pub scale_down_headroom: f64,
@@ -408,7 +410,7 @@ pub struct ScaleDecision {
 /// It is deliberately not persisted: starting from [`ScalingState::default`] after a restart is
 /// safe, because a scale-down first needs a full down-stabilization window of complete data.
 /// If applying a decision fails, keep the *previous* state so the next evaluation retries.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ScalingState {
     /// Recommendations (time, replicas), oldest first, pruned to the longer stabilization window.
     recommendations: Vec<(DateTime<Utc>, u32)>,
@@ -418,7 +420,12 @@ pub struct ScalingState {
     last_scale_up: Option<DateTime<Utc>>,
     /// When replicas were last lowered.
     last_scale_down: Option<DateTime<Utc>>,
+    /// Ingest only: records/s per replica measured the last time the workers were saturated.
+    learned_capacity: Option<f64>,
 }
+
+/// The learned capacity is only ever stored finite, so equality is reflexive.
+impl Eq for ScalingState {}
 
 impl ScalingState {
     /// When replicas were last raised by a decision, if since the operator started.
@@ -429,6 +436,13 @@ impl ScalingState {
     /// When replicas were last lowered by a decision, if since the operator started.
     pub fn last_scale_down(&self) -> Option<DateTime<Utc>> {
         self.last_scale_down
+    }
+
+    /// Ingest only: records/s one replica processed the last time the workers were saturated
+    /// (backlog growing, or a signal asking for more). Sizes scale-down so that the remaining
+    /// replicas keep up with the inflow; forgotten on restart, like the rest of the state.
+    pub fn learned_capacity(&self) -> Option<f64> {
+        self.learned_capacity
     }
 
     /// Since when every required signal has been present without a gap, if it is now.
@@ -474,7 +488,7 @@ pub fn decide_ingest(
 ) -> (ScaleDecision, ScalingState) {
     let rec = match policy.invalid() {
         Some(why) => Recommendation::invalid(why, current),
-        None => recommend_ingest(policy, obs, current),
+        None => recommend_ingest(policy, obs, current, state.learned_capacity),
     };
     settle(&policy.limits, current, state, now, rec)
 }
@@ -525,6 +539,8 @@ struct Recommendation {
     missing: Vec<Signal>,
     /// Remember it for stabilization (false for a hold on missing data or a bad policy).
     record: bool,
+    /// Per-replica capacity measured now, to remember (ingest only).
+    capacity: Option<f64>,
 }
 
 impl Recommendation {
@@ -535,6 +551,7 @@ impl Recommendation {
             complete: false,
             missing: Vec::new(),
             record: false,
+            capacity: None,
         }
     }
 
@@ -546,6 +563,7 @@ impl Recommendation {
             complete: false,
             missing,
             record: false,
+            capacity: None,
         }
     }
 }
@@ -578,6 +596,7 @@ fn largest(wants: Vec<Want>, missing: Vec<Signal>) -> Recommendation {
         complete: missing.is_empty(),
         missing,
         record: true,
+        capacity: None,
     }
 }
 
@@ -693,10 +712,16 @@ fn recommend_serve(p: &ServePolicy, o: &ServeObservation, current: u32) -> Recom
         complete: true,
         missing,
         record: true,
+        capacity: None,
     }
 }
 
-fn recommend_ingest(p: &IngestPolicy, o: &IngestObservation, current: u32) -> Recommendation {
+fn recommend_ingest(
+    p: &IngestPolicy,
+    o: &IngestObservation,
+    current: u32,
+    learned: Option<f64>,
+) -> Recommendation {
     let cur = f64::from(current.max(1));
     let max_lag = p.max_lag.as_secs_f64();
     let horizon = p.breach_horizon.as_secs_f64();
@@ -796,11 +821,24 @@ fn recommend_ingest(p: &IngestPolicy, o: &IngestObservation, current: u32) -> Re
     {
         let _ = write!(why, " ({})", notes.join("; "));
     }
+    // Workers short of capacity (backlog growing beyond noise, or a signal asking for more) are
+    // saturated: what they process per replica is what one replica can do.
+    let saturated = match (slope, tp) {
+        (Some(s), Some(t)) if t > 0.0 => s > SLOPE_TOLERANCE * t || !wants.is_empty(),
+        _ => false,
+    };
+    let measured = saturated.then(|| tp.unwrap_or(0.0) / cur);
     if !wants.is_empty() {
-        return largest(wants, missing);
+        return Recommendation {
+            capacity: measured,
+            ..largest(wants, missing)
+        };
     }
     if !missing.is_empty() {
-        return Recommendation::missing_hold(missing, current);
+        return Recommendation {
+            capacity: measured,
+            ..Recommendation::missing_hold(missing, current)
+        };
     }
     let (l, b, s, t) = match (lag, backlog, slope, tp) {
         (Some(l), Some(b), Some(s), Some(t)) => (l, b, s, t),
@@ -823,6 +861,7 @@ fn recommend_ingest(p: &IngestPolicy, o: &IngestObservation, current: u32) -> Re
             complete: true,
             missing,
             record: true,
+            capacity: measured,
         };
     }
     let h = p.scale_down_headroom;
@@ -836,7 +875,7 @@ fn recommend_ingest(p: &IngestPolicy, o: &IngestObservation, current: u32) -> Re
                 pct(down_lag)
             ),
         )
-    } else if s > SLOPE_TOLERANCE * t && s > 0.0 {
+    } else if saturated {
         (current, format!("{state}: backlog growing, no scale-down"))
     } else if t <= 0.0 && b > 0.0 {
         (
@@ -845,25 +884,24 @@ fn recommend_ingest(p: &IngestPolicy, o: &IngestObservation, current: u32) -> Re
         )
     } else {
         let by_backlog = count(b / (per_backlog * h));
-        let by_capacity = p
-            .throughput_per_replica
+        let capacity = p.throughput_per_replica.or(learned);
+        let by_capacity = capacity
             .map(|c| count((t + s).max(0.0) / (c * h)))
             .unwrap_or(0);
         let n = by_backlog.max(by_capacity).max(1);
         if n >= current {
             (current, format!("{state}: within target"))
         } else {
+            let what = match (p.throughput_per_replica, capacity) {
+                (Some(c), _) => format!("backlog and capacity ({}/s per replica)", num(c)),
+                (None, Some(c)) => {
+                    format!("backlog and capacity (learned {}/s per replica)", num(c))
+                }
+                (None, None) => "backlog (capacity not yet seen)".into(),
+            };
             (
                 n,
-                format!(
-                    "{state}: {n} replicas keep backlog{} at {} of target",
-                    if p.throughput_per_replica.is_some() {
-                        " and capacity"
-                    } else {
-                        ""
-                    },
-                    pct(h)
-                ),
+                format!("{state}: {n} replicas keep {what} at {} of target", pct(h)),
             )
         }
     };
@@ -873,6 +911,7 @@ fn recommend_ingest(p: &IngestPolicy, o: &IngestObservation, current: u32) -> Re
         complete: true,
         missing,
         record: true,
+        capacity: measured,
     }
 }
 
@@ -894,6 +933,9 @@ fn settle(
         next.complete_since.get_or_insert(now);
     } else {
         next.complete_since = None;
+    }
+    if let Some(c) = rec.capacity.filter(|c| c.is_finite() && *c > 0.0) {
+        next.learned_capacity = Some(c);
     }
     let wanted = rec.replicas;
     let rec_n = limits.clamp(wanted);
@@ -1665,6 +1707,49 @@ mod tests {
     }
 
     #[test]
+    fn ingest_learns_capacity_when_saturated_and_sizes_scale_down_by_it() {
+        let p = IngestPolicy::default();
+        // The backlog grows 3,000/s against 12,000/s processed on 6 replicas (25 % > 5 %): the
+        // workers are saturated at 2,000/s each. Not urgent yet: breach in (600 − 30) / 0.25 s.
+        let (d, mut state) = decide_ingest(
+            &p,
+            &ingest_obs(30.0, 50_000.0, 3_000.0, 12_000.0),
+            6,
+            &ScalingState::default(),
+            at(0),
+        );
+        assert_eq!(d.direction, Direction::Hold);
+        assert!(
+            d.reason.contains("backlog growing, no scale-down"),
+            "{}",
+            d.reason
+        );
+        assert_eq!(state.learned_capacity(), Some(2_000.0));
+        // Then quiet at 6,000/s: 6,000 / (2,000 × 0.8) = 3.75 → 4 replicas, not 1.
+        let mut cur = 6;
+        let mut changes = Vec::new();
+        for t in (15..=900).step_by(15) {
+            let (d, s) =
+                decide_ingest(&p, &ingest_obs(10.0, 0.0, 0.0, 6_000.0), cur, &state, at(t));
+            if d.replicas != cur {
+                changes.push((t, d.replicas, d.reason.clone()));
+            }
+            cur = d.replicas;
+            state = s;
+        }
+        let when: Vec<_> = changes.iter().map(|(t, n, _)| (*t, *n)).collect();
+        // The saturated evaluation at t = 0 recommended 6; it leaves the 5 min window after 300.
+        assert_eq!(when, vec![(315, 5), (435, 4)]);
+        assert!(
+            changes[0].2.contains(
+                "keep backlog and capacity (learned 2,000/s per replica) at 80% of target"
+            ),
+            "{}",
+            changes[0].2
+        );
+    }
+
+    #[test]
     fn formatting() {
         assert_eq!(secs(0.172), "172ms");
         assert_eq!(secs(45.0), "45s");
@@ -2184,6 +2269,61 @@ mod props {
                 );
             }
             prop_assert!(reversals(&evals) <= 1);
+        }
+
+        /// The same loop without a configured capacity: before any saturation is seen the
+        /// autoscaler may drift down (sized by backlog alone), then it learns the capacity at
+        /// the first saturation, scales up, and settles. Shape: downs, ups, downs, at most.
+        #[test]
+        fn ingest_closed_loop_learns_capacity_and_settles(
+            mut p in ingest_policy(),
+            start in 0u32..30,
+            capacity in 500.0f64..20_000.0,
+            load in 0.1f64..30.0,
+            initial_backlog in 0.0f64..1_000_000.0,
+            steps in prop::collection::vec((5i64..=60, -0.05f64..0.05), 1..300),
+        ) {
+            p.throughput_per_replica = None;
+            let arrival = capacity * load;
+            let mut current = p.limits.clamp(start);
+            let mut backlog = initial_backlog;
+            let mut state = ScalingState::default();
+            let mut t = 0;
+            let mut evals = Vec::new();
+            for (dt, j) in steps {
+                t += dt;
+                let secs = dt as f64;
+                let inflow = arrival * (1.0 + j);
+                let processed = (f64::from(current) * capacity * secs).min(backlog + inflow * secs);
+                let tp = processed / secs;
+                let next = backlog + inflow * secs - processed;
+                let o = IngestObservation {
+                    lag_seconds: Some(5.0 + next / tp),
+                    backlog: Some(next),
+                    backlog_slope: Some((next - backlog) / secs),
+                    throughput: Some(tp),
+                };
+                backlog = next;
+                let (d, s) = decide_ingest(&p, &o, current, &state, at(t));
+                evals.push(Eval { t, current, decision: d.clone(), complete: true, budget_blocks: false });
+                current = d.replicas;
+                state = s;
+            }
+            check(&p.limits, &evals)?;
+            let mut shape: Vec<Direction> = evals
+                .iter()
+                .map(|e| e.decision.direction)
+                .filter(|d| *d != Direction::Hold)
+                .collect();
+            shape.dedup();
+            let allowed = [Direction::Down, Direction::Up, Direction::Down];
+            let mut rest = allowed.iter();
+            prop_assert!(
+                shape.iter().all(|d| rest.any(|a| a == d)),
+                "shape {:?}: {:?}",
+                shape,
+                evals
+            );
         }
 
         /// Same state, inputs and time: same decision and state. Replaying the evaluation with the
