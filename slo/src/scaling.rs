@@ -23,15 +23,22 @@
 //!   *is* present unambiguously calls for more replicas (P99 over target, request rate above
 //!   capacity, a page-level burn, lag over target). More capacity on a partial picture is the
 //!   cheap mistake; less capacity on a partial picture is the outage.
-//! - The state lives only in the operator's memory. After a restart or failover it is empty, and
-//!   a scale-down needs a full down-stabilization window of evaluations with complete data first
-//!   (the HPA forgets its window on restart and may scale down at once). A data gap resets that
-//!   clock too.
+//! - The state lives only in the operator's memory (the HPA keeps its window in memory too). After
+//!   a restart or failover it is empty, and the rule is explicit and tested: a scale-down needs a
+//!   full down-stabilization window of evaluations with complete data first. A data gap resets
+//!   that clock too.
 //! - Serve never scales down while the error budget is at or below the caller's floor or a
 //!   page-level burn alert is active.
 //! - Hysteresis: a scale-down is sized so that the fewer replicas would still run at
 //!   `scale_down_headroom` (80 %) of the target, so the load that remains after a step down does
 //!   not cross the scale-up threshold again under ordinary noise.
+//!
+//! - Ingest has no CPU-style utilisation to size scale-down by, so it learns the per-replica
+//!   capacity whenever the workers are visibly saturated (backlog growing, or a signal asking for
+//!   more) and keeps enough replicas for the inflow at `scale_down_headroom` of that capacity.
+//!   Without it an idle pipeline would drift to `min` and bounce back on the next peak.
+//! - A clock that steps back never lets a scale-down through early: a last scale-down "in the
+//!   future" keeps the down cooldown running (a scale-up is not blocked by it).
 //!
 //! Embedded (single StatefulSet) pipelines cannot scale horizontally; the operator simply does
 //! not call these functions for them.
@@ -409,7 +416,10 @@ pub struct ScaleDecision {
 /// Owned by the operator, one per pipeline and role, passed in and returned by every decision.
 /// It is deliberately not persisted: starting from [`ScalingState::default`] after a restart is
 /// safe, because a scale-down first needs a full down-stabilization window of complete data.
-/// If applying a decision fails, keep the *previous* state so the next evaluation retries.
+/// If applying a decision fails, keep the *previous* state so the next evaluation retries (the
+/// returned one starts the cooldown as if the change had happened). In dry-run, do keep the
+/// returned state: the report then shows what the autoscaler would do, including scale-downs,
+/// which need the recommendation history.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ScalingState {
     /// Recommendations (time, replicas), oldest first, pruned to the longer stabilization window.
@@ -628,7 +638,7 @@ fn recommend_serve(p: &ServePolicy, o: &ServeObservation, current: u32) -> Recom
         && ratio > target
     {
         wants.push(Want {
-            replicas: count(cur * ratio / target).max(current + 1),
+            replicas: count(cur * ratio / target).max(current.saturating_add(1)),
             why: format!(
                 "P99 {} is {} of the {} SLO (target {})",
                 secs(r.p99_seconds),
@@ -653,7 +663,7 @@ fn recommend_serve(p: &ServePolicy, o: &ServeObservation, current: u32) -> Recom
     }
     if o.page_burn == Some(true) {
         wants.push(Want {
-            replicas: count(cur * p.burn_scale_up_factor).max(current + 1),
+            replicas: count(cur * p.burn_scale_up_factor).max(current.saturating_add(1)),
             why: format!(
                 "page-level burn alert active: ×{} capacity",
                 trim(p.burn_scale_up_factor)
@@ -666,9 +676,8 @@ fn recommend_serve(p: &ServePolicy, o: &ServeObservation, current: u32) -> Recom
     if !missing.is_empty() {
         return Recommendation::missing_hold(missing, current);
     }
-    let ((r, ratio), q, budget) = match (latency, rate, budget) {
-        (Some(l), Some(q), Some(b)) => (l, q, b),
-        _ => unreachable!("missing is empty"),
+    let (Some((r, ratio)), Some(q), Some(budget)) = (latency, rate, budget) else {
+        return Recommendation::missing_hold(missing, current);
     };
 
     // Nothing asks for more. Down only with a healthy budget, to the count that keeps headroom.
@@ -777,7 +786,9 @@ fn recommend_ingest(
             (d, nb) => {
                 let sized = d.map(|(n, _)| n).max(nb);
                 wants.push(Want {
-                    replicas: sized.unwrap_or(current + 1).max(current + 1),
+                    replicas: sized
+                        .unwrap_or(current.saturating_add(1))
+                        .max(current.saturating_add(1)),
                     why: what,
                 });
             }
@@ -791,7 +802,7 @@ fn recommend_ingest(
                     .map(|(n, _)| n)
                     .max(n_backlog)
                     .unwrap_or(0)
-                    .max(current + 1),
+                    .max(current.saturating_add(1)),
                 why: format!(
                     "backlog {} grows {}/s against {}/s processed: freshness breaks {} in {} (horizon {})",
                     num(b),
@@ -840,9 +851,8 @@ fn recommend_ingest(
             ..Recommendation::missing_hold(missing, current)
         };
     }
-    let (l, b, s, t) = match (lag, backlog, slope, tp) {
-        (Some(l), Some(b), Some(s), Some(t)) => (l, b, s, t),
-        _ => unreachable!("missing is empty"),
+    let (Some(l), Some(b), Some(s), Some(t)) = (lag, backlog, slope, tp) else {
+        return Recommendation::missing_hold(missing, current);
     };
 
     let state = format!(
@@ -944,8 +954,8 @@ fn settle(
         next.recommendations.push((now, rec_n));
         next.recommendations.sort_by_key(|(t, _)| *t);
     }
-    let keep = delta(up.stabilization_window.max(down.stabilization_window));
-    next.recommendations.retain(|(t, _)| *t >= now - keep);
+    let keep = window_start(now, up.stabilization_window.max(down.stabilization_window));
+    next.recommendations.retain(|(t, _)| *t >= keep);
 
     let decide = |replicas: u32, direction: Direction, reason: String| ScaleDecision {
         replicas,
@@ -986,7 +996,7 @@ fn settle(
     // HPA-style: up to the lowest recommendation of the up window, down to the highest of the
     // down window. The recommendation just recorded is in both, so it decides the direction.
     let in_window = |w: Duration| {
-        let from = now - delta(w);
+        let from = window_start(now, w);
         next.recommendations
             .iter()
             .filter(move |(t, _)| *t >= from)
@@ -1084,8 +1094,12 @@ fn cooldown_left(
     (elapsed < total).then_some(total - elapsed)
 }
 
-fn delta(d: Duration) -> TimeDelta {
-    TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
+/// `now − window`, saturating at the earliest representable time for absurd windows.
+fn window_start(now: DateTime<Utc>, window: Duration) -> DateTime<Utc> {
+    TimeDelta::from_std(window)
+        .ok()
+        .and_then(|w| now.checked_sub_signed(w))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
 fn seconds(d: TimeDelta) -> f64 {
@@ -1747,6 +1761,24 @@ mod tests {
             "{}",
             changes[0].2
         );
+    }
+
+    #[test]
+    fn absurd_windows_and_counts_do_not_panic() {
+        let mut p = ServePolicy::new(1, u32::MAX);
+        p.limits.scale_down.stabilization_window = Duration::from_secs(u64::MAX);
+        p.limits.scale_up.stabilization_window = Duration::from_secs(1 << 50);
+        p.limits.scale_up.max_step = u32::MAX;
+        let (d, s) = decide_serve(
+            &p,
+            &serve_obs(1.5, 1e300),
+            u32::MAX - 1,
+            &ScalingState::default(),
+            at(0),
+        );
+        assert_eq!(d.replicas, u32::MAX);
+        let (d, _) = decide_serve(&p, &serve_obs(0.0, 0.0), u32::MAX, &s, at(60));
+        assert_eq!(d.direction, Direction::Hold);
     }
 
     #[test]
