@@ -2358,6 +2358,80 @@ mod props {
             );
         }
 
+        /// Any bits at all in the observations and the policy: no panic, and with a valid range
+        /// and a current count inside it, the result stays inside it.
+        #[test]
+        fn arbitrary_floats_never_panic(
+            min in 0u32..50,
+            extra in 0u32..50,
+            current in 0u32..120,
+            floats in prop::collection::vec(
+                prop_oneof![
+                    any::<f64>(),
+                    -1.0f64..2.0,
+                    0.0f64..100.0,
+                    0.0f64..100_000.0,
+                    Just(f64::NAN),
+                    Just(f64::INFINITY),
+                    Just(0.0)
+                ],
+                14,
+            ),
+            burn in prop::option::of(any::<bool>()),
+            windows in prop::collection::vec(0u64..100_000, 4),
+        ) {
+            let f = |i: usize| floats[i];
+            let o = |i: usize| (f(i).to_bits() % 5 != 0).then(|| f(i));
+            let limits = Limits {
+                min,
+                max: min + extra,
+                scale_up: Behavior { stabilization_window: Duration::from_secs(windows[0]), cooldown: Duration::from_secs(windows[1]), max_step: 3 },
+                scale_down: Behavior { stabilization_window: Duration::from_secs(windows[2]), cooldown: Duration::from_secs(windows[3]), max_step: 0 },
+            };
+            let sp = ServePolicy {
+                limits,
+                target_p99_percent_of_slo: f(0),
+                target_requests_per_replica: f(1),
+                scale_down_headroom: f(2),
+                min_budget_remaining_for_scale_down: f(3),
+                burn_scale_up_factor: f(4),
+            };
+            let so = ServeObservation {
+                p99: o(5).map(|p| LatencyReading { p99_seconds: p, bound_seconds: f(6) }),
+                request_rate: o(7),
+                page_burn: burn,
+                budget_remaining: o(8),
+            };
+            let ip = IngestPolicy {
+                limits,
+                target_lag_percent_of_slo: f(9),
+                throughput_per_replica: o(10),
+                ..IngestPolicy::default()
+            };
+            let io = IngestObservation {
+                lag_seconds: o(10),
+                backlog: o(11),
+                backlog_slope: o(12),
+                throughput: o(13),
+            };
+            let mut ss = ScalingState::default();
+            let mut si = ScalingState::default();
+            for t in 0..5 {
+                let (d, s) = decide_serve(&sp, &so, current, &ss, at(t * 15));
+                if (min..=min + extra).contains(&current) {
+                    prop_assert!(d.replicas >= min && d.replicas <= min + extra);
+                    prop_assert!(d.replicas >= current || serve_complete(&so));
+                }
+                ss = s;
+                let (d, s) = decide_ingest(&ip, &io, current, &si, at(t * 15));
+                if (min..=min + extra).contains(&current) {
+                    prop_assert!(d.replicas >= min && d.replicas <= min + extra);
+                    prop_assert!(d.replicas >= current || ingest_complete(&io));
+                }
+                si = s;
+            }
+        }
+
         /// Same state, inputs and time: same decision and state. Replaying the evaluation with the
         /// returned state and the applied replicas does not move again (cooldowns ≥ 1 s).
         #[test]
