@@ -125,14 +125,21 @@ pub fn freshness_lag(selector: &str, grouping: &str) -> String {
     )
 }
 
-/// Share of the last 5 minutes during which the lag exceeded `max_lag`, sampled every
-/// [`FRESHNESS_STEP`]. This is the base recording: a freshness SLI has no counters to `rate`.
-pub fn freshness_base_error_ratio(selector: &str, max_lag: Duration, grouping: &str) -> String {
+/// Share of `window` during which the lag exceeded `max_lag`, sampled every
+/// [`FRESHNESS_STEP`] by a subquery: a freshness SLI has no counters to `rate`. The rules record
+/// it over [`FRESHNESS_BASE_WINDOW`] only; over long windows the subquery is costly, so
+/// [`freshness_error_ratio`] averages that recording instead.
+pub fn freshness_sampled_error_ratio(
+    selector: &str,
+    max_lag: Duration,
+    window: Duration,
+    grouping: &str,
+) -> String {
     format!(
         "avg_over_time(({} > bool {})[{}:{}])",
         freshness_lag(selector, grouping),
         max_lag.as_secs(),
-        prom_duration(FRESHNESS_BASE_WINDOW),
+        prom_duration(window),
         prom_duration(FRESHNESS_STEP),
     )
 }
@@ -267,7 +274,7 @@ mod tests {
             r#"time() - max by (namespace, pipeline) (tailwarden_ingest_watermark_timestamp_seconds{namespace="shop",pipeline="web"})"#
         );
         assert_eq!(
-            freshness_base_error_ratio(SEL, Duration::from_secs(600), BY),
+            freshness_sampled_error_ratio(SEL, Duration::from_secs(600), M5, BY),
             r#"avg_over_time((time() - max by (namespace, pipeline) (tailwarden_ingest_watermark_timestamp_seconds{namespace="shop",pipeline="web"}) > bool 600)[5m:30s])"#
         );
         assert_eq!(

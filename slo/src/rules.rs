@@ -95,18 +95,34 @@ pub struct Slo {
 }
 
 impl Slo {
-    /// The PromQL error ratio of this SLO over `window`, straight from the data plane's metrics,
-    /// except freshness, which averages its own recorded 5m ratio.
+    /// The PromQL error ratio of this SLO over `window`, as the rules record it: straight from
+    /// the data plane's metrics, except freshness beyond 5m, which averages its 5m recording.
     pub fn error_ratio(&self, selector: &str, window: Duration, grouping: &str) -> String {
+        match &self.sli {
+            Sli::Freshness { .. } if window != promql::FRESHNESS_BASE_WINDOW => {
+                promql::freshness_error_ratio(selector, window)
+            }
+            _ => self.error_ratio_without_rules(selector, window, grouping),
+        }
+    }
+
+    /// The error ratio from the data plane's metrics alone, for when the generated rules may be
+    /// missing. Freshness then runs a subquery over the whole window, which is costly for long
+    /// windows.
+    pub fn error_ratio_without_rules(
+        &self,
+        selector: &str,
+        window: Duration,
+        grouping: &str,
+    ) -> String {
         match &self.sli {
             Sli::Availability => promql::availability_error_ratio(selector, window, grouping),
             Sli::Latency { class, threshold } => {
                 promql::latency_error_ratio(selector, Some(class), *threshold, window, grouping)
             }
-            Sli::Freshness { max_lag } if window == promql::FRESHNESS_BASE_WINDOW => {
-                promql::freshness_base_error_ratio(selector, *max_lag, grouping)
+            Sli::Freshness { max_lag } => {
+                promql::freshness_sampled_error_ratio(selector, *max_lag, window, grouping)
             }
-            Sli::Freshness { .. } => promql::freshness_error_ratio(selector, window),
             Sli::Correctness => promql::correctness_error_ratio(selector, window, grouping),
         }
     }
@@ -476,6 +492,26 @@ mod tests {
         assert_eq!(
             find(&rules, "slo:sli_error:ratio_rate30d", "freshness").expr,
             r#"avg_over_time(slo:sli_error:ratio_rate5m{namespace="shop",pipeline="web",slo="freshness"}[30d])"#
+        );
+    }
+
+    #[test]
+    fn without_rules_freshness_samples_the_whole_window() {
+        let slos = slos(&Objectives::reference());
+        let freshness = &slos[11];
+        let day = Duration::from_secs(DAY);
+        assert_eq!(
+            freshness.error_ratio_without_rules("", day, GROUPING),
+            "avg_over_time((time() - max by (namespace, pipeline) (tailwarden_ingest_watermark_timestamp_seconds{}) > bool 600)[1d:30s])"
+        );
+        assert_eq!(
+            freshness.error_ratio("", day, GROUPING),
+            r#"avg_over_time(slo:sli_error:ratio_rate5m{slo="freshness"}[1d])"#
+        );
+        // The event SLIs read the counters either way.
+        assert_eq!(
+            slos[0].error_ratio("", day, GROUPING),
+            slos[0].error_ratio_without_rules("", day, GROUPING)
         );
     }
 
