@@ -18,6 +18,8 @@ pub const READ_DURATION: &str = "tailwarden_read_duration_seconds";
 pub const INGEST_WATERMARK: &str = "tailwarden_ingest_watermark_timestamp_seconds";
 /// Ingested records by `class` and `outcome`.
 pub const INGEST_RECORDS: &str = "tailwarden_ingest_records_total";
+/// Records admitted and not yet durable (a gauge per worker).
+pub const INGEST_QUEUE_DEPTH: &str = "tailwarden_ingest_queue_depth_records";
 
 /// The `slo` label value of the freshness SLO, whose windows read its own 5m recording.
 pub const FRESHNESS_SLO: &str = "freshness";
@@ -174,6 +176,38 @@ pub fn correctness_error_ratio(selector: &str, window: Duration, grouping: &str)
     )
 }
 
+/// Reads per second, all classes and codes: the serve autoscaler's load signal.
+pub fn request_rate(selector: &str, window: Duration, grouping: &str) -> String {
+    sum_rate(READ_REQUESTS, &[selector], window, grouping)
+}
+
+/// Accepted records per second: the ingest throughput that drains the backlog.
+pub fn accepted_rate(selector: &str, window: Duration, grouping: &str) -> String {
+    sum_rate(
+        INGEST_RECORDS,
+        &[selector, "outcome=\"accepted\""],
+        window,
+        grouping,
+    )
+}
+
+/// Ingest backlog in records, summed over workers.
+pub fn queue_depth(selector: &str, grouping: &str) -> String {
+    format!(
+        "sum by ({grouping}) ({INGEST_QUEUE_DEPTH}{{{}}})",
+        matchers(&[selector])
+    )
+}
+
+/// Backlog growth in records per second over `window` (`deriv` fits a line through a gauge).
+pub fn queue_depth_slope(selector: &str, window: Duration, grouping: &str) -> String {
+    format!(
+        "sum by ({grouping}) (deriv({INGEST_QUEUE_DEPTH}{{{}}}[{}]))",
+        matchers(&[selector]),
+        prom_duration(window)
+    )
+}
+
 /// `errors / total`, where missing error series count as zero errors.
 fn errors_over_total(errors: &str, total: &str) -> String {
     format!("({errors} or 0 * {total}) / {total}")
@@ -299,6 +333,26 @@ mod tests {
             proptest::prop_assert_eq!(le.parse::<f64>().unwrap(), ms as f64 / 1000.0);
             proptest::prop_assert!(le.contains('.') && !le.contains('e'), "{}", le);
         }
+    }
+
+    #[test]
+    fn scaling_signals() {
+        assert_eq!(
+            request_rate("", M5, BY),
+            "sum by (namespace, pipeline) (rate(tailwarden_read_requests_total{}[5m]))"
+        );
+        assert_eq!(
+            accepted_rate(SEL, M5, BY),
+            r#"sum by (namespace, pipeline) (rate(tailwarden_ingest_records_total{namespace="shop",pipeline="web",outcome="accepted"}[5m]))"#
+        );
+        assert_eq!(
+            queue_depth("", BY),
+            "sum by (namespace, pipeline) (tailwarden_ingest_queue_depth_records{})"
+        );
+        assert_eq!(
+            queue_depth_slope(SEL, M5, BY),
+            r#"sum by (namespace, pipeline) (deriv(tailwarden_ingest_queue_depth_records{namespace="shop",pipeline="web"}[5m]))"#
+        );
     }
 
     #[test]

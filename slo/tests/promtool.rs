@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use tailwarden_slo::objective::{Objectives, WindowKind};
+use tailwarden_slo::promql;
 use tailwarden_slo::rules::{self, BURN_ALERT, Rule, RuleGroup};
 
 const DAY: u64 = 86_400;
@@ -204,17 +205,27 @@ fn alerts_at(minute: u64, expected: Vec<ExpAlert>) -> AlertTest {
     }
 }
 
-/// Expects `metric{slo}` of shop/web at `minute` to equal `value` to 12 decimals: promtool
-/// compares floats exactly, and a ratio of rates is not exactly the ratio of its counts.
+/// Expects the recorded `metric` of `slo` of shop/web at `minute` to equal `value`.
 fn value_at(minute: u64, metric: &str, slo: &str, value: f64) -> ExprTest {
+    rounded_at(
+        minute,
+        &format!(r#"{metric}{{slo="{slo}"}}"#),
+        &format!(r#"namespace="shop",pipeline="web",slo="{slo}""#),
+        value,
+    )
+}
+
+/// Expects `expr` at `minute` to give one series with `labels` and `value`, to 12 decimals:
+/// promtool compares floats exactly, and a ratio of rates is not exactly the ratio of its counts.
+fn rounded_at(minute: u64, expr: &str, labels: &str, value: f64) -> ExprTest {
     const PRECISION: f64 = 1e-12;
     // The same arithmetic as PromQL's round().
     let inverse = 1.0 / PRECISION;
     ExprTest {
-        expr: format!(r#"round({metric}{{slo="{slo}"}}, {PRECISION:e})"#),
+        expr: format!("round({expr}, {PRECISION:e})"),
         eval_time: minutes(minute),
         exp_samples: vec![Sample {
-            labels: format!(r#"{{namespace="shop",pipeline="web",slo="{slo}"}}"#),
+            labels: format!("{{{labels}}}"),
             value: (value * inverse + 0.5).floor() / inverse,
         }],
     }
@@ -316,6 +327,41 @@ fn slow_burn_raises_a_ticket_and_never_pages() {
     });
 }
 
+/// The healthy pipeline's series over `minutes`, as described on the test that uses it.
+fn healthy_series(minutes: u64) -> Vec<Series> {
+    let mut input_series = reads(&[(minutes, 9998.0, 2.0)]);
+    for (le, per_minute) in [("0.12", 9700.0), ("0.2", 9950.0), ("+Inf", 10000.0)] {
+        input_series.push(series(
+            "tailwarden_read_duration_seconds_bucket",
+            &format!(r#"class="product",le="{le}""#),
+            counter(&[(minutes, per_minute)]),
+        ));
+    }
+    input_series.push(series(
+        "tailwarden_read_duration_seconds_count",
+        r#"class="product""#,
+        counter(&[(minutes, 10000.0)]),
+    ));
+    for (outcome, per_minute) in [("accepted", 100_000.0), ("rejected", 5.0), ("stale", 50.0)] {
+        input_series.push(series(
+            "tailwarden_ingest_records_total",
+            &format!(r#"class="pricing",outcome="{outcome}""#),
+            counter(&[(minutes, per_minute)]),
+        ));
+    }
+    input_series.push(series(
+        "tailwarden_ingest_watermark_timestamp_seconds",
+        r#"class="pricing""#,
+        watermark(minutes, minutes),
+    ));
+    input_series.push(series(
+        "tailwarden_ingest_queue_depth_records",
+        "",
+        counter(&[(minutes, 60.0)]),
+    ));
+    input_series
+}
+
 /// A healthy pipeline for 4h: every SLI recorded at its hand-computed value, no alert ever.
 /// Per minute: 10,000 product reads with 2 errors (ratio 0.0002, 0.4x); 9,700 of them under
 /// 120 ms and 9,950 under 200 ms (p95 error 0.03 = 0.6x, p99 0.005 = 0.5x); 100,000 accepted
@@ -325,31 +371,7 @@ fn slow_burn_raises_a_ticket_and_never_pages() {
 fn healthy_pipeline_records_hand_computed_values_and_never_alerts() {
     const MINUTES: u64 = 240;
     run_case("healthy", &Objectives::reference(), |_| {
-        let mut input_series = reads(&[(MINUTES, 9998.0, 2.0)]);
-        for (le, per_minute) in [("0.12", 9700.0), ("0.2", 9950.0), ("+Inf", 10000.0)] {
-            input_series.push(series(
-                "tailwarden_read_duration_seconds_bucket",
-                &format!(r#"class="product",le="{le}""#),
-                counter(&[(MINUTES, per_minute)]),
-            ));
-        }
-        input_series.push(series(
-            "tailwarden_read_duration_seconds_count",
-            r#"class="product""#,
-            counter(&[(MINUTES, 10000.0)]),
-        ));
-        for (outcome, per_minute) in [("accepted", 100_000.0), ("rejected", 5.0), ("stale", 50.0)] {
-            input_series.push(series(
-                "tailwarden_ingest_records_total",
-                &format!(r#"class="pricing",outcome="{outcome}""#),
-                counter(&[(MINUTES, per_minute)]),
-            ));
-        }
-        input_series.push(series(
-            "tailwarden_ingest_watermark_timestamp_seconds",
-            r#"class="pricing""#,
-            watermark(MINUTES, MINUTES),
-        ));
+        let input_series = healthy_series(MINUTES);
         let at_2h = |metric: &str, slo: &str, value: f64| value_at(120, metric, slo, value);
         let sli = |window: &str| format!("slo:sli_error:ratio_rate{window}");
         let mut promql_expr_test = Vec::new();
@@ -435,5 +457,46 @@ fn custom_window_pages_on_its_scaled_pairs() {
             "availability",
             600.0 / 33_600.0,
         )],
+    });
+}
+
+/// The live queries of `promql.rs` (used by the operator without the rules) over the healthy
+/// pipeline at 2h: 10,000 reads and 100,000 accepted records a minute; P99 interpolated in the
+/// (0.12, 0.2] bucket at rank 9,900: 0.12 + 0.08 × 200 / 250 = 0.184 s; P95 in the first bucket,
+/// from 0: 0.12 × 9,500 / 9,700; a backlog growing 60 records a minute (7,200 at 2h, 1/s); a
+/// lag of 30 s; and no freshness breach over 1h.
+#[test]
+#[ignore = "needs promtool: tests/run.sh"]
+fn live_queries_evaluate_to_hand_computed_values() {
+    let m5 = Duration::from_secs(300);
+    let objectives = Objectives::reference();
+    let freshness = rules::slos(&objectives)
+        .into_iter()
+        .find(|s| s.name == "freshness")
+        .unwrap();
+    let shop_web = r#"namespace="shop",pipeline="web""#;
+    let at_2h = |expr: String, value: f64| rounded_at(120, &expr, shop_web, value);
+    let product = Some("product");
+    let by = rules::GROUPING;
+    run_case("live", &objectives, |_| Case {
+        interval: "1m",
+        input_series: healthy_series(180),
+        alert_rule_test: vec![],
+        promql_expr_test: vec![
+            at_2h(promql::request_rate("", m5, by), 10_000.0 / 60.0),
+            at_2h(promql::accepted_rate("", m5, by), 100_000.0 / 60.0),
+            at_2h(promql::queue_depth("", by), 7_200.0),
+            at_2h(promql::queue_depth_slope("", m5, by), 1.0),
+            at_2h(promql::latency_quantile("", product, 0.99, m5, by), 0.184),
+            at_2h(
+                promql::latency_quantile("", product, 0.95, m5, by),
+                0.12 * 9_500.0 / 9_700.0,
+            ),
+            at_2h(promql::freshness_lag("", by), 30.0),
+            at_2h(
+                freshness.error_ratio_without_rules("", Duration::from_secs(3600), by),
+                0.0,
+            ),
+        ],
     });
 }
