@@ -11,6 +11,7 @@ export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 cd "$root"
 
 "$root/tests/cluster/build.sh"
+"$root/tests/prometheus/install.sh"
 cargo build --workspace --all-targets
 
 state=$(mktemp -d "${TMPDIR:-/tmp}/tailwarden-test.XXXXXX")

@@ -99,9 +99,11 @@ pub struct Metrics {
 }
 
 /// Read-latency buckets: fine from 0.5 ms to 1 s so that P95 and P99 interpolate well.
-pub const READ_BUCKETS: [f64; 22] = [
+/// Latency SLOs are counted at bucket bounds, so the common thresholds (80, 120, 150, 200 ms: the
+/// reference P95 and P99 among them) must be bounds.
+pub const READ_BUCKETS: [f64; 24] = [
     0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03,
-    0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0,
+    0.05, 0.075, 0.08, 0.1, 0.12, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0,
 ];
 
 /// Freshness buckets: from 1 ms to the paper's 10-minute objective and beyond.

@@ -18,9 +18,8 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use prometheus_http_query::Client as Prometheus;
 use prometheus_http_query::response::Data;
 use tailwarden_crds::RetailPipeline;
-use tailwarden_slo::burn::prom_duration;
 use tailwarden_slo::promql;
-use tailwarden_slo::rules::{Sli, Slo, period, slos};
+use tailwarden_slo::rules::{period, slos};
 use tailwarden_slo::scaling::ScalingState;
 use tracing::{info, warn};
 
@@ -332,8 +331,10 @@ fn distinct_queries(pipelines: &[&Arc<RetailPipeline>]) -> Vec<(String, Vec<Targ
         windows.push(period);
         for slo in slos(&objectives) {
             for &window in &windows {
+                // Straight from the data plane's metrics: the engine works whether or not the
+                // generated recording rules are installed.
                 add(
-                    live_error_ratio(&slo, window),
+                    slo.error_ratio_without_rules("", window, GROUPING),
                     Target::ErrorRatio {
                         slo: slo.name.clone(),
                         window,
@@ -349,47 +350,21 @@ fn distinct_queries(pipelines: &[&Arc<RetailPipeline>]) -> Vec<(String, Vec<Targ
             Target::Quantile(q),
         );
     }
-    let w = prom_duration(SIGNAL_WINDOW);
     add(
-        format!("sum by ({GROUPING}) (rate({}[{w}]))", promql::READ_REQUESTS),
+        promql::request_rate("", SIGNAL_WINDOW, GROUPING),
         Target::RequestRate,
     );
     add(promql::freshness_lag("", GROUPING), Target::FreshnessLag);
+    add(promql::queue_depth("", GROUPING), Target::Backlog);
     add(
-        format!("sum by ({GROUPING}) ({QUEUE_DEPTH})"),
-        Target::Backlog,
-    );
-    add(
-        format!("sum by ({GROUPING}) (deriv({QUEUE_DEPTH}[{w}]))"),
+        promql::queue_depth_slope("", SIGNAL_WINDOW, GROUPING),
         Target::BacklogSlope,
     );
     add(
-        format!(
-            "sum by ({GROUPING}) (rate({}{{outcome=\"accepted\"}}[{w}]))",
-            promql::INGEST_RECORDS
-        ),
+        promql::accepted_rate("", SIGNAL_WINDOW, GROUPING),
         Target::Throughput,
     );
     queries.into_iter().collect()
-}
-
-/// Ingest backlog gauge of the data plane.
-const QUEUE_DEPTH: &str = "tailwarden_ingest_queue_depth_records";
-
-/// The error ratio of `slo` over `window` straight from the data plane's metrics. Freshness is
-/// sampled with a subquery rather than read from its recording rule, so the engine works whether
-/// or not the generated rules are installed.
-fn live_error_ratio(slo: &Slo, window: Duration) -> String {
-    match &slo.sli {
-        Sli::Freshness { max_lag } => format!(
-            "avg_over_time(({} > bool {})[{}:{}])",
-            promql::freshness_lag("", GROUPING),
-            max_lag.as_secs(),
-            prom_duration(window),
-            prom_duration(promql::FRESHNESS_STEP),
-        ),
-        _ => slo.error_ratio("", window, GROUPING),
-    }
 }
 
 fn record(r: &mut Readings, target: &Target, class: Option<&String>, value: f64) {
@@ -459,20 +434,5 @@ mod tests {
             13 * 5 + 7 + 5,
             "one more latency SLO over five windows"
         );
-    }
-
-    #[test]
-    fn freshness_reads_raw_metrics_over_any_window() {
-        let o = tailwarden_slo::objective::Objectives::reference();
-        let fresh = slos(&o)
-            .into_iter()
-            .find(|s| s.name == "freshness")
-            .unwrap();
-        let q = live_error_ratio(&fresh, Duration::from_secs(3600));
-        assert!(
-            q.starts_with("avg_over_time((time() - max by (namespace, pipeline)"),
-            "{q}"
-        );
-        assert!(q.contains("> bool 600)[1h:30s]"), "{q}");
     }
 }

@@ -16,6 +16,8 @@ use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use tailwarden_crds::RetailPipeline;
 
+pub mod prometheus;
+
 /// A client for the test cluster, from `KUBECONFIG`.
 pub async fn client() -> Client {
     Client::try_default()

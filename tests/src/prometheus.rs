@@ -1,0 +1,123 @@
+//! A real Prometheus server for tests: Debian's `prometheus`, started on loopback over TSDB blocks
+//! that `promtool tsdb create-blocks-from openmetrics` builds from an exact history.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A running Prometheus, killed when dropped.
+pub struct Prometheus {
+    /// Base URL, e.g. `http://127.0.0.1:39123`.
+    pub url: String,
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Prometheus {
+    /// Backfills `openmetrics` (text ending in `# EOF`) into a fresh TSDB and serves it.
+    pub async fn with_history(openmetrics: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "tailwarden-prom-{}",
+            std::process::id() as u64 * 1000 + rand_suffix()
+        ));
+        let data = dir.join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let input = dir.join("history.om");
+        std::fs::write(&input, openmetrics).unwrap();
+        let out = Command::new("promtool")
+            .args(["tsdb", "create-blocks-from", "openmetrics"])
+            .arg(&input)
+            .arg(&data)
+            .output()
+            .expect("promtool runs: install it with tests/prometheus/install.sh");
+        assert!(
+            out.status.success(),
+            "promtool backfill failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let config = dir.join("prometheus.yml");
+        std::fs::write(&config, "global:\n  scrape_interval: 15s\n").unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{port}");
+        let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", data.display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--storage.tsdb.retention.time=400d")
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("prometheus starts: install it with tests/prometheus/install.sh");
+        let prometheus = Self { url, child, dir };
+        let ready = format!("{}/-/ready", prometheus.url);
+        crate::wait_for(
+            "Prometheus to be ready",
+            Duration::from_secs(60),
+            || async {
+                let ok = reqwest::get(&ready).await.ok()?.status().is_success();
+                ok.then_some(())
+            },
+        )
+        .await;
+        prometheus
+    }
+
+    /// The server log, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::from(d.subsec_nanos()) % 1000)
+        .unwrap_or(0)
+}
+
+/// Writes OpenMetrics text: one family at a time, each series in time order.
+#[derive(Default)]
+pub struct History {
+    text: String,
+}
+
+impl History {
+    /// Starts a metric family of `kind` (`counter`, `gauge`, `histogram`).
+    pub fn family(&mut self, name: &str, kind: &str) -> &mut Self {
+        self.text.push_str(&format!("# TYPE {name} {kind}\n"));
+        self
+    }
+
+    /// Adds a series sampled at `times` (unix seconds) with `value(t)`.
+    pub fn series(
+        &mut self,
+        name: &str,
+        labels: &str,
+        times: &[i64],
+        value: impl Fn(i64) -> f64,
+    ) -> &mut Self {
+        for &t in times {
+            self.text
+                .push_str(&format!("{name}{{{labels}}} {} {t}\n", value(t)));
+        }
+        self
+    }
+
+    /// The OpenMetrics text, terminated by `# EOF`.
+    pub fn finish(&mut self) -> String {
+        format!("{}# EOF\n", self.text)
+    }
+}
