@@ -1,5 +1,5 @@
 //! The read API. Each request is one query class, answered from the response cache or by
-//! single-partition reads under a deadline. There are no retries here: a read that misses its
+//! single-partition reads under a deadline. There are no retries here: a read past its
 //! deadline fails fast with 503 and the caller decides.
 
 use std::collections::HashMap;
@@ -91,12 +91,12 @@ fn at_param(q: &HashMap<String, String>) -> Result<Option<i64>, BadRequest> {
 
 impl ServeState {
     /// Answers from the response cache or computes under the deadline; records the SLIs.
-    async fn answer(
-        self: Arc<Self>,
+    fn answer(
+        &self,
         class: &'static str,
         partition: Result<String, BadRequest>,
         cache_key: impl FnOnce(&str) -> String,
-        compute: impl FnOnce(&Reader, &str) -> Result<Answer, String> + Send + 'static,
+        compute: impl FnOnce(&Reader, &str) -> Result<Answer, String>,
     ) -> Response {
         let started = Instant::now();
         let (status, body) = match partition {
@@ -108,7 +108,7 @@ impl ServeState {
                 let key = format!("{}|{}", self.reader.snapshot(), cache_key(&partition));
                 match self.responses.get(&key) {
                     Some(hit) => hit.as_ref().clone(),
-                    None => self.compute(key, partition, compute).await,
+                    None => self.compute(key, partition, started, compute),
                 }
             }
         };
@@ -126,42 +126,39 @@ impl ServeState {
         (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
     }
 
-    async fn compute(
-        self: &Arc<Self>,
+    /// Reads under the deadline. The embedded store answers from memory or its block cache in
+    /// microseconds, so the read runs inline on the request's task (a hand-off to a blocking
+    /// pool cost more than the read itself); a request that has already spent its deadline
+    /// waiting is failed fast instead of adding load.
+    fn compute(
+        &self,
         key: String,
         partition: String,
-        compute: impl FnOnce(&Reader, &str) -> Result<Answer, String> + Send + 'static,
+        started: Instant,
+        compute: impl FnOnce(&Reader, &str) -> Result<Answer, String>,
     ) -> (StatusCode, Bytes) {
+        if started.elapsed() >= self.read_timeout {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json_bytes(&error_body("timeout", "read deadline exceeded")),
+            );
+        }
         let ticket = self.reader.ticket();
-        let reader = self.reader.clone();
-        let part = partition.clone();
-        let task = tokio::task::spawn_blocking(move || compute(&reader, &part));
-        match tokio::time::timeout(self.read_timeout, task).await {
-            Ok(Ok(Ok(answer))) => {
+        match compute(&self.reader, &partition) {
+            Ok(answer) => {
                 let body = json_bytes(&answer.body);
                 let cached = Arc::new((answer.status, body.clone()));
                 self.responses
                     .insert(key, cached, answer.ttl, &partition, ticket);
                 (answer.status, body)
             }
-            Ok(Ok(Err(e))) => {
+            Err(e) => {
                 tracing::warn!(error = %e, "read failed");
                 (
                     StatusCode::SERVICE_UNAVAILABLE,
                     json_bytes(&error_body("store_error", "the store could not answer")),
                 )
             }
-            Ok(Err(join)) => {
-                tracing::error!(error = %join, "read task failed");
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    json_bytes(&error_body("internal", "read failed")),
-                )
-            }
-            Err(_) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                json_bytes(&error_body("timeout", "read deadline exceeded")),
-            ),
         }
     }
 }
@@ -189,7 +186,7 @@ fn point_route(
     query_class: &'static str,
     raw_id: String,
     sub: Option<(&'static str, String)>,
-) -> impl Future<Output = Response> {
+) -> Response {
     let parsed = id(&raw_id, class.key_fields()[0], false).and_then(|pid| {
         let sub = match &sub {
             None => None,
@@ -223,7 +220,7 @@ fn point_route(
 }
 
 async fn product(State(s): Shared, Path(pid): Path<String>) -> Response {
-    point_route(s, Class::Product, "product", pid, None).await
+    point_route(s, Class::Product, "product", pid, None)
 }
 
 async fn inventory(State(s): Shared, Path((pid, loc)): Path<(String, String)>) -> Response {
@@ -234,7 +231,6 @@ async fn inventory(State(s): Shared, Path((pid, loc)): Path<(String, String)>) -
         pid,
         Some(("location", loc)),
     )
-    .await
 }
 
 async fn fulfillment(State(s): Shared, Path((pid, region)): Path<(String, String)>) -> Response {
@@ -245,19 +241,18 @@ async fn fulfillment(State(s): Shared, Path((pid, region)): Path<(String, String
         pid,
         Some(("region", region)),
     )
-    .await
 }
 
 async fn category(State(s): Shared, Path(id): Path<String>) -> Response {
-    point_route(s, Class::Category, "category", id, None).await
+    point_route(s, Class::Category, "category", id, None)
 }
 
 async fn brand(State(s): Shared, Path(id): Path<String>) -> Response {
-    point_route(s, Class::Brand, "brand", id, None).await
+    point_route(s, Class::Brand, "brand", id, None)
 }
 
 async fn attribute(State(s): Shared, Path(id): Path<String>) -> Response {
-    point_route(s, Class::Attribute, "attribute", id, None).await
+    point_route(s, Class::Attribute, "attribute", id, None)
 }
 
 /// The price answer at `at` (now if absent); never cached past the window's end.
@@ -308,7 +303,6 @@ async fn price(
             })
         },
     )
-    .await
 }
 
 /// Product + current price + inventory at one location + fulfillment for one region, all from
@@ -377,5 +371,4 @@ async fn product_detail(
             })
         },
     )
-    .await
 }
