@@ -135,3 +135,92 @@ impl Reader {
 pub fn valid_to(entity: &Entity) -> Option<i64> {
     entity.get("valid_to").and_then(serde_json::Value::as_i64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::CacheCounters;
+    use crate::feed::InProcessFeed;
+    use crate::metrics::Metrics;
+    use crate::model::{SubKey, Update, Version};
+    use crate::store::WriteSet;
+    use crate::store::embedded::EmbeddedStore;
+    use prometheus_client::metrics::counter::Counter;
+
+    fn price(from: i64, to: Option<i64>, amount: f64) -> (EntityKey, Entity) {
+        let key = EntityKey {
+            class: Class::Pricing,
+            id: "P1".into(),
+            sub: Some(SubKey::Time(from)),
+        };
+        let mut payload = std::collections::BTreeMap::new();
+        payload.insert("amount".to_string(), serde_json::json!(amount));
+        if let Some(to) = to {
+            payload.insert("valid_to".to_string(), serde_json::json!(to));
+        }
+        let mut entity = Entity::default();
+        crate::merge::apply(
+            &mut entity,
+            &Update {
+                event_id: format!("p{from}"),
+                key: key.clone(),
+                version: Version {
+                    event_time_ms: 1,
+                    sequence: 0,
+                    event_hash: 0,
+                },
+                payload,
+                non_critical: false,
+            },
+        );
+        (key, entity)
+    }
+
+    #[test]
+    fn price_in_effect_skips_windows_that_ended() {
+        let dir = std::env::temp_dir().join(format!("tailwarden-reader-{}", fastrand::u64(..)));
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir, 1 << 20).unwrap());
+        let mut set = WriteSet::default();
+        // A base price from t=100, a promotion [200, 300), a future price from 1000.
+        for (k, e) in [
+            price(100, None, 10.0),
+            price(200, Some(300), 7.0),
+            price(1000, None, 12.0),
+        ] {
+            set.entities.push((Layer::Stream, k, e));
+        }
+        store.commit(&set).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let snapshots = Arc::new(
+            Snapshots::open(store.clone(), Arc::new(InProcessFeed::default()), metrics).unwrap(),
+        );
+        let inv = Arc::new(Invalidation::new(Counter::default()));
+        let reader = Reader::new(
+            store,
+            snapshots,
+            Cache::new(10, inv.clone(), CacheCounters::default()),
+            inv,
+            CacheTtls::default(),
+        );
+        let amount_at = |t| {
+            reader
+                .price_at("P1", t)
+                .unwrap()
+                .and_then(|(_, e)| e.get("amount").cloned())
+        };
+        assert_eq!(amount_at(50), None, "no price before the first window");
+        assert_eq!(amount_at(150), Some(serde_json::json!(10.0)));
+        assert_eq!(
+            amount_at(250),
+            Some(serde_json::json!(7.0)),
+            "promotion in effect"
+        );
+        assert_eq!(
+            amount_at(300),
+            Some(serde_json::json!(10.0)),
+            "valid_to is exclusive"
+        );
+        assert_eq!(amount_at(5000), Some(serde_json::json!(12.0)));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
