@@ -141,6 +141,7 @@ pub async fn run(
             ),
             jobs: tx,
             max_body_bytes,
+            queue_capacity: config.ingest.queue_capacity,
             paused,
             snapshots: snapshots.clone(),
             spool_dir: path.clone(),

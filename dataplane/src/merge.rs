@@ -22,19 +22,23 @@ pub enum Applied {
 pub fn apply(entity: &mut Entity, update: &Update) -> Applied {
     let mut applied = Applied::Stale;
     for (name, value) in &update.payload {
-        let wins = entity
-            .fields
-            .get(name)
-            .is_none_or(|f| f.version < update.version);
-        if wins {
-            entity.fields.insert(
-                name.clone(),
-                Field {
-                    value: value.clone(),
-                    version: update.version,
-                },
-            );
-            applied = Applied::Changed;
+        match entity.fields.get_mut(name) {
+            Some(field) if field.version < update.version => {
+                field.value = value.clone();
+                field.version = update.version;
+                applied = Applied::Changed;
+            }
+            Some(_) => {}
+            None => {
+                entity.fields.insert(
+                    name.clone(),
+                    Field {
+                        value: value.clone(),
+                        version: update.version,
+                    },
+                );
+                applied = Applied::Changed;
+            }
         }
     }
     applied
@@ -64,9 +68,14 @@ pub fn coalesce<'a>(
     let mut states: BTreeMap<EntityKey, Entity> = BTreeMap::new();
     let mut outcomes = Vec::new();
     for update in updates {
-        let entity = states
-            .entry(update.key.clone())
-            .or_insert_with_key(|key| current(key));
+        // Look up before inserting: most updates hit a key already in the batch, and the
+        // entry API would clone the key every time.
+        let entity = match states.get_mut(&update.key) {
+            Some(e) => e,
+            None => states
+                .entry(update.key.clone())
+                .or_insert_with_key(|key| current(key)),
+        };
         outcomes.push(apply(entity, update));
     }
     (states, outcomes)

@@ -169,3 +169,70 @@ async fn oversized(base: &str) -> String {
     let n = stream.read(&mut buf).await.unwrap();
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_answers_429_with_retry_after() {
+    let dir = temp_dir("backpressure");
+    let config = dir.join("config.yaml");
+    // A long linger keeps the first batch queued (admitted, not yet durable) while we probe.
+    std::fs::write(
+        &config,
+        "ingest:\n  partitions: 4\n  queueCapacity: 100\n  batch: {maxRecords: 1000, linger: 3s}\n  deadLetter: {retention: 1h, maxRecords: 100}\n",
+    )
+    .unwrap();
+    let server = Server::start(&dir.join("data"), &["--config", config.to_str().unwrap()]).await;
+    let batch = |tag: &str, n: usize| -> String {
+        (0..n)
+            .map(|i| inventory(&format!("{tag}-{i}"), &format!("Q{i}"), "S1", 1, 1, 1))
+            .collect()
+    };
+    let first = {
+        let url = format!("{}/v1/updates", server.ingest);
+        let body = batch("first", 60);
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(url)
+                .header("content-type", "application/x-ndjson")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    support::eventually(
+        "60 records queued",
+        std::time::Duration::from_secs(10),
+        || async {
+            let text = reqwest::get(format!("{}/metrics", server.metrics))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            text.contains("tailwarden_ingest_queue_depth_records 60")
+                .then_some(())
+        },
+    )
+    .await;
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/updates", server.ingest))
+        .header("content-type", "application/x-ndjson")
+        .body(batch("second", 60))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 429);
+    assert_eq!(response.headers()["retry-after"], "1");
+    // A batch that can never fit is refused as too large, not told to retry.
+    let (status, body) = server.post_updates(batch("huge", 101)).await;
+    assert_eq!(status, 413, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("queueCapacity"),
+        "{body}"
+    );
+    // The queued batch is still committed and acknowledged.
+    assert_eq!(first.await.unwrap(), 200);
+    assert_eq!(server.get("/v1/inventory/Q59/S1").await.0, 200);
+}

@@ -43,6 +43,8 @@ pub struct IngestState {
     pub jobs: SyncSender<Job>,
     /// Largest request body.
     pub max_body_bytes: usize,
+    /// `ingest.queueCapacity`: a batch larger than this can never be admitted.
+    pub queue_capacity: usize,
     /// `degradation.pauseNonCritical`, switchable at run time.
     pub paused: Arc<AtomicBool>,
     /// Snapshot lifecycle.
@@ -170,6 +172,17 @@ async fn ingest(s: &Arc<IngestState>, headers: &HeaderMap, body: Body) -> Respon
         Ok(Err(e)) => return error(StatusCode::BAD_REQUEST, "malformed_body", e),
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e),
     };
+    if items.len() > s.queue_capacity {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "batch_too_large",
+            format!(
+                "batch of {} records exceeds ingest.queueCapacity ({}); split it",
+                items.len(),
+                s.queue_capacity
+            ),
+        );
+    }
     let Some(_permit) = s.admission.records(items.len()) else {
         return too_busy("ingest queue is full");
     };
