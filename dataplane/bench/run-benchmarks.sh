@@ -63,7 +63,7 @@ run_b() {
   [ -f "$W/snap-100k.ndjson" ] || "$T/tailwarden-loadgen" snapshot --products 100000 --locations 2 --regions 1 --out "$W/snap-100k.ndjson"
   start "$W/b" --writer-cache-entries 1000000
   load_snapshot "$W/snap-100k.ndjson"
-  "$T/tailwarden-loadgen" run $ADDRS --read-rate 50000 --write-rate 100000 --batch 2000 --read-connections 32 --write-connections 4 --duration "$DUR" --keys 100000 || true
+  "$T/tailwarden-loadgen" run $ADDRS --read-rate 50000 --write-rate 100000 --batch 2000 --read-connections 32 --write-connections 4 --probe-rate 50 --duration "$DUR" --keys 100000 || true
   quantile tailwarden_ingest_lag_seconds 0.99
   quantile tailwarden_read_duration_seconds 0.99
   metrics "cache_(hits|misses|evictions)_total|read_requests_total"

@@ -95,6 +95,10 @@ struct RunArgs {
     /// Read mix as weights: product,pricing,inventory,fulfillment,productDetail.
     #[arg(long, default_value = "30,25,20,5,20")]
     read_mix: String,
+    /// Freshness probes per second (0 = none): each writes one update stamped now and polls the
+    /// read API until it is visible; reports event-to-visible latency.
+    #[arg(long, default_value_t = 0)]
+    probe_rate: u64,
 }
 
 /// Zipf-distributed ranks 0..n by inverse CDF lookup.
@@ -344,6 +348,80 @@ async fn worker(
     stats
 }
 
+/// One freshness probe: write a unique quantity to a probe key, poll until it reads back.
+/// Returns event time → first read that shows it, or `None` if it never showed within 30 s.
+async fn probe(shared: &Shared, n: u64) -> anyhow::Result<Option<Duration>> {
+    let mut writer = connect(shared.args.ingest).await?;
+    let mut reader = connect(shared.args.serve).await?;
+    let product = format!("PROBE{}", n % 64);
+    let event = Instant::now();
+    let now = chrono::Utc::now().timestamp_millis();
+    let body = format!(
+        r#"{{"event_id":"probe-{}-{n}","class":"inventory","schema_version":2,"key":{{"product_id":"{product}","location":"S0"}},"event_time":{now},"sequence":{n},"payload":{{"quantity":{n}}}}}"#,
+        shared.run_id
+    );
+    let request = Request::post("/v1/updates")
+        .header("host", shared.args.ingest.to_string())
+        .header("content-type", "application/x-ndjson")
+        .body(Full::new(Bytes::from(body)))?;
+    writer.ready().await?;
+    let resp = writer.send_request(request).await?;
+    anyhow::ensure!(
+        resp.status().is_success(),
+        "probe write failed: {}",
+        resp.status()
+    );
+    resp.into_body().collect().await?;
+    let expected = format!(r#""quantity":{n}"#);
+    while event.elapsed() < Duration::from_secs(30) {
+        let request = Request::get(format!("/v1/inventory/{product}/S0"))
+            .header("host", shared.args.serve.to_string())
+            .body(Full::new(Bytes::new()))?;
+        reader.ready().await?;
+        let body = reader
+            .send_request(request)
+            .await?
+            .into_body()
+            .collect()
+            .await?
+            .to_bytes();
+        if std::str::from_utf8(&body).is_ok_and(|b| b.contains(&expected)) {
+            return Ok(Some(event.elapsed()));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok(None)
+}
+
+async fn probes(shared: Arc<Shared>) -> Stats {
+    let mut stats = Stats::new();
+    let interval = Duration::from_secs_f64(1.0 / shared.args.probe_rate as f64);
+    let start = Instant::now();
+    let end = start + Duration::from_secs(shared.args.duration);
+    let mut tasks = Vec::new();
+    let mut next = start;
+    let mut n = 1;
+    while next < end {
+        let shared = shared.clone();
+        let id = n;
+        tasks.push(tokio::spawn(async move { probe(&shared, id).await }));
+        n += 1;
+        next += interval;
+        tokio::time::sleep_until(next.into()).await;
+    }
+    for t in tasks {
+        match t.await {
+            Ok(Ok(Some(d))) => {
+                stats.ok += 1;
+                stats.units += 1;
+                let _ = stats.hist.record((d.as_micros() as u64).max(1));
+            }
+            _ => stats.failed += 1,
+        }
+    }
+    stats
+}
+
 /// Enqueues intended send times at `rate` per second for `duration`.
 async fn dispatch(rate: f64, duration: Duration, queue: async_channel::Sender<Instant>) {
     let start = Instant::now();
@@ -449,6 +527,7 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
             args.write_connections,
         ))
     });
+    let probing = (args.probe_rate > 0).then(|| tokio::spawn(probes(shared.clone())));
     let mut met = true;
     let elapsed = |s: Instant| s.elapsed().max(Duration::from_secs(args.duration));
     if let Some(r) = reads {
@@ -461,6 +540,16 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
             "writes",
             "updates",
             args.write_rate,
+            &stats,
+            elapsed(started),
+        );
+    }
+    if let Some(p) = probing {
+        let stats = p.await?;
+        met &= report(
+            "freshness",
+            "probes",
+            args.probe_rate,
             &stats,
             elapsed(started),
         );
