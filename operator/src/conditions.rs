@@ -20,6 +20,8 @@ pub const BUDGET_EXHAUSTED: &str = "BudgetExhausted";
 pub const DEGRADED: &str = "Degraded";
 /// Whether every SLI could be read from Prometheus; names the missing ones.
 pub const METRICS_AVAILABLE: &str = "MetricsAvailable";
+/// Whether the PrometheusRule and PodMonitor are in place.
+pub const MONITORING_CONFIGURED: &str = "MonitoringConfigured";
 
 /// What the reconciler saw of one workload.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -75,6 +77,8 @@ pub struct Observation {
     pub verdict: Option<Verdict>,
     /// The rollout plan that was applied.
     pub rollout: RolloutPlan,
+    /// Whether the monitoring objects were applied, or why not.
+    pub monitoring: Result<(), String>,
 }
 
 /// The new status. Conditions keep their `lastTransitionTime` while their status is unchanged,
@@ -130,6 +134,26 @@ pub fn status(
             "RolloutComplete",
             format!("version {} is rolled out", obs.version),
         );
+    }
+    match &obs.monitoring {
+        Ok(()) => upsert(
+            &mut conditions,
+            MONITORING_CONFIGURED,
+            "True",
+            "Applied",
+            "PrometheusRule and PodMonitor are applied".into(),
+            obs.generation,
+            now,
+        ),
+        Err(why) => upsert(
+            &mut conditions,
+            MONITORING_CONFIGURED,
+            "False",
+            "Skipped",
+            why.clone(),
+            obs.generation,
+            now,
+        ),
     }
     match &obs.verdict {
         Some(verdict) => slo_conditions(&mut conditions, verdict, obs, now),
@@ -378,6 +402,7 @@ mod tests {
                 held_back: false,
                 overridden: false,
             },
+            monitoring: Err("monitoring.coreos.com CRDs are not installed".into()),
         }
     }
 
@@ -450,7 +475,12 @@ mod tests {
             condition(&changed, READY).unwrap().last_transition_time,
             Time(at(120))
         );
-        assert_eq!(changed.conditions.len(), 6, "one entry per type");
+        assert_eq!(changed.conditions.len(), 7, "one entry per type");
+        let monitoring = condition(&changed, MONITORING_CONFIGURED).unwrap();
+        assert_eq!(
+            (monitoring.status.as_str(), monitoring.reason.as_str()),
+            ("False", "Skipped")
+        );
     }
 
     #[test]

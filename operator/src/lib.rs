@@ -12,6 +12,7 @@ pub mod error;
 pub mod evaluation;
 pub mod leader;
 pub mod metrics;
+pub mod monitoring;
 pub mod reconciler;
 pub mod rollout;
 pub mod server;

@@ -29,10 +29,13 @@ use crate::dataplane_config;
 use crate::decisions::{Applied, Decision, decisions};
 use crate::engine::{Engine, EngineConfig};
 use crate::error::{Error, ErrorClass, classify};
+use crate::evaluation;
 use crate::metrics::Metrics;
+use crate::monitoring;
 use crate::rollout::{self, RolloutInput};
 use crate::topology::Topology;
 use crate::verdict::Verdicts;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 
 /// The field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "tailwarden-operator";
@@ -194,8 +197,10 @@ pub async fn reconcile(pipeline: Arc<RetailPipeline>, ctx: Arc<Context>) -> Resu
             &spec.serve.replicas,
         ),
     };
-    let (observed, spec_error) = match dataplane_config::render(spec, degraded) {
-        Ok(config) => {
+    let rendered = dataplane_config::render(spec, degraded)
+        .and_then(|config| Ok((config, evaluation::objectives(spec)?)));
+    let (observed, spec_error, monitoring) = match rendered {
+        Ok((config, objectives)) => {
             // Act.
             let plan = Plan {
                 config,
@@ -206,14 +211,15 @@ pub async fn reconcile(pipeline: Arc<RetailPipeline>, ctx: Arc<Context>) -> Resu
             let observed =
                 apply_children(client, &ns, &children::desired(&pipeline, &plan)).await?;
             prune_other_topology(&ctx, &pipeline, &ns, topology).await?;
-            (observed, None)
+            let monitoring =
+                apply_monitoring(client, &ns, &pipeline, &rollout.version, &objectives).await?;
+            (observed, None, monitoring)
         }
         Err(spec_error) => {
             ctx.metrics.reconcile_failed(ErrorClass::Spec);
-            (
-                observe_existing(client, &ns, &name, topology).await?,
-                Some(spec_error),
-            )
+            let observed = observe_existing(client, &ns, &name, topology).await?;
+            let monitoring = Err("not applied: the spec cannot be used".to_owned());
+            (observed, Some(spec_error), monitoring)
         }
     };
 
@@ -228,6 +234,7 @@ pub async fn reconcile(pipeline: Arc<RetailPipeline>, ctx: Arc<Context>) -> Resu
         spec_error: spec_error.clone(),
         verdict: verdict.clone(),
         rollout: rollout.clone(),
+        monitoring,
     };
     let mut status = conditions::status(previous, &obs, now);
     let mut made = vec![];
@@ -285,6 +292,34 @@ pub async fn reconcile(pipeline: Arc<RetailPipeline>, ctx: Arc<Context>) -> Resu
     } else {
         RESYNC
     }))
+}
+
+/// Applies the PrometheusRule and PodMonitor when the Prometheus Operator's CRDs exist; otherwise
+/// says why they were skipped (the rules can still be rendered with `render-rules`).
+async fn apply_monitoring(
+    client: &Client,
+    ns: &str,
+    pipeline: &RetailPipeline,
+    version: &str,
+    objectives: &tailwarden_slo::objective::Objectives,
+) -> Result<Result<(), String>, Error> {
+    let crds = Api::<CustomResourceDefinition>::all(client.clone());
+    for crd in monitoring::REQUIRED_CRDS {
+        if get_opt(&crds, crd).await?.is_none() {
+            return Ok(Err(format!(
+                "the Prometheus Operator's CRD {crd} is not installed: PrometheusRule and PodMonitor skipped \
+                 (render plain rules with `render-rules`)"
+            )));
+        }
+    }
+    apply(
+        client,
+        ns,
+        &monitoring::prometheus_rule(pipeline, version, objectives),
+    )
+    .await?;
+    apply(client, ns, &monitoring::pod_monitor(pipeline, version)).await?;
+    Ok(Ok(()))
 }
 
 /// What the live workloads run: replica counts, the version in their templates, and whether a

@@ -17,6 +17,7 @@ use kube::{Api, Client};
 use tailwarden_crds::RetailPipeline;
 
 pub mod prometheus;
+pub mod scrape_target;
 
 /// A client for the test cluster, from `KUBECONFIG`.
 pub async fn client() -> Client {
@@ -138,8 +139,12 @@ pub fn cassandra_spec() -> serde_json::Value {
     spec
 }
 
+/// How often the in-process operator's SLO engine evaluates (the smallest interval allowed).
+pub const ENGINE_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Starts one in-process operator for this test binary, watching all namespaces, without leader
-/// election. It lives on its own thread and runtime, and dies with the test process.
+/// election, with the SLO engine evaluating every [`ENGINE_INTERVAL`]. It lives on its own thread
+/// and runtime, and dies with the test process.
 pub fn start_operator() {
     static STARTED: OnceLock<()> = OnceLock::new();
     STARTED.get_or_init(|| {
@@ -156,7 +161,17 @@ pub fn start_operator() {
                     "in-process-test-operator",
                 ));
                 ready_tx.send(()).expect("test thread waits");
-                tailwarden_operator::reconciler::run(ctx, None, None, std::future::pending()).await;
+                let engine = tailwarden_operator::engine::EngineConfig {
+                    interval: ENGINE_INTERVAL,
+                    ..Default::default()
+                };
+                tailwarden_operator::reconciler::run(
+                    ctx,
+                    None,
+                    Some(engine),
+                    std::future::pending(),
+                )
+                .await;
             });
         });
         ready_rx

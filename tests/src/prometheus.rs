@@ -16,10 +16,7 @@ pub struct Prometheus {
 impl Prometheus {
     /// Backfills `openmetrics` (text ending in `# EOF`) into a fresh TSDB and serves it.
     pub async fn with_history(openmetrics: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "tailwarden-prom-{}",
-            std::process::id() as u64 * 1000 + rand_suffix()
-        ));
+        let dir = fresh_dir();
         let data = dir.join("data");
         std::fs::create_dir_all(&data).unwrap();
         let input = dir.join("history.om");
@@ -35,8 +32,22 @@ impl Prometheus {
             "promtool backfill failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        Self::start(dir, "global:\n  scrape_interval: 15s\n").await
+    }
+
+    /// Scrapes `target` every second, keeping the labels the target sets (`namespace`, `pipeline`).
+    pub async fn scraping(target: std::net::SocketAddr) -> Self {
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: dataplane\n    honor_labels: true\n    static_configs:\n      - targets: [\"{target}\"]\n"
+        );
+        Self::start(fresh_dir(), &config).await
+    }
+
+    async fn start(dir: PathBuf, config_text: &str) -> Self {
+        let data = dir.join("data");
+        std::fs::create_dir_all(&data).unwrap();
         let config = dir.join("prometheus.yml");
-        std::fs::write(&config, "global:\n  scrape_interval: 15s\n").unwrap();
+        std::fs::write(&config, config_text).unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -67,6 +78,12 @@ impl Prometheus {
         prometheus
     }
 
+    /// Stops the server now (the test goes on without Prometheus).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// The server log, for failure messages.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default()
@@ -81,11 +98,14 @@ impl Drop for Prometheus {
     }
 }
 
-fn rand_suffix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::from(d.subsec_nanos()) % 1000)
-        .unwrap_or(0)
+fn fresh_dir() -> PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    std::env::temp_dir().join(format!(
+        "tailwarden-prom-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ))
 }
 
 /// Writes OpenMetrics text: one family at a time, each series in time order.
