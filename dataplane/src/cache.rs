@@ -6,7 +6,6 @@
 //! never re-insert stale data. Slots are a fixed array indexed by hash, so memory stays bounded;
 //! a collision only invalidates a little more than needed.
 
-use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
+use rustc_hash::FxHashMap;
 
 use crate::feed::{ChangeEvent, Invalidate};
 
@@ -99,9 +99,9 @@ pub struct CacheCounters {
 
 /// One cache layer.
 pub struct Cache<K, V> {
-    shards: Vec<Mutex<HashMap<K, Entry<V>>>>,
+    shards: Vec<Mutex<FxHashMap<K, Entry<V>>>>,
     per_shard: usize,
-    hasher: std::collections::hash_map::RandomState,
+    hasher: rustc_hash::FxBuildHasher,
     invalidation: Arc<Invalidation>,
     counters: CacheCounters,
 }
@@ -110,7 +110,9 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
     /// A cache of at most `max_entries` entries (0 disables it).
     pub fn new(max_entries: u64, invalidation: Arc<Invalidation>, counters: CacheCounters) -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(FxHashMap::default()))
+                .collect(),
             per_shard: (max_entries as usize).div_ceil(SHARDS),
             hasher: Default::default(),
             invalidation,
@@ -118,8 +120,9 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
         }
     }
 
-    fn shard(&self, key: &K) -> &Mutex<HashMap<K, Entry<V>>> {
-        &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
+    fn shard(&self, key: &K) -> &Mutex<FxHashMap<K, Entry<V>>> {
+        // High bits pick the shard; the low bits stay useful to the shard's own table.
+        &self.shards[(self.hasher.hash_one(key) >> 60) as usize % SHARDS]
     }
 
     /// A valid entry, or `None` (counted as a miss).
