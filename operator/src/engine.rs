@@ -24,7 +24,7 @@ use tailwarden_slo::scaling::ScalingState;
 use tracing::{info, warn};
 
 use crate::conditions::{DEGRADED, ROLLOUT_FROZEN, is_true};
-use crate::evaluation::{self, Readings, objectives, page_windows};
+use crate::evaluation::{self, Readings, budget_window, objectives, page_windows};
 use crate::metrics::Metrics;
 use crate::verdict::Verdicts;
 
@@ -251,7 +251,7 @@ impl Engine {
                 return readings;
             }
         };
-        let queries = distinct_queries(pipelines);
+        let queries = distinct_queries(pipelines, now);
         report.queries += queries.len();
         let at = now.timestamp();
         let timeout = self.config.query_timeout.as_millis() as i64;
@@ -314,7 +314,10 @@ impl Engine {
 
 /// Every distinct query the pipelines need, with what each answer feeds. Pipelines with the same
 /// SLO definitions share queries, so defaults cost the same for one pipeline or a thousand.
-fn distinct_queries(pipelines: &[&Arc<RetailPipeline>]) -> Vec<(String, Vec<Target>)> {
+fn distinct_queries(
+    pipelines: &[&Arc<RetailPipeline>],
+    now: DateTime<Utc>,
+) -> Vec<(String, Vec<Target>)> {
     let mut queries: BTreeMap<String, Vec<Target>> = BTreeMap::new();
     let mut add = |query: String, target: Target| {
         let targets = queries.entry(query).or_default();
@@ -326,9 +329,8 @@ fn distinct_queries(pipelines: &[&Arc<RetailPipeline>]) -> Vec<(String, Vec<Targ
         let Ok(objectives) = objectives(&p.spec) else {
             continue;
         };
-        let period = period(&objectives);
-        let mut windows = page_windows(period);
-        windows.push(period);
+        let mut windows = page_windows(period(&objectives));
+        windows.push(budget_window(&objectives, now));
         for slo in slos(&objectives) {
             for &window in &windows {
                 // Straight from the data plane's metrics: the engine works whether or not the
@@ -408,8 +410,8 @@ mod tests {
         let many: Vec<_> = (0..50)
             .map(|i| Arc::new(cassandra_pipeline(&format!("p{i}"))))
             .collect();
-        let q1 = distinct_queries(&one.iter().collect::<Vec<_>>());
-        let q50 = distinct_queries(&many.iter().collect::<Vec<_>>());
+        let q1 = distinct_queries(&one.iter().collect::<Vec<_>>(), Utc::now());
+        let q50 = distinct_queries(&many.iter().collect::<Vec<_>>(), Utc::now());
         assert_eq!(
             q1.len(),
             q50.len(),
@@ -428,7 +430,7 @@ mod tests {
         let mut custom = pipeline("b");
         custom.spec.slos.read_latency[0].p99 = "150ms".into();
         let ps = [Arc::new(pipeline("a")), Arc::new(custom)];
-        let q = distinct_queries(&ps.iter().collect::<Vec<_>>());
+        let q = distinct_queries(&ps.iter().collect::<Vec<_>>(), Utc::now());
         assert_eq!(
             q.len(),
             13 * 5 + 7 + 5,

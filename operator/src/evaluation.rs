@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use tailwarden_crds::{
     BudgetStatus, BurnRate, RetailPipelineSpec, SliStatus, WindowKind as SpecWindow,
 };
@@ -24,6 +24,25 @@ use tailwarden_slo::scaling::{
 
 use crate::spec_error::{SpecError, duration};
 use crate::verdict::{Scale, Verdict};
+
+/// The window the budget is counted over at `now`: the rolling window, or, for calendar months,
+/// the month so far (UTC), at least five minutes so the first minutes of a month have data.
+pub fn budget_window(objectives: &Objectives, now: DateTime<Utc>) -> Duration {
+    match objectives.window_kind {
+        WindowKind::Rolling => objectives.window,
+        WindowKind::CalendarMonth => {
+            let start = now
+                .date_naive()
+                .with_day(1)
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map(|t| t.and_utc())
+                .unwrap_or(now);
+            // Whole minutes, so the window is a valid PromQL range that pipelines can share.
+            let secs = (now - start).num_seconds().max(300) as u64 / 60 * 60;
+            Duration::from_secs(secs)
+        }
+    }
+}
 
 /// The windows the engine reads each SLO over: the page-alert pairs. The SLO period is added per
 /// pipeline for the budget.
@@ -127,7 +146,9 @@ pub fn objectives(spec: &RetailPipelineSpec) -> Result<Objectives, SpecError> {
 pub fn evaluate(ctx: &Context<'_>, readings: &Readings) -> Result<Outcome, SpecError> {
     let spec = ctx.spec;
     let objectives = objectives(spec)?;
+    // Burn-rate windows scale with the nominal period; the budget counts over `budget_window`.
     let period = period(&objectives);
+    let budget_window = budget_window(&objectives, ctx.now);
     let all_slos = slos(&objectives);
     let mut missing: Vec<String> = readings.failures.clone();
 
@@ -139,7 +160,7 @@ pub fn evaluate(ctx: &Context<'_>, readings: &Readings) -> Result<Outcome, SpecE
     for slo in &all_slos {
         let ratios = readings.error_ratios.get(&slo.name);
         let ratio = |w: &Duration| ratios.and_then(|r| r.get(w)).copied();
-        match ratio(&period) {
+        match ratio(&budget_window) {
             Some(r) => {
                 let b = budget(slo.target, r);
                 budgets.push((slo, b.remaining));
@@ -474,6 +495,28 @@ mod tests {
             !v.gates.freeze.closed,
             "50 % left is above the 25 % freeze threshold"
         );
+    }
+
+    #[test]
+    fn calendar_months_count_the_month_so_far() {
+        let mut o = objectives(&spec()).unwrap();
+        let now = DateTime::parse_from_rfc3339("2026-11-23T10:00:30Z")
+            .unwrap()
+            .to_utc();
+        assert_eq!(
+            budget_window(&o, now),
+            Duration::from_secs(30 * DAY),
+            "rolling by default"
+        );
+        o.window_kind = WindowKind::CalendarMonth;
+        assert_eq!(
+            budget_window(&o, now),
+            Duration::from_secs(22 * DAY + 10 * 3600)
+        );
+        let first_minute = DateTime::parse_from_rfc3339("2026-12-01T00:00:40Z")
+            .unwrap()
+            .to_utc();
+        assert_eq!(budget_window(&o, first_minute), Duration::from_secs(300));
     }
 
     #[test]

@@ -34,7 +34,7 @@ use crate::metrics::Metrics;
 use crate::monitoring;
 use crate::rollout::{self, RolloutInput};
 use crate::topology::Topology;
-use crate::verdict::Verdicts;
+use crate::verdict::{Verdict, Verdicts};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 
 /// The field manager of every server-side apply the operator makes.
@@ -156,12 +156,15 @@ pub async fn reconcile(pipeline: Arc<RetailPipeline>, ctx: Arc<Context>) -> Resu
     let verdict = ctx.verdicts.get(&ns, &name);
 
     // Decide.
+    // Until the engine has a verdict, hold what the status says; in a dry run, enforce nothing.
     let act = verdict.as_ref().filter(|v| !v.dry_run);
-    let frozen = act.map_or_else(
-        || is_true(previous, ROLLOUT_FROZEN),
-        |v| v.gates.freeze.closed,
-    );
-    let degraded = act.map_or_else(|| is_true(previous, DEGRADED), |v| v.gates.degrade.closed);
+    let enforce = |type_: &str, closed: fn(&Verdict) -> bool| match &verdict {
+        Some(v) if v.dry_run => false,
+        Some(v) => closed(v),
+        None => is_true(previous, type_),
+    };
+    let frozen = enforce(ROLLOUT_FROZEN, |v| v.gates.freeze.closed);
+    let degraded = enforce(DEGRADED, |v| v.gates.degrade.closed);
     let rollout = rollout::plan(&RolloutInput {
         spec_version: &spec.dataplane.version,
         running_version: live.version.as_deref(),

@@ -264,3 +264,67 @@ async fn a_p99_rise_scales_serve_and_a_growing_backlog_scales_ingest() {
     );
     delete_namespace(&s.client, &s.ns).await;
 }
+
+#[tokio::test]
+#[ignore = "needs the local cluster and Prometheus: run tests/run.sh"]
+async fn a_dry_run_decides_and_reports_without_acting() {
+    let s = setup(
+        "dryrun",
+        json!({"autoscaling": {"dryRun": true}, "slos": {"availability": {"targetPercent": 99.0}}}),
+    )
+    .await;
+    s.target.set(Traffic {
+        slow_reads: true,
+        errors_per_sec: 50.0,
+        ..Traffic::healthy()
+    });
+    let why = event_note(&s, "ScaleServe").await;
+    assert!(why.starts_with("dry run, not acted on"), "{why}");
+    let frozen = wait_condition(&s.api, "RolloutFrozen", "True", None).await;
+    assert!(frozen.contains("dry run: not enforced"), "{frozen}");
+    // Nothing was enforced: replicas stay, and a version change rolls out despite the burn.
+    assert_eq!(replicas(&s.deployments, "shop-serve").await, Some(2));
+    let patch = json!({"spec": {"dataplane": {"version": "2.0.0"}}});
+    s.api
+        .patch("shop", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    wait_for("version 2.0.0 to roll out in a dry run", T, || async {
+        (image(&s.deployments, "shop-serve").await? == "example.com/tailwarden/dataplane:2.0.0")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(replicas(&s.deployments, "shop-serve").await, Some(2));
+    delete_namespace(&s.client, &s.ns).await;
+}
+
+#[tokio::test]
+#[ignore = "needs the local cluster and Prometheus: run tests/run.sh"]
+async fn the_override_annotation_lets_an_emergency_fix_through_a_freeze() {
+    let s = setup(
+        "override",
+        json!({"slos": {"availability": {"targetPercent": 99.0}}}),
+    )
+    .await;
+    s.target.set(Traffic {
+        errors_per_sec: 50.0,
+        ..Traffic::healthy()
+    });
+    wait_condition(&s.api, "RolloutFrozen", "True", None).await;
+    let patch = json!({
+        "metadata": {"annotations": {"tailwarden.io/rollout-freeze-override": "hotfix for the 5xx burst"}},
+        "spec": {"dataplane": {"version": "1.0.1"}},
+    });
+    s.api
+        .patch("shop", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    wait_for("the fix to roll out through the freeze", T, || async {
+        (image(&s.deployments, "shop-serve").await? == "example.com/tailwarden/dataplane:1.0.1")
+            .then_some(())
+    })
+    .await;
+    let why = event_note(&s, "OverrideFreeze").await;
+    assert!(why.contains("1.0.1"), "{why}");
+    delete_namespace(&s.client, &s.ns).await;
+}
