@@ -98,6 +98,7 @@ pub async fn run(
     let (close_writer, writer_closing) = watch::channel(false);
     let mut servers = Vec::new();
     let mut writer_thread = None;
+    let store_failed = Arc::new(AtomicBool::new(false));
     let ingests = matches!(role, Role::Ingest | Role::Standalone);
     let serves = matches!(role, Role::Serve | Role::Standalone);
 
@@ -109,15 +110,16 @@ pub async fn run(
             feed.clone(),
             metrics.clone(),
             paused.clone(),
+            store_failed.clone(),
             WriterConfig {
                 max_records: config.ingest.batch.max_records as usize,
                 linger: config.ingest.batch.linger,
                 partitions: config.ingest.partitions,
                 dead_letter_max: config.ingest.dead_letter.max_records,
                 dead_letter_retention: config.ingest.dead_letter.retention,
+                dedup_window: tuning.dedup_window,
+                hot_entities: tuning.writer_cache_entries,
             },
-            tuning.dedup_window,
-            tuning.writer_cache_entries,
         )?;
         let source = ChannelSource {
             jobs: rx,
@@ -192,10 +194,11 @@ pub async fn run(
         snapshots: snapshots.clone(),
         require_snapshot: tuning.require_snapshot,
         stopping: AtomicBool::new(false),
+        store_failed,
     });
     let health_router = Router::new()
         .route("/metrics", get(metrics_text))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(health.clone());
     servers.push(
@@ -253,6 +256,20 @@ struct Health {
     snapshots: Arc<Snapshots>,
     require_snapshot: bool,
     stopping: AtomicBool,
+    store_failed: Arc<AtomicBool>,
+}
+
+/// Live unless a store commit failed: the engine may refuse every later write, and a restart
+/// recovers it from its journal.
+async fn healthz(State(h): State<Arc<Health>>) -> impl IntoResponse {
+    if h.store_failed.load(Ordering::Relaxed) {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store commit failed; restart to recover",
+        )
+    } else {
+        (StatusCode::OK, "ok")
+    }
 }
 
 async fn metrics_text(State(h): State<Arc<Health>>) -> impl IntoResponse {
@@ -270,6 +287,8 @@ async fn metrics_text(State(h): State<Arc<Health>>) -> impl IntoResponse {
 async fn readyz(State(h): State<Arc<Health>>) -> impl IntoResponse {
     if h.stopping.load(Ordering::Relaxed) {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+    } else if h.store_failed.load(Ordering::Relaxed) {
+        (StatusCode::SERVICE_UNAVAILABLE, "store commit failed")
     } else if h.require_snapshot && h.snapshots.active() == 0 {
         (StatusCode::SERVICE_UNAVAILABLE, "no active snapshot")
     } else {

@@ -37,6 +37,10 @@ pub struct WriterConfig {
     pub dead_letter_max: u64,
     /// Dead-letter retention by age.
     pub dead_letter_retention: Duration,
+    /// Event ids remembered for dedup.
+    pub dedup_window: usize,
+    /// Entity states kept in memory for hot keys.
+    pub hot_entities: usize,
 }
 
 /// The group-commit loop and its state.
@@ -46,6 +50,7 @@ pub struct Writer {
     metrics: Arc<Metrics>,
     dedup: DedupWindow,
     paused: Arc<AtomicBool>,
+    failed: Arc<AtomicBool>,
     config: WriterConfig,
     hot: HotEntities,
 }
@@ -91,19 +96,19 @@ impl Writer {
         feed: Arc<dyn ChangeFeed>,
         metrics: Arc<Metrics>,
         paused: Arc<AtomicBool>,
+        failed: Arc<AtomicBool>,
         config: WriterConfig,
-        dedup_window: usize,
-        hot_entities: usize,
     ) -> Result<Self, StoreError> {
-        let (entries, next) = store.dedup_window(dedup_window)?;
+        let (entries, next) = store.dedup_window(config.dedup_window)?;
         Ok(Self {
-            dedup: DedupWindow::restore(entries, next, dedup_window),
+            dedup: DedupWindow::restore(entries, next, config.dedup_window),
+            hot: HotEntities::new(config.hot_entities),
             store,
             feed,
             metrics,
             paused,
+            failed,
             config,
-            hot: HotEntities::new(hot_entities),
         })
     }
 
@@ -201,7 +206,7 @@ impl Writer {
         let result = self.stage(&to_apply, &update_at, &mut set, &mut outcomes);
         let (changed, unchanged) = match result {
             Ok(r) => r,
-            Err(e) => return fail(jobs, &e),
+            Err(e) => return self.fail(jobs, &e),
         };
         let hashes: Vec<u64> = to_apply
             .iter()
@@ -213,7 +218,7 @@ impl Writer {
         let started = Instant::now();
         let written = match self.store.commit(&set) {
             Ok(n) => n,
-            Err(e) => return fail(jobs, &e),
+            Err(e) => return self.fail(jobs, &e),
         };
         // A failed commit must not leave the hot states ahead of the store: they were taken
         // out for this batch and are put back only now.
@@ -341,6 +346,17 @@ impl Writer {
         m.ingest_deferred.set(self.store.deferred_count() as i64);
     }
 
+    /// Acknowledges nothing as durable: every job gets the error. A failed commit may have left
+    /// the engine poisoned (fjall refuses writes after a failed fsync), so the failure is also
+    /// raised to liveness: a restart recovers from the journal.
+    fn fail(&self, jobs: Vec<Job>, e: &StoreError) {
+        tracing::error!(error = %e, jobs = jobs.len(), "commit failed; batch not acknowledged");
+        self.failed.store(true, Ordering::Relaxed);
+        for job in jobs {
+            (job.ack)(Err(e.to_string()));
+        }
+    }
+
     /// Enforces dead-letter retention by count and age.
     fn housekeeping(&mut self) {
         let count = self.store.dead_letter_count();
@@ -375,10 +391,158 @@ impl Writer {
     }
 }
 
-/// Acknowledges nothing as durable: every job gets the error.
-fn fail(jobs: Vec<Job>, e: &StoreError) {
-    tracing::error!(error = %e, jobs = jobs.len(), "commit failed; batch not acknowledged");
-    for job in jobs {
-        (job.ack)(Err(e.to_string()));
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::feed::{InProcessFeed, Invalidate};
+    use crate::ingest::{ChannelSource, JobResult};
+    use crate::model::{Class, SubKey, Version};
+    use crate::store::embedded::EmbeddedStore;
+    use crate::store::{DedupEntries, SnapshotMeta};
+    use parking_lot::Mutex;
+
+    /// The embedded store, except that commits fail while `broken` is set.
+    struct FlakyStore {
+        inner: EmbeddedStore,
+        broken: AtomicBool,
+    }
+
+    impl Store for FlakyStore {
+        fn get(&self, layer: Layer, key: &EntityKey) -> Result<Option<Entity>, StoreError> {
+            self.inner.get(layer, key)
+        }
+        fn prices_at(
+            &self,
+            l: Layer,
+            p: &str,
+            at: i64,
+            d: usize,
+        ) -> Result<Vec<(EntityKey, Entity)>, StoreError> {
+            self.inner.prices_at(l, p, at, d)
+        }
+        fn commit(&self, set: &WriteSet) -> Result<u64, StoreError> {
+            if self.broken.load(Ordering::Relaxed) {
+                return Err(StoreError::Engine("disk on fire".into()));
+            }
+            self.inner.commit(set)
+        }
+        fn dedup_window(&self, max: usize) -> Result<(DedupEntries, u64), StoreError> {
+            self.inner.dedup_window(max)
+        }
+        fn dead_letters(
+            &self,
+            after: u64,
+            limit: usize,
+        ) -> Result<Vec<(u64, crate::store::DeadLetter)>, StoreError> {
+            self.inner.dead_letters(after, limit)
+        }
+        fn dead_letter_count(&self) -> u64 {
+            self.inner.dead_letter_count()
+        }
+        fn deferred(&self, limit: usize) -> Result<Vec<(u64, Update)>, StoreError> {
+            self.inner.deferred(limit)
+        }
+        fn deferred_count(&self) -> u64 {
+            self.inner.deferred_count()
+        }
+        fn snapshots(&self) -> Result<Vec<SnapshotMeta>, StoreError> {
+            self.inner.snapshots()
+        }
+        fn put_snapshot_meta(&self, m: &SnapshotMeta, a: bool) -> Result<(), StoreError> {
+            self.inner.put_snapshot_meta(m, a)
+        }
+        fn set_active_snapshot(&self, v: u64) -> Result<(), StoreError> {
+            self.inner.set_active_snapshot(v)
+        }
+        fn active_snapshot(&self) -> Result<Option<u64>, StoreError> {
+            self.inner.active_snapshot()
+        }
+        fn discard_snapshot(&self, v: u64) -> Result<(), StoreError> {
+            self.inner.discard_snapshot(v)
+        }
+    }
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<ChangeEvent>>);
+
+    impl Invalidate for Recorder {
+        fn invalidate(&self, events: &[ChangeEvent]) {
+            self.0.lock().extend_from_slice(events);
+        }
+    }
+
+    fn update(id: &str, qty: i64) -> Item {
+        Item::Update(Update {
+            event_id: id.into(),
+            key: EntityKey {
+                class: Class::Inventory,
+                id: "P1".into(),
+                sub: Some(SubKey::Code("S1".into())),
+            },
+            version: Version {
+                event_time_ms: qty,
+                sequence: 0,
+                event_hash: crate::model::event_hash(id),
+            },
+            payload: [("quantity".to_string(), serde_json::json!(qty))].into(),
+            non_critical: false,
+        })
+    }
+
+    #[test]
+    fn a_failed_commit_acknowledges_nothing_and_publishes_nothing() {
+        let dir = std::env::temp_dir().join(format!("tailwarden-writer-{}", fastrand::u64(..)));
+        let store = Arc::new(FlakyStore {
+            inner: EmbeddedStore::open(&dir, 1 << 20).unwrap(),
+            broken: AtomicBool::new(true),
+        });
+        let feed = Arc::new(InProcessFeed::default());
+        let recorder = Arc::new(Recorder::default());
+        feed.subscribe(recorder.clone());
+        let failed = Arc::new(AtomicBool::new(false));
+        let writer = Writer::new(
+            store.clone(),
+            feed,
+            Arc::new(Metrics::new()),
+            Arc::new(AtomicBool::new(false)),
+            failed.clone(),
+            WriterConfig {
+                max_records: 100,
+                linger: Duration::ZERO,
+                partitions: 4,
+                dead_letter_max: 10,
+                dead_letter_retention: Duration::from_secs(60),
+                dedup_window: 100,
+                hot_entities: 100,
+            },
+        )
+        .unwrap();
+        let (tx, rx) = std::sync::mpsc::sync_channel(4);
+        let (close, closing) = tokio::sync::watch::channel(false);
+        let thread = std::thread::spawn(move || writer.run(ChannelSource { jobs: rx, closing }));
+        let submit = |items| -> JobResult {
+            let (job, result) = Job::new(items);
+            tx.send(job).unwrap();
+            result.blocking_recv().unwrap()
+        };
+
+        assert!(submit(vec![update("e1", 1)]).is_err());
+        assert!(
+            failed.load(Ordering::Relaxed),
+            "liveness must see the failure"
+        );
+        assert!(recorder.0.lock().is_empty(), "nothing may become visible");
+        store.broken.store(false, Ordering::Relaxed);
+        // The same event is not remembered as applied: its retry is accepted, not deduplicated.
+        assert_eq!(
+            submit(vec![update("e1", 1)]).unwrap(),
+            vec![Outcome::Accepted]
+        );
+        assert_eq!(recorder.0.lock().len(), 1);
+
+        close.send(true).unwrap();
+        drop(tx);
+        thread.join().unwrap();
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
