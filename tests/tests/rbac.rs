@@ -1,0 +1,810 @@
+//! The Helm chart's RBAC is exactly enough for the operator: the operator binary, running with a
+//! token of the chart's ServiceAccount and nothing else, reconciles a pipeline to Ready, and that
+//! ServiceAccount can do nothing beyond what the operator calls.
+//!
+//! helm comes from `$TAILWARDEN_CACHE/bin/helm` (built by `tests/helm/build.sh`, which
+//! `tests/run.sh` calls).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use kube::api::{DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
+use kube::discovery::Scope;
+use kube::{Api, Client, Resource};
+use serde_json::{Value, json};
+use tailwarden_crds::RetailPipeline;
+use tailwarden_tests::*;
+
+const T: Duration = Duration::from_secs(90);
+const LEASE: &str = "tailwarden-operator";
+
+fn cache_dir() -> PathBuf {
+    std::env::var_os("TAILWARDEN_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/tailwarden")
+        })
+}
+
+fn helm() -> PathBuf {
+    let helm = cache_dir().join("bin/helm");
+    assert!(
+        helm.is_file(),
+        "{} is missing: run tests/helm/build.sh (tests/run.sh does)",
+        helm.display()
+    );
+    helm
+}
+
+fn chart() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/tailwarden")
+}
+
+/// Runs a command, panics with its output unless it succeeds, returns its stdout.
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// `helm template` of the chart as release `release` in `namespace`, one JSON value per object.
+fn render(release: &str, namespace: &str, set: &[&str]) -> Vec<Value> {
+    let mut cmd = Command::new(helm());
+    cmd.args(["template", release])
+        .arg(chart())
+        .args(["--namespace", namespace]);
+    for s in set {
+        cmd.args(["--set", s]);
+    }
+    let yaml = run(&mut cmd);
+    serde_yaml::Deserializer::from_str(&yaml)
+        .filter_map(|doc| {
+            let v: Value = serde::Deserialize::deserialize(doc).expect("helm renders YAML");
+            (!v.is_null()).then_some(v)
+        })
+        .collect()
+}
+
+fn of_kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    objects.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+/// Every rule of every Role and ClusterRole, as (kind/name, rule).
+fn all_rules(objects: &[Value]) -> Vec<(String, Value)> {
+    objects
+        .iter()
+        .filter(|o| o["kind"] == "Role" || o["kind"] == "ClusterRole")
+        .flat_map(|o| {
+            let who = format!("{}/{}", o["kind"], o["metadata"]["name"]);
+            o["rules"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(move |r| (who.clone(), r))
+        })
+        .collect()
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The rules the operator needs on namespaced resources: (apiGroup, resource, verbs).
+const NAMESPACED_RULES: &[(&str, &str, &[&str])] = &[
+    (
+        "tailwarden.io",
+        "retailpipelines",
+        &["get", "list", "watch", "patch"],
+    ),
+    ("tailwarden.io", "retailpipelines/status", &["get", "patch"]),
+    ("tailwarden.io", "retailpipelines/finalizers", &["update"]),
+    ("apps", "deployments", CHILD_VERBS),
+    ("apps", "statefulsets", CHILD_VERBS),
+    ("", "services", CHILD_VERBS),
+    ("", "configmaps", CHILD_VERBS),
+    ("policy", "poddisruptionbudgets", CHILD_VERBS),
+    ("events.k8s.io", "events", &["create", "patch"]),
+    ("monitoring.coreos.com", "prometheusrules", CHILD_VERBS),
+    ("monitoring.coreos.com", "servicemonitors", CHILD_VERBS),
+];
+const CHILD_VERBS: &[&str] = &["get", "list", "watch", "create", "patch", "delete"];
+const CLUSTER_RULES: &[(&str, &str, &[&str])] = &[(
+    "apiextensions.k8s.io",
+    "customresourcedefinitions",
+    &["get", "list", "watch"],
+)];
+
+/// Flattens rules into (apiGroup, resource, verb, resourceNames) grants.
+fn grants(rules: &[&Value]) -> BTreeSet<(String, String, String, Vec<String>)> {
+    let mut out = BTreeSet::new();
+    for r in rules {
+        for g in strings(&r["apiGroups"]) {
+            for res in strings(&r["resources"]) {
+                for v in strings(&r["verbs"]) {
+                    out.insert((g.clone(), res.clone(), v, strings(&r["resourceNames"])));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn expected(table: &[(&str, &str, &[&str])]) -> BTreeSet<(String, String, String, Vec<String>)> {
+    table
+        .iter()
+        .flat_map(|(g, r, verbs)| {
+            verbs
+                .iter()
+                .map(move |v| (g.to_string(), r.to_string(), v.to_string(), vec![]))
+        })
+        .collect()
+}
+
+fn rules_of<'a>(objects: &'a [Value], kind: &str, name: &str) -> Vec<&'a Value> {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("the chart renders {kind} {name}"))["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .collect()
+}
+
+#[test]
+#[ignore = "needs helm from tests/helm/build.sh: run tests/run.sh"]
+fn chart_lints_and_grants_exactly_the_operators_verbs() {
+    for set in [vec![], vec!["watchNamespace=shop"]] {
+        let mut cmd = Command::new(helm());
+        cmd.args(["lint", "--strict"]).arg(chart());
+        for s in &set {
+            cmd.args(["--set", s]);
+        }
+        let out = run(&mut cmd);
+        assert!(out.contains("0 chart(s) failed"), "{out}");
+    }
+
+    // All namespaces: one ClusterRole with everything.
+    let cluster = render("tw", "tailwarden-system", &[]);
+    let mut want = expected(NAMESPACED_RULES);
+    want.extend(expected(CLUSTER_RULES));
+    assert_eq!(
+        grants(&rules_of(&cluster, "ClusterRole", "tw-tailwarden")),
+        want
+    );
+    assert!(
+        of_kind(&cluster, "RoleBinding").len() == 1,
+        "only the Lease RoleBinding"
+    );
+    // One namespace: the namespaced rules in a Role there, only CRD reads cluster-wide.
+    let single = render("tw", "tailwarden-system", &["watchNamespace=shop"]);
+    assert_eq!(
+        grants(&rules_of(&single, "ClusterRole", "tw-tailwarden-crds")),
+        expected(CLUSTER_RULES)
+    );
+    let role = of_kind(&single, "Role")
+        .into_iter()
+        .find(|r| r["metadata"]["name"] == "tw-tailwarden")
+        .expect("the watched namespace's Role");
+    assert_eq!(role["metadata"]["namespace"], "shop");
+    assert_eq!(
+        grants(&role["rules"].as_array().unwrap().iter().collect::<Vec<_>>()),
+        expected(NAMESPACED_RULES)
+    );
+    assert!(of_kind(&single, "ClusterRole").len() == 1);
+
+    for objects in [&cluster, &single] {
+        // The Lease: create anywhere in the release namespace, get/update of ours only.
+        let lease = rules_of(objects, "Role", "tw-tailwarden-leader-election");
+        let mut lease_want = BTreeSet::new();
+        lease_want.insert((
+            "coordination.k8s.io".into(),
+            "leases".into(),
+            "create".into(),
+            vec![],
+        ));
+        for v in ["get", "update"] {
+            lease_want.insert((
+                "coordination.k8s.io".into(),
+                "leases".into(),
+                v.into(),
+                vec![LEASE.into()],
+            ));
+        }
+        assert_eq!(grants(&lease), lease_want);
+        for (who, rule) in all_rules(objects) {
+            let text = rule.to_string();
+            assert!(!text.contains('*'), "{who} has a wildcard: {text}");
+            assert!(!text.contains("secrets"), "{who} grants secrets: {text}");
+            assert!(rule.get("nonResourceURLs").is_none(), "{who}: {text}");
+        }
+
+        // The Deployment: two replicas, locked down, identity from the downward API, probes.
+        let deployment = of_kind(objects, "Deployment")[0];
+        assert_eq!(deployment["spec"]["replicas"], 2);
+        let pod = &deployment["spec"]["template"]["spec"];
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+        assert_eq!(
+            pod["securityContext"]["seccompProfile"]["type"],
+            "RuntimeDefault"
+        );
+        assert_eq!(pod["serviceAccountName"], "tw-tailwarden");
+        let c = &pod["containers"][0];
+        let sc = &c["securityContext"];
+        assert_eq!(sc["runAsNonRoot"], true);
+        assert_eq!(sc["readOnlyRootFilesystem"], true);
+        assert_eq!(sc["allowPrivilegeEscalation"], false);
+        assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
+        assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+        let env = |name: &str| {
+            c["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["name"] == name)
+                .cloned()
+                .unwrap_or_else(|| panic!("env {name}"))
+        };
+        assert_eq!(
+            env("POD_NAME")["valueFrom"]["fieldRef"]["fieldPath"],
+            "metadata.name"
+        );
+        assert_eq!(
+            env("POD_NAMESPACE")["valueFrom"]["fieldRef"]["fieldPath"],
+            "metadata.namespace"
+        );
+        assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+        assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+        assert_eq!(c["ports"][0]["containerPort"], 8080);
+        assert!(c["resources"]["requests"].is_object());
+        let args = strings(&c["args"]);
+        assert!(
+            args.contains(&"--evaluation-interval=15s".to_owned()),
+            "{args:?}"
+        );
+        assert!(
+            args.contains(&"--metrics-addr=0.0.0.0:8080".to_owned()),
+            "{args:?}"
+        );
+        let pdb = of_kind(objects, "PodDisruptionBudget")[0];
+        assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+        assert_eq!(of_kind(objects, "Service").len(), 1);
+    }
+    let watching =
+        of_kind(&single, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+            .clone();
+    assert!(
+        strings(&watching).contains(&"--watch-namespace=shop".to_owned()),
+        "{watching}"
+    );
+    let with_prometheus = render(
+        "tw",
+        "tailwarden-system",
+        &["prometheusUrl=http://prometheus:9090"],
+    );
+    let args = strings(
+        &of_kind(&with_prometheus, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"],
+    );
+    assert!(
+        args.contains(&"--prometheus-url=http://prometheus:9090".to_owned()),
+        "{args:?}"
+    );
+}
+
+/// An operator process, killed when dropped; its log is printed if the test is failing.
+struct Operator {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Operator {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- operator log {} ---\n{}",
+                self.log.display(),
+                self.log()
+            );
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Server-side applies one rendered object (dry run only when `dry_run`), strict field validation.
+async fn apply(client: &Client, object: &Value, default_ns: &str, dry_run: bool) {
+    let (group, version) = match object["apiVersion"].as_str().unwrap().split_once('/') {
+        Some((g, v)) => (g, v),
+        None => ("", object["apiVersion"].as_str().unwrap()),
+    };
+    let kind = object["kind"].as_str().unwrap();
+    let gvk = GroupVersionKind::gvk(group, version, kind);
+    let (ar, caps) = kube::discovery::pinned_kind(client, &gvk)
+        .await
+        .unwrap_or_else(|e| panic!("discover {gvk:?}: {e}"));
+    let api: Api<DynamicObject> = match caps.scope {
+        Scope::Namespaced => Api::namespaced_with(
+            client.clone(),
+            object["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or(default_ns),
+            &ar,
+        ),
+        Scope::Cluster => Api::all_with(client.clone(), &ar),
+    };
+    let name = object["metadata"]["name"].as_str().unwrap();
+    let mut pp = PatchParams::apply("tailwarden-tests")
+        .force()
+        .validation_strict();
+    if dry_run {
+        pp = pp.dry_run();
+    }
+    api.patch(name, &pp, &Patch::Apply(object))
+        .await
+        .unwrap_or_else(|e| panic!("apply {kind} {name}: {e}"));
+}
+
+/// A kubeconfig for the admin kubeconfig's cluster (server and CA) that authenticates with `token`.
+fn kubeconfig_with_token(token: &str, namespace: &str) -> String {
+    let admin = kube::config::Kubeconfig::read().expect("KUBECONFIG is readable");
+    let context = admin
+        .current_context
+        .as_deref()
+        .and_then(|c| admin.contexts.iter().find(|n| n.name == c))
+        .and_then(|n| n.context.as_ref())
+        .expect("the admin kubeconfig has a current context");
+    let cluster = admin
+        .clusters
+        .iter()
+        .find(|c| c.name == context.cluster)
+        .and_then(|c| c.cluster.as_ref())
+        .expect("the current context's cluster");
+    let config = json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "test", "cluster": {
+            "server": cluster.server,
+            "certificate-authority-data": cluster.certificate_authority_data,
+        }}],
+        "users": [{"name": "operator", "user": {"token": token}}],
+        "contexts": [{"name": "operator", "context": {
+            "cluster": "test", "user": "operator", "namespace": namespace,
+        }}],
+        "current-context": "operator",
+    });
+    serde_yaml::to_string(&config).unwrap()
+}
+
+/// Whether the ServiceAccount may do `verb` on `resource` (SubjectAccessReview, as the admin).
+async fn can(
+    client: &Client,
+    sa: (&str, &str),
+    verb: &str,
+    group: &str,
+    resource: &str,
+    namespace: Option<&str>,
+    name: Option<&str>,
+) -> bool {
+    let (ns, name_of_sa) = sa;
+    let (resource, subresource) = match resource.split_once('/') {
+        Some((r, s)) => (r, Some(s.to_owned())),
+        None => (resource, None),
+    };
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(format!("system:serviceaccount:{ns}:{name_of_sa}")),
+            groups: Some(vec![
+                "system:serviceaccounts".into(),
+                format!("system:serviceaccounts:{ns}"),
+                "system:authenticated".into(),
+            ]),
+            resource_attributes: Some(ResourceAttributes {
+                verb: Some(verb.into()),
+                group: Some(group.into()),
+                resource: Some(resource.into()),
+                subresource,
+                namespace: namespace.map(Into::into),
+                name: name.map(Into::into),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<SubjectAccessReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .expect("SubjectAccessReview")
+        .status
+        .expect("SubjectAccessReview status")
+        .allowed
+}
+
+async fn ready_for(api: &Api<RetailPipeline>, name: &str, generation: i64) -> Option<()> {
+    let p = api.get(name).await.ok()?;
+    let status = p.status.as_ref()?;
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready")?;
+    (ready.status == "True"
+        && status.observed_generation == Some(generation)
+        && p.metadata.generation == Some(generation))
+    .then_some(())
+}
+
+async fn exists<K>(api: &Api<K>, name: &str) -> Option<K>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.get_opt(name).await.ok().flatten()
+}
+
+async fn gone<K>(api: &Api<K>, name: &str) -> Option<()>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.get_opt(name).await {
+        Ok(None) => Some(()),
+        Ok(Some(o)) if o.meta().deletion_timestamp.is_some() => Some(()),
+        _ => None,
+    }
+}
+
+/// Installs the chart's ServiceAccount and RBAC (the rest is validated with a server-side dry
+/// run), runs the operator binary with only that ServiceAccount's token, and checks that it
+/// reconciles a pipeline through both topologies without a single forbidden request, and that the
+/// ServiceAccount is denied what the operator never does.
+async fn operator_runs_with_only_the_charts_permissions(prefix: &str, single_namespace: bool) {
+    let admin = client().await;
+    install_crd(&admin).await;
+    let system = namespace(&admin, &format!("{prefix}-sys")).await;
+    let watched = namespace(&admin, prefix).await;
+    let release = system.clone();
+    let sa = format!("{release}-tailwarden");
+    let watch_set = format!("watchNamespace={watched}");
+    let mut set = vec!["disableSloEngine=true"];
+    if single_namespace {
+        set.push(&watch_set);
+    }
+    let objects = render(&release, &system, &set);
+    let rbac_kinds = [
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+    ];
+    for object in &objects {
+        let kind = object["kind"].as_str().unwrap();
+        apply(&admin, object, &system, !rbac_kinds.contains(&kind)).await;
+    }
+    let cluster_scoped: Vec<(String, String)> = objects
+        .iter()
+        .filter(|o| o["kind"] == "ClusterRole" || o["kind"] == "ClusterRoleBinding")
+        .map(|o| {
+            (
+                o["kind"].as_str().unwrap().to_owned(),
+                o["metadata"]["name"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        cluster_scoped.len(),
+        2,
+        "one ClusterRole and its binding: {cluster_scoped:?}"
+    );
+
+    // A short-lived token of the chart's ServiceAccount (TokenRequest), in a kubeconfig of its own.
+    let token = Api::<ServiceAccount>::namespaced(admin.clone(), &system)
+        .create_token_request(
+            &sa,
+            &PostParams::default(),
+            &TokenRequest {
+                spec: TokenRequestSpec {
+                    audiences: vec![],
+                    expiration_seconds: Some(3600),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("a token for the chart's ServiceAccount")
+        .status
+        .expect("TokenRequest status")
+        .token;
+    let dir = std::env::temp_dir().join(format!("tailwarden-rbac-{watched}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(&kubeconfig, kubeconfig_with_token(&token, &system)).unwrap();
+
+    let log = dir.join("operator.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let identity = format!("{prefix}-operator");
+    let child = Command::new(operator_bin())
+        .env("KUBECONFIG", &kubeconfig)
+        .env("RUST_LOG", "info,kube=info")
+        .env_remove("POD_NAMESPACE")
+        .env_remove("POD_NAME")
+        .args(["--lease-namespace", &system, "--watch-namespace", &watched])
+        .args(["--identity", &identity, "--disable-slo-engine"])
+        .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port())])
+        .stdout(Stdio::from(out.try_clone().unwrap()))
+        .stderr(Stdio::from(out))
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", operator_bin().display()));
+    let operator = Operator { child, log };
+
+    // Leader election works with the Lease Role.
+    let leases = Api::<Lease>::namespaced(admin.clone(), &system);
+    wait_for("the operator to take the Lease", T, || async {
+        let holder = leases.get_opt(LEASE).await.ok()??.spec?.holder_identity?;
+        (holder == identity).then_some(())
+    })
+    .await;
+
+    // The distributed topology: Deployments, Services, ConfigMap, PDBs; Ready; Events.
+    let api = Api::<RetailPipeline>::namespaced(admin.clone(), &watched);
+    api.create(&PostParams::default(), &pipeline("shop", cassandra_spec()))
+        .await
+        .unwrap();
+    let deployments = Api::<Deployment>::namespaced(admin.clone(), &watched);
+    let services = Api::<Service>::namespaced(admin.clone(), &watched);
+    let config_maps = Api::<ConfigMap>::namespaced(admin.clone(), &watched);
+    let pdbs = Api::<PodDisruptionBudget>::namespaced(admin.clone(), &watched);
+    let stateful_sets = Api::<StatefulSet>::namespaced(admin.clone(), &watched);
+    wait_for("the distributed children", T, || async {
+        exists(&deployments, "shop-ingest").await?;
+        exists(&deployments, "shop-serve").await?;
+        exists(&services, "shop-ingest").await?;
+        exists(&services, "shop-serve").await?;
+        exists(&config_maps, "shop-dataplane").await?;
+        exists(&pdbs, "shop-ingest").await?;
+        exists(&pdbs, "shop-serve").await
+    })
+    .await;
+    wait_for("generation 1 to be Ready", T, || ready_for(&api, "shop", 1)).await;
+    let events = Api::<Event>::namespaced(admin.clone(), &watched);
+    wait_for("the operator's Events", T, || async {
+        let list = events.list(&Default::default()).await.ok()?;
+        list.items
+            .iter()
+            .any(|e| {
+                e.reporting_instance.as_deref() == Some(identity.as_str())
+                    && e.reason.as_deref() == Some("Reconciled")
+            })
+            .then_some(())
+    })
+    .await;
+
+    // Switching to the embedded topology creates a StatefulSet and deletes the Deployments.
+    api.patch(
+        "shop",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"storage": null}})),
+    )
+    .await
+    .unwrap();
+    wait_for("the StatefulSet", T, || {
+        exists(&stateful_sets, "shop-standalone")
+    })
+    .await;
+    wait_for("the Deployments to be pruned", T, || async {
+        gone(&deployments, "shop-ingest").await?;
+        gone(&deployments, "shop-serve").await
+    })
+    .await;
+    wait_for("generation 2 to be Ready", T, || ready_for(&api, "shop", 2)).await;
+
+    let text = operator.log();
+    assert!(
+        !text.to_lowercase().contains("forbidden"),
+        "the operator was denied something:\n{text}"
+    );
+    assert!(
+        text.contains("acquired leadership"),
+        "the operator log:\n{text}"
+    );
+
+    // Least privilege: what the operator never does is denied.
+    let who = (system.as_str(), sa.as_str());
+    let ns = Some(watched.as_str());
+    for (verb, group, resource, namespace, name) in [
+        ("get", "", "secrets", ns, None),
+        ("list", "", "secrets", ns, None),
+        ("get", "", "secrets", Some(system.as_str()), None),
+        ("list", "", "secrets", None, None),
+        ("delete", "tailwarden.io", "retailpipelines", ns, None),
+        ("create", "tailwarden.io", "retailpipelines", ns, None),
+        (
+            "update",
+            "tailwarden.io",
+            "retailpipelines/status",
+            ns,
+            None,
+        ),
+        (
+            "create",
+            "rbac.authorization.k8s.io",
+            "clusterroles",
+            None,
+            None,
+        ),
+        (
+            "create",
+            "rbac.authorization.k8s.io",
+            "rolebindings",
+            ns,
+            None,
+        ),
+        ("create", "", "pods", ns, None),
+        (
+            "create",
+            "",
+            "serviceaccounts/token",
+            Some(system.as_str()),
+            None,
+        ),
+        ("update", "apps", "deployments", ns, None),
+        (
+            "update",
+            "coordination.k8s.io",
+            "leases",
+            Some(system.as_str()),
+            Some("other"),
+        ),
+        ("get", "coordination.k8s.io", "leases", ns, Some(LEASE)),
+        (
+            "create",
+            "apiextensions.k8s.io",
+            "customresourcedefinitions",
+            None,
+            None,
+        ),
+        (
+            "delete",
+            "apiextensions.k8s.io",
+            "customresourcedefinitions",
+            None,
+            None,
+        ),
+    ] {
+        assert!(
+            !can(&admin, who, verb, group, resource, namespace, name).await,
+            "{sa} may {verb} {group}/{resource} in {namespace:?} ({name:?})"
+        );
+    }
+    // ... and what it does is allowed, where the chart says it is.
+    for (verb, group, resource, namespace, name) in [
+        ("patch", "tailwarden.io", "retailpipelines/status", ns, None),
+        ("create", "apps", "deployments", ns, None),
+        ("create", "events.k8s.io", "events", ns, None),
+        (
+            "create",
+            "monitoring.coreos.com",
+            "prometheusrules",
+            ns,
+            None,
+        ),
+        (
+            "delete",
+            "monitoring.coreos.com",
+            "servicemonitors",
+            ns,
+            None,
+        ),
+        (
+            "watch",
+            "apiextensions.k8s.io",
+            "customresourcedefinitions",
+            None,
+            None,
+        ),
+        (
+            "update",
+            "coordination.k8s.io",
+            "leases",
+            Some(system.as_str()),
+            Some(LEASE),
+        ),
+    ] {
+        assert!(
+            can(&admin, who, verb, group, resource, namespace, name).await,
+            "{sa} may not {verb} {group}/{resource} in {namespace:?} ({name:?})"
+        );
+    }
+    // With one watched namespace, nothing namespaced is granted anywhere else.
+    assert_eq!(
+        can(
+            &admin,
+            who,
+            "create",
+            "apps",
+            "deployments",
+            Some("default"),
+            None
+        )
+        .await,
+        !single_namespace
+    );
+    assert_eq!(
+        can(
+            &admin,
+            who,
+            "list",
+            "tailwarden.io",
+            "retailpipelines",
+            None,
+            None
+        )
+        .await,
+        !single_namespace
+    );
+
+    drop(operator);
+    for (kind, name) in cluster_scoped {
+        let dp = DeleteParams::default();
+        let _ = match kind.as_str() {
+            "ClusterRole" => Api::<ClusterRole>::all(admin.clone())
+                .delete(&name, &dp)
+                .await
+                .map(|_| ()),
+            _ => Api::<ClusterRoleBinding>::all(admin.clone())
+                .delete(&name, &dp)
+                .await
+                .map(|_| ()),
+        };
+    }
+    delete_namespace(&admin, &watched).await;
+    delete_namespace(&admin, &system).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+#[ignore = "needs the local cluster: run tests/run.sh"]
+async fn operator_works_with_the_charts_cluster_role_and_nothing_more() {
+    operator_runs_with_only_the_charts_permissions("rbac-cluster", false).await;
+}
+
+#[tokio::test]
+#[ignore = "needs the local cluster: run tests/run.sh"]
+async fn operator_works_with_the_charts_namespaced_role_and_nothing_more() {
+    operator_runs_with_only_the_charts_permissions("rbac-ns", true).await;
+}
