@@ -139,13 +139,6 @@ impl EntityKey {
         out.push(KEY_SEPARATOR);
         out
     }
-
-    /// A stable 64-bit hash of the key, for cache invalidation slots and partitioning.
-    pub fn hash64(&self) -> u64 {
-        let mut bytes = self.to_bytes();
-        bytes.push(self.class as u8);
-        xxhash_rust::xxh3::xxh3_64(&bytes)
-    }
 }
 
 /// Big-endian, sign-flipped encoding so byte order equals numeric order for negative times too.

@@ -158,3 +158,30 @@ async fn non_critical_updates_are_deferred_not_dropped() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_role_opens_only_its_listeners() {
+    let ingest = Server::start(&temp_dir("role-ingest"), &["--role", "ingest"]).await;
+    let (status, _) = ingest
+        .post_updates(inventory("r-1", "R", "S1", 1, 1, 1))
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        reqwest::get(format!("{}/v1/products/R", ingest.serve))
+            .await
+            .is_err(),
+        "ingest must not serve reads"
+    );
+
+    let serve = Server::start(&temp_dir("role-serve"), &["--role", "serve"]).await;
+    assert_eq!(serve.get("/v1/products/R").await.0, 404);
+    assert!(
+        reqwest::Client::new()
+            .post(format!("{}/v1/updates", serve.ingest))
+            .body("{}")
+            .send()
+            .await
+            .is_err(),
+        "serve must not accept writes"
+    );
+}

@@ -74,8 +74,14 @@ impl Server {
         self.ingest = format!("http://127.0.0.1:{i}");
         self.serve = format!("http://127.0.0.1:{sv}");
         self.metrics = format!("http://127.0.0.1:{m}");
+        let role = if self.args.iter().any(|a| a == "--role") {
+            vec![]
+        } else {
+            vec!["--role", "standalone"]
+        };
         self.child = Command::new(env!("CARGO_BIN_EXE_tailwarden-dataplane"))
-            .args(["--role", "standalone", "--data-dir"])
+            .args(role)
+            .arg("--data-dir")
             .arg(&self.dir)
             .args(["--listen-ingest", &format!("127.0.0.1:{i}")])
             .args(["--listen-serve", &format!("127.0.0.1:{sv}")])
