@@ -176,16 +176,31 @@ impl Snapshots {
         let version = meta.version;
         let layer = Layer::Baseline(version);
         let mut total = 0_u64;
+        // The first pass parses every line and remembers each line's rank, so that the later
+        // passes parse only their own lines (one byte per line).
+        let mut ranks: Vec<u8> = Vec::new();
         for rank in 0..=2 {
             let mut set = WriteSet::default();
             let mut staged: Vec<(EntityKey, Entity)> = Vec::new();
             for_each_line(&request.file, |line_no, line| {
+                let index = (line_no - 1) as usize;
+                if rank > 0 && ranks.get(index) != Some(&rank) {
+                    return Ok(());
+                }
                 let mode = Mode::Snapshot {
                     version,
                     as_of_ms: request.as_of_ms,
                     line: line_no,
                 };
-                let parsed = parse_record(line, mode).and_then(|p| {
+                let parsed = parse_record(line, mode);
+                if rank == 0 {
+                    ranks.resize(index + 1, u8::MAX);
+                    ranks[index] = match &parsed {
+                        Ok(p) => p.update.key.class.rank(),
+                        Err(e) => e.class.map_or(u8::MAX, Class::rank),
+                    };
+                }
+                let parsed = parsed.and_then(|p| {
                     if p.update.key.class.rank() == rank {
                         self.check_references(version, &p.update).map(|()| Some(p))
                     } else {
