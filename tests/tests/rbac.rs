@@ -188,6 +188,21 @@ fn chart_lints_and_grants_exactly_the_operators_verbs() {
         let out = run(&mut cmd);
         assert!(out.contains("0 chart(s) failed"), "{out}");
     }
+    // values.schema.json rejects what the operator or the API server would refuse.
+    for bad in [
+        "evaluationInterval=15",
+        "watchNamespace=Not_A_Namespace",
+        "replicas=-1",
+        "prometheusUrl=prometheus:9090",
+    ] {
+        let out = Command::new(helm())
+            .args(["template", "tw"])
+            .arg(chart())
+            .args(["--set", bad])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "the chart renders with {bad}");
+    }
 
     // All namespaces: one ClusterRole with everything.
     let cluster = render("tw", "tailwarden-system", &[]);
