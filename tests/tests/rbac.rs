@@ -413,13 +413,17 @@ fn kubeconfig_with_token(token: &str, namespace: &str) -> String {
         .find(|c| c.name == context.cluster)
         .and_then(|c| c.cluster.as_ref())
         .expect("the current context's cluster");
+    let mut test_cluster = json!({"server": cluster.server});
+    if let Some(data) = &cluster.certificate_authority_data {
+        test_cluster["certificate-authority-data"] = json!(data);
+    }
+    if let Some(file) = &cluster.certificate_authority {
+        test_cluster["certificate-authority"] = json!(file);
+    }
     let config = json!({
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "test", "cluster": {
-            "server": cluster.server,
-            "certificate-authority-data": cluster.certificate_authority_data,
-        }}],
+        "clusters": [{"name": "test", "cluster": test_cluster}],
         "users": [{"name": "operator", "user": {"token": token}}],
         "contexts": [{"name": "operator", "context": {
             "cluster": "test", "user": "operator", "namespace": namespace,
