@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The local end-to-end demo: a real Kubernetes control plane on loopback (kube-apiserver, etcd,
 # kube-controller-manager, kube-scheduler, kwok), the RetailPipeline CRD, the operator, and the
-# sample pipelines under examples/. It shows the operator reconciling them until Ready, then
-# stops everything. Pass --keep to leave the cluster and operator running.
+# sample pipelines under examples/. The operator reconciles them until Ready; then a real
+# data-plane worker takes load on loopback, a real Prometheus scrapes it, and the operator's SLO
+# engine reads the SLIs and budgets of the `catalog` pipeline from it. Then everything stops.
+# Pass --keep to leave the cluster, operator, worker and Prometheus running.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -16,18 +18,21 @@ say() { printf '\n==> %s\n' "$*"; }
 
 say "Building the local control plane (cached under $TAILWARDEN_CACHE) and the workspace"
 "$root/tests/cluster/build.sh"
+"$root/tests/prometheus/install.sh"
 cargo build --bins
 
 state=$root/.tailwarden-state
 "$root/tests/cluster/down.sh" "$state" >/dev/null 2>&1 || true
 operator_pid=
+pids=()
 stop() {
   local rc=$?
   if [[ $keep == 1 && $rc == 0 ]]; then
-    say "Left running. KUBECONFIG=$state/kubeconfig; stop with: tests/cluster/down.sh $state; kill $operator_pid"
+    say "Left running. KUBECONFIG=$state/kubeconfig; stop with: tests/cluster/down.sh $state; kill $operator_pid ${pids[*]}"
     exit 0
   fi
   [[ -n $operator_pid ]] && kill "$operator_pid" 2>/dev/null || true
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   "$root/tests/cluster/down.sh" "$state" >/dev/null 2>&1 || true
   exit "$rc"
 }
@@ -71,4 +76,61 @@ spec:
   dataplane: {image: registry.example.com/tailwarden/dataplane, version: "0.1.0"}
   ingest: {replicas: {min: 5, max: 2}}
 BAD
+say "A real data-plane worker takes load; a real Prometheus scrapes it for rp/catalog"
+# The kwok-simulated pods cannot run code, so one standalone worker on loopback stands in for the
+# catalog pipeline's workers; Prometheus labels its series namespace=default, pipeline=catalog.
+read -r p_ingest p_serve p_metrics p_prom < <(python3 -c '
+import socket
+ss = [socket.socket() for _ in range(4)]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(*[s.getsockname()[1] for s in ss])')
+bin=$CARGO_TARGET_DIR/debug
+mkdir -p "$state/dataplane" "$state/prometheus"
+"$bin/tailwarden-dataplane" --role standalone --data-dir "$state/dataplane" \
+  --listen-ingest "127.0.0.1:$p_ingest" --listen-serve "127.0.0.1:$p_serve" \
+  --listen-metrics "127.0.0.1:$p_metrics" >"$state/logs/dataplane.log" 2>&1 &
+pids+=($!)
+cat >"$state/prometheus/prometheus.yml" <<PROM
+global: {scrape_interval: 2s, evaluation_interval: 2s}
+scrape_configs:
+  - job_name: catalog
+    static_configs:
+      - targets: ["127.0.0.1:$p_metrics"]
+        labels: {namespace: default, pipeline: catalog}
+PROM
+prometheus --config.file="$state/prometheus/prometheus.yml" --storage.tsdb.path="$state/prometheus/data" \
+  --web.listen-address="127.0.0.1:$p_prom" >"$state/logs/prometheus.log" 2>&1 &
+pids+=($!)
+wait_http() {
+  local url=$1 deadline=$((SECONDS + 60))
+  until curl -sf "$url" >/dev/null; do
+    ((SECONDS < deadline)) || { echo "timed out waiting for $url" >&2; return 1; }
+    sleep 0.5
+  done
+}
+wait_http "http://127.0.0.1:$p_metrics/readyz"
+wait_http "http://127.0.0.1:$p_prom/-/ready"
+"$bin/tailwarden-loadgen" snapshot --products 20000 --out "$state/dataplane/baseline.ndjson" >/dev/null
+curl -sf -X POST --data-binary @"$state/dataplane/baseline.ndjson" "http://127.0.0.1:$p_ingest/v1/snapshots" >/dev/null
+"$kubectl" patch rp catalog --type merge -p "{\"spec\":{\"prometheus\":{\"url\":\"http://127.0.0.1:$p_prom\"}}}"
+say "Load: 500 reads/s and 5,000 updates/s for 45 s; waiting for the SLO engine to read them"
+"$bin/tailwarden-loadgen" run --ingest "127.0.0.1:$p_ingest" --serve "127.0.0.1:$p_serve" \
+  --read-rate 500 --write-rate 5000 --duration 45 --keys 20000 >"$state/logs/loadgen.log" 2>&1 &
+load=$!
+deadline=$((SECONDS + 90))
+until [[ -n $("$kubectl" get rp catalog -o jsonpath='{.status.budget.remaining}') ]]; do
+  ((SECONDS < deadline)) || { echo "the SLO engine reported no budget for rp/catalog" >&2; exit 1; }
+  sleep 1
+done
+"$kubectl" get rp
+say "SLIs, budget and the last decision of rp/catalog, read from Prometheus"
+"$kubectl" get rp catalog -o jsonpath='{.status.slis}{"\n"}{.status.budget}{"\n"}{.status.lastDecision}{"\n"}' | python3 -c '
+import json, sys
+for line in sys.stdin:
+    line = line.strip()
+    if line: print(json.dumps(json.loads(line), indent=2))'
+"$kubectl" get rp catalog -o jsonpath='{range .status.conditions[*]}{.type}={.status} ({.reason}): {.message}{"\n"}{end}'
+wait "$load" || true
+say "Load generator report"
+tail -n 15 "$state/logs/loadgen.log"
 say "Demo complete"
