@@ -37,27 +37,8 @@ pub const VERSION_LABEL: &str = "app.kubernetes.io/version";
 /// Annotation carrying a hash of the config, so a config change rolls the pods.
 pub const CONFIG_HASH_ANNOTATION: &str = "tailwarden.io/config-hash";
 
-/// A workload role, which is also the `app.kubernetes.io/component` label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// The write path.
-    Ingest,
-    /// The read path.
-    Serve,
-    /// Both, on the embedded store.
-    Standalone,
-}
-
-impl Role {
-    /// The label value and the data plane's `--role` argument.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Ingest => "ingest",
-            Role::Serve => "serve",
-            Role::Standalone => "standalone",
-        }
-    }
-}
+/// A workload role: the `app.kubernetes.io/component` label and the data plane's `--role`.
+pub use tailwarden_dataplane::config::Role;
 
 /// Replica counts decided for the scalable roles (ignored by the standalone topology).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

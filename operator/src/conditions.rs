@@ -497,27 +497,13 @@ mod tests {
     }
 
     fn verdict(remaining: Option<f64>, frozen: bool, missing: Vec<String>) -> Verdict {
-        use tailwarden_slo::gate::{GateState, Gates};
-        let gate = |closed, code| GateState {
-            closed,
-            reason: format!("because {code}"),
-            code,
-        };
         Verdict {
-            gates: Gates {
-                freeze: gate(frozen, "BudgetBelowThreshold"),
-                degrade: gate(false, "BudgetHealthy"),
-            },
-            serve: None,
-            ingest: None,
-            slis: Default::default(),
             budget: tailwarden_crds::BudgetStatus {
                 remaining_percent: remaining,
                 ..Default::default()
             },
             missing,
-            dry_run: false,
-            evaluated_at: String::new(),
+            ..crate::test_support::verdict(frozen, "BudgetBelowThreshold")
         }
     }
 

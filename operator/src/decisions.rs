@@ -103,29 +103,14 @@ pub fn decisions(previous: Option<&RetailPipelineStatus>, applied: &Applied<'_>)
 mod tests {
     use super::*;
     use crate::verdict::Scale;
-    use tailwarden_slo::gate::{GateState, Gates};
 
     fn verdict(frozen: bool, serve: Option<i32>) -> Verdict {
-        let gate = |closed| GateState {
-            closed,
-            reason: "budget 10.0% left".into(),
-            code: "X",
-        };
         Verdict {
-            gates: Gates {
-                freeze: gate(frozen),
-                degrade: gate(false),
-            },
             serve: serve.map(|replicas| Scale {
                 replicas,
                 reason: format!("to {replicas}"),
             }),
-            ingest: None,
-            slis: Default::default(),
-            budget: Default::default(),
-            missing: vec![],
-            dry_run: false,
-            evaluated_at: String::new(),
+            ..crate::test_support::verdict(frozen, "X")
         }
     }
 

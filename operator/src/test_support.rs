@@ -2,6 +2,9 @@
 
 use kube::api::ObjectMeta;
 use tailwarden_crds::{RetailPipeline, RetailPipelineSpec};
+use tailwarden_slo::gate::{GateState, Gates};
+
+use crate::verdict::Verdict;
 
 /// A minimal valid spec: everything but the data plane left to defaults.
 pub fn spec() -> RetailPipelineSpec {
@@ -33,4 +36,27 @@ pub fn cassandra_pipeline(name: &str) -> RetailPipeline {
         "contactPoints": ["cassandra-0:9042"], "keyspace": "retail"}}))
     .expect("a cassandra storage spec deserializes");
     p
+}
+
+/// A verdict with the freeze gate `frozen` (reason code `code`), degradation open, and nothing else
+/// decided; tests set the fields they need.
+pub fn verdict(frozen: bool, code: &'static str) -> Verdict {
+    let gate = |closed, code| GateState {
+        closed,
+        reason: format!("budget 10.0% left ({code})"),
+        code,
+    };
+    Verdict {
+        gates: Gates {
+            freeze: gate(frozen, code),
+            degrade: gate(false, "BudgetHealthy"),
+        },
+        serve: None,
+        ingest: None,
+        slis: Default::default(),
+        budget: Default::default(),
+        missing: vec![],
+        dry_run: false,
+        evaluated_at: String::new(),
+    }
 }

@@ -116,6 +116,14 @@ fn unique() -> String {
     format!("{:x}{}", nanos & 0xffff, N.fetch_add(1, Ordering::Relaxed))
 }
 
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("loopback has free ports")
+}
+
 /// A RetailPipeline from a JSON spec.
 pub fn pipeline(name: &str, spec: serde_json::Value) -> RetailPipeline {
     serde_json::from_value(serde_json::json!({

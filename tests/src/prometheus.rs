@@ -48,11 +48,7 @@ impl Prometheus {
         std::fs::create_dir_all(&data).unwrap();
         let config = dir.join("prometheus.yml");
         std::fs::write(&config, config_text).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::free_port();
         let url = format!("http://127.0.0.1:{port}");
         let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
         let child = Command::new("prometheus")

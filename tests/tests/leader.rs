@@ -26,14 +26,6 @@ impl Drop for Operator {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn spawn(identity: &str, ns: &str, logs: &std::path::Path) -> Operator {
     let port = free_port();
     let log = std::fs::File::create(logs.join(format!("{identity}.log"))).unwrap();
