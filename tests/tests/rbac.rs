@@ -506,6 +506,46 @@ where
     }
 }
 
+/// Deletes the test's ClusterRole, ClusterRoleBinding and namespaces when dropped, also when the
+/// test fails (on a thread of its own, since `Drop` cannot await).
+struct Cleanup {
+    cluster_scoped: Vec<(String, String)>,
+    namespaces: Vec<String>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let cluster_scoped = std::mem::take(&mut self.cluster_scoped);
+        let namespaces = std::mem::take(&mut self.namespaces);
+        let cleanup = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let admin = client().await;
+                let dp = DeleteParams::default();
+                for (kind, name) in &cluster_scoped {
+                    let _ = match kind.as_str() {
+                        "ClusterRole" => Api::<ClusterRole>::all(admin.clone())
+                            .delete(name, &dp)
+                            .await
+                            .map(|_| ()),
+                        _ => Api::<ClusterRoleBinding>::all(admin.clone())
+                            .delete(name, &dp)
+                            .await
+                            .map(|_| ()),
+                    };
+                }
+                for ns in &namespaces {
+                    delete_namespace(&admin, ns).await;
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
 /// Installs the chart's ServiceAccount and RBAC (the rest is validated with a server-side dry
 /// run), runs the operator binary with only that ServiceAccount's token, and checks that it
 /// reconciles a pipeline through both topologies without a single forbidden request, and that the
@@ -530,10 +570,6 @@ async fn operator_runs_with_only_the_charts_permissions(prefix: &str, single_nam
         "Role",
         "RoleBinding",
     ];
-    for object in &objects {
-        let kind = object["kind"].as_str().unwrap();
-        apply(&admin, object, &system, !rbac_kinds.contains(&kind)).await;
-    }
     let cluster_scoped: Vec<(String, String)> = objects
         .iter()
         .filter(|o| o["kind"] == "ClusterRole" || o["kind"] == "ClusterRoleBinding")
@@ -549,6 +585,14 @@ async fn operator_runs_with_only_the_charts_permissions(prefix: &str, single_nam
         2,
         "one ClusterRole and its binding: {cluster_scoped:?}"
     );
+    let _cleanup = Cleanup {
+        cluster_scoped,
+        namespaces: vec![watched.clone(), system.clone()],
+    };
+    for object in &objects {
+        let kind = object["kind"].as_str().unwrap();
+        apply(&admin, object, &system, !rbac_kinds.contains(&kind)).await;
+    }
 
     // A short-lived token of the chart's ServiceAccount (TokenRequest), in a kubeconfig of its own.
     let token = Api::<ServiceAccount>::namespaced(admin.clone(), &system)
@@ -798,21 +842,6 @@ async fn operator_runs_with_only_the_charts_permissions(prefix: &str, single_nam
     );
 
     drop(operator);
-    for (kind, name) in cluster_scoped {
-        let dp = DeleteParams::default();
-        let _ = match kind.as_str() {
-            "ClusterRole" => Api::<ClusterRole>::all(admin.clone())
-                .delete(&name, &dp)
-                .await
-                .map(|_| ()),
-            _ => Api::<ClusterRoleBinding>::all(admin.clone())
-                .delete(&name, &dp)
-                .await
-                .map(|_| ()),
-        };
-    }
-    delete_namespace(&admin, &watched).await;
-    delete_namespace(&admin, &system).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
