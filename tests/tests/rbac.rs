@@ -1,6 +1,7 @@
 //! The Helm chart's RBAC is exactly enough for the operator: the operator binary, running with a
 //! token of the chart's ServiceAccount and nothing else, reconciles a pipeline to Ready, and that
-//! ServiceAccount can do nothing beyond what the operator calls.
+//! ServiceAccount can do nothing beyond what the operator calls. Also: the chart lints and renders
+//! the expected rules, and `helm install` of it passes the `restricted` Pod Security Standard.
 //!
 //! helm comes from `$TAILWARDEN_CACHE/bin/helm` (built by `tests/helm/build.sh`, which
 //! `tests/run.sh` calls).
@@ -855,4 +856,124 @@ async fn operator_works_with_the_charts_cluster_role_and_nothing_more() {
 #[ignore = "needs the local cluster: run tests/run.sh"]
 async fn operator_works_with_the_charts_namespaced_role_and_nothing_more() {
     operator_runs_with_only_the_charts_permissions("rbac-ns", true).await;
+}
+
+/// `helm install` of the whole chart into a namespace that enforces the `restricted` Pod Security
+/// Standard: the API server admits the operator's pods (kwok runs them), two replicas on two
+/// nodes, and `helm uninstall` removes the cluster-wide RBAC again.
+#[tokio::test]
+#[ignore = "needs the local cluster: run tests/run.sh"]
+async fn helm_installs_the_chart_under_the_restricted_pod_security_standard() {
+    let admin = client().await;
+    install_crd(&admin).await;
+    let ns = namespace(&admin, "helm").await;
+    let fullname = format!("{ns}-tailwarden");
+    let _cleanup = Cleanup {
+        cluster_scoped: vec![
+            ("ClusterRole".into(), fullname.clone()),
+            ("ClusterRoleBinding".into(), fullname.clone()),
+        ],
+        namespaces: vec![ns.clone()],
+    };
+    let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(admin.clone());
+    namespaces
+        .patch(
+            &ns,
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    // The admission plugin is on: a pod without a locked-down security context is rejected.
+    let bare: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+        "metadata": {"name": "bare"},
+        "spec": {"containers": [{"name": "c", "image": "example.com/bare"}]},
+    }))
+    .unwrap();
+    let rejected = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(admin.clone(), &ns)
+        .create(
+            &PostParams {
+                dry_run: true,
+                ..Default::default()
+            },
+            &bare,
+        )
+        .await
+        .expect_err("the restricted standard rejects a bare pod");
+    assert!(rejected.to_string().contains("restricted"), "{rejected}");
+
+    let home = std::env::temp_dir().join(format!("tailwarden-helm-{ns}"));
+    let helm_cmd = |args: &[&str]| {
+        let mut cmd = Command::new(helm());
+        cmd.args(args)
+            .args(["--namespace", &ns])
+            .env("HELM_CACHE_HOME", home.join("cache"))
+            .env("HELM_CONFIG_HOME", home.join("config"))
+            .env("HELM_DATA_HOME", home.join("data"));
+        cmd
+    };
+    let chart = chart();
+    run(&mut helm_cmd(&[
+        "install",
+        &ns,
+        chart.to_str().unwrap(),
+        "--wait",
+        "--timeout",
+        "90s",
+    ]));
+    let deployments = Api::<Deployment>::namespaced(admin.clone(), &ns);
+    let deployment = wait_for("two available operator replicas", T, || async {
+        let d = exists(&deployments, &fullname).await?;
+        (d.status.as_ref()?.available_replicas == Some(2)).then_some(d)
+    })
+    .await;
+    let selector = deployment
+        .spec
+        .unwrap()
+        .selector
+        .match_labels
+        .unwrap()
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(admin.clone(), &ns)
+        .list(&kube::api::ListParams::default().labels(&selector))
+        .await
+        .unwrap();
+    let nodes: BTreeSet<_> = pods
+        .items
+        .iter()
+        .filter_map(|p| p.spec.as_ref()?.node_name.clone())
+        .collect();
+    assert_eq!(nodes.len(), 2, "the replicas spread over both nodes");
+    let pdbs = Api::<PodDisruptionBudget>::namespaced(admin.clone(), &ns);
+    wait_for("the PDB to allow one disruption", T, || async {
+        let pdb = exists(&pdbs, &fullname).await?;
+        (pdb.status?.disruptions_allowed == 1).then_some(())
+    })
+    .await;
+    Api::<Service>::namespaced(admin.clone(), &ns)
+        .get(&format!("{fullname}-metrics"))
+        .await
+        .unwrap();
+
+    run(&mut helm_cmd(&[
+        "uninstall",
+        &ns,
+        "--wait",
+        "--timeout",
+        "60s",
+    ]));
+    assert!(
+        Api::<ClusterRole>::all(admin.clone())
+            .get_opt(&fullname)
+            .await
+            .unwrap()
+            .is_none(),
+        "helm uninstall removes the ClusterRole"
+    );
+    let _ = std::fs::remove_dir_all(&home);
 }
