@@ -3,8 +3,10 @@
 //! store).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
@@ -44,6 +46,42 @@ pub struct Tuning {
     pub store_cache_bytes: u64,
     /// Entity states the writer keeps in memory to skip store reads of hot keys.
     pub writer_cache_entries: usize,
+    /// The config file to re-read for `degradation.pauseNonCritical`, which the operator flips in
+    /// the ConfigMap under error-budget pressure without restarting the workers.
+    pub watch_config: Option<PathBuf>,
+}
+
+/// How often the mounted config is re-read for the degradation switch.
+const DEGRADATION_POLL: Duration = Duration::from_secs(5);
+
+/// Re-reads `file` every [`DEGRADATION_POLL`] and applies its `degradation.pauseNonCritical`.
+/// A file that does not parse leaves the switch as it is (and says so), never half-applied.
+async fn watch_degradation(
+    file: PathBuf,
+    paused: Arc<AtomicBool>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(DEGRADATION_POLL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        match Config::load(&file) {
+            Ok(config) => {
+                let pause = config.degradation.pause_non_critical;
+                if paused.swap(pause, Ordering::Relaxed) != pause {
+                    tracing::info!(
+                        pause_non_critical = pause,
+                        "degradation switched by the config file"
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "config re-read failed; degradation left as it is")
+            }
+        }
+    }
 }
 
 /// Starts every part of `role` and runs until `shutdown` resolves.
@@ -104,6 +142,13 @@ pub async fn run(
 
     if ingests {
         let paused = Arc::new(AtomicBool::new(config.degradation.pause_non_critical));
+        if let Some(file) = tuning.watch_config.clone() {
+            tokio::spawn(watch_degradation(
+                file,
+                paused.clone(),
+                http_stopped.clone(),
+            ));
+        }
         let (tx, rx) = std::sync::mpsc::sync_channel(WRITER_QUEUE_JOBS);
         let writer = Writer::new(
             store.clone(),

@@ -79,6 +79,11 @@ fn main() -> ExitCode {
         require_snapshot: cli.require_snapshot,
         store_cache_bytes: cli.store_cache_mb << 20,
         writer_cache_entries: cli.writer_cache_entries,
+        // An explicit --pause-non-critical wins over the file, so the file is not watched then.
+        watch_config: cli
+            .config
+            .clone()
+            .filter(|_| cli.pause_non_critical.is_none()),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -185,3 +185,38 @@ async fn each_role_opens_only_its_listeners() {
         "serve must not accept writes"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_degradation_switch_follows_the_config_file() {
+    let dir = temp_dir("degrade-file");
+    let file = dir.join("config.yaml");
+    let write = |pause: bool| {
+        std::fs::write(
+            &file,
+            format!("degradation:\n  pauseNonCritical: {pause}\n"),
+        )
+        .unwrap();
+    };
+    write(false);
+    let server = Server::start(&dir.join("data"), &["--config", file.to_str().unwrap()]).await;
+    let switch = || async {
+        let (_, deg) = get_json(&format!("{}/v1/admin/degradation", server.ingest)).await;
+        deg["pauseNonCritical"].as_bool()
+    };
+    assert_eq!(switch().await, Some(false));
+    // The operator rewrites the ConfigMap; the kubelet refreshes the mounted file.
+    write(true);
+    eventually(
+        "the worker to pause non-critical work",
+        Duration::from_secs(30),
+        || async { (switch().await == Some(true)).then_some(()) },
+    )
+    .await;
+    write(false);
+    eventually(
+        "the worker to resume non-critical work",
+        Duration::from_secs(30),
+        || async { (switch().await == Some(false)).then_some(()) },
+    )
+    .await;
+}
