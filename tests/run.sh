@@ -15,6 +15,13 @@ cd "$root"
 "$root/tests/helm/build.sh"
 cargo build --workspace --all-targets
 
+# A short bounded fuzz run of the data plane's update parser (longer runs: docs/benchmarks.md).
+# Its sanitizer flags get their own target directory, so the main build cache stays valid.
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+  cargo install cargo-fuzz --version 0.13.2 --locked
+fi
+CARGO_TARGET_DIR="$TAILWARDEN_CACHE/target-fuzz" "$root/dataplane/fuzz/run.sh" "${TAILWARDEN_FUZZ_SECONDS:-30}"
+
 state=$(mktemp -d "${TMPDIR:-/tmp}/tailwarden-test.XXXXXX")
 stop() {
   local rc=$?

@@ -131,7 +131,7 @@ const NAMESPACED_RULES: &[(&str, &str, &[&str])] = &[
     ("policy", "poddisruptionbudgets", CHILD_VERBS),
     ("events.k8s.io", "events", &["create", "patch"]),
     ("monitoring.coreos.com", "prometheusrules", CHILD_VERBS),
-    ("monitoring.coreos.com", "servicemonitors", CHILD_VERBS),
+    ("monitoring.coreos.com", "podmonitors", CHILD_VERBS),
 ];
 const CHILD_VERBS: &[&str] = &["get", "list", "watch", "create", "patch", "delete"];
 const CLUSTER_RULES: &[(&str, &str, &[&str])] = &[(
@@ -787,13 +787,7 @@ async fn operator_runs_with_only_the_charts_permissions(prefix: &str, single_nam
             ns,
             None,
         ),
-        (
-            "delete",
-            "monitoring.coreos.com",
-            "servicemonitors",
-            ns,
-            None,
-        ),
+        ("delete", "monitoring.coreos.com", "podmonitors", ns, None),
         (
             "watch",
             "apiextensions.k8s.io",

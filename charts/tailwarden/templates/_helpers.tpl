@@ -37,7 +37,7 @@ Rules on namespaced resources: exactly what the operator calls.
   when the OwnerReferencesPermissionEnforcement admission plugin is on.
 - children: observed (get/list/watch), server-side applied (create/patch), pruned (delete).
 - events.k8s.io events: the kube-runtime Recorder creates an Event and patches it when it repeats.
-- monitoring.coreos.com: per-pipeline PrometheusRule and ServiceMonitor when those CRDs exist.
+- monitoring.coreos.com: per-pipeline PrometheusRule and PodMonitor when those CRDs exist.
 No secrets, no pods, no wildcards.
 */}}
 {{- define "tailwarden.namespacedRules" -}}
@@ -63,7 +63,7 @@ No secrets, no pods, no wildcards.
   resources: ["events"]
   verbs: ["create", "patch"]
 - apiGroups: ["monitoring.coreos.com"]
-  resources: ["prometheusrules", "servicemonitors"]
+  resources: ["prometheusrules", "podmonitors"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 {{- end }}
 
