@@ -17,26 +17,10 @@ K8S_VERSION=v1.34.10   # must match the k8s.io/kubernetes version in go.mod
 KWOK_VERSION=v0.8.0    # must match sigs.k8s.io/kwok in kwok/go.mod
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-cache=${TAILWARDEN_CACHE:-$HOME/.cache/tailwarden}
-bin=$cache/bin
+LOG_PREFIX=build.sh
+# shellcheck source=tests/lib/go-build.sh
+source "$here/../lib/go-build.sh"
 stamp=$bin/.stamp
-
-# Prefer the toolchain on PATH; fall back to the usual tarball location.
-if ! command -v go >/dev/null 2>&1 && [[ -x /usr/local/go/bin/go ]]; then
-  PATH=$PATH:/usr/local/go/bin
-fi
-
-log() { printf '[build.sh] %s\n' "$*" >&2; }
-
-# step NAME CMD...: run a step and report its wall time.
-step() {
-  local name=$1 start end
-  shift
-  start=$(date +%s.%N)
-  "$@"
-  end=$(date +%s.%N)
-  log "$(awk -v n="$name" -v a="$start" -v b="$end" 'BEGIN { printf "%-34s %7.1fs", n, b - a }')"
-}
 
 ensure_etcd() {
   if command -v etcd >/dev/null 2>&1; then
@@ -53,7 +37,7 @@ ensure_etcd() {
 
 # Hash of every input that determines the binaries.
 inputs_hash() {
-  (cd "$here" && cat go.mod go.sum tools.go kwok/go.mod kwok/go.sum kwok/tools.go build.sh) \
+  (cd "$here" && cat go.mod go.sum tools.go kwok/go.mod kwok/go.sum kwok/tools.go build.sh ../lib/go-build.sh) \
     | sha256sum | cut -d' ' -f1
 }
 
@@ -107,10 +91,7 @@ download_modules() {
 main() {
   local t0 want
   t0=$(date +%s.%N)
-  mkdir -p "$bin" "$cache/go"
-  export GOPATH=$cache/go/path GOMODCACHE=$cache/go/mod GOCACHE=$cache/go/build
-  # The committed go.sum files are the trust anchor; never rewrite them here.
-  export GOFLAGS="${GOFLAGS:+$GOFLAGS }-mod=readonly" GOTOOLCHAIN=local
+  go_env
 
   step "etcd (apt if missing)" ensure_etcd
 

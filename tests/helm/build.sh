@@ -15,27 +15,13 @@ set -euo pipefail
 HELM_VERSION=v3.22.0   # must match helm.sh/helm/v3 in go.mod
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-cache=${TAILWARDEN_CACHE:-$HOME/.cache/tailwarden}
-bin=$cache/bin
+LOG_PREFIX=helm/build.sh
+# shellcheck source=tests/lib/go-build.sh
+source "$here/../lib/go-build.sh"
 stamp=$bin/.helm-stamp
 
-if ! command -v go >/dev/null 2>&1 && [[ -x /usr/local/go/bin/go ]]; then
-  PATH=$PATH:/usr/local/go/bin
-fi
-
-log() { printf '[helm/build.sh] %s\n' "$*" >&2; }
-
-step() {
-  local name=$1 start end
-  shift
-  start=$(date +%s.%N)
-  "$@"
-  end=$(date +%s.%N)
-  log "$(awk -v n="$name" -v a="$start" -v b="$end" 'BEGIN { printf "%-28s %7.1fs", n, b - a }')"
-}
-
 inputs_hash() {
-  (cd "$here" && cat go.mod go.sum tools.go build.sh) | sha256sum | cut -d' ' -f1
+  (cd "$here" && cat go.mod go.sum tools.go build.sh ../lib/go-build.sh) | sha256sum | cut -d' ' -f1
 }
 
 build_helm() {
@@ -59,10 +45,7 @@ build_helm() {
 main() {
   local t0 want
   t0=$(date +%s.%N)
-  mkdir -p "$bin" "$cache/go"
-  export GOPATH=$cache/go/path GOMODCACHE=$cache/go/mod GOCACHE=$cache/go/build
-  # The committed go.sum is the trust anchor; never rewrite it here.
-  export GOFLAGS="${GOFLAGS:+$GOFLAGS }-mod=readonly" GOTOOLCHAIN=local
+  go_env
 
   want=$(inputs_hash)
   if [[ -x $bin/helm && -f $stamp && $(cat "$stamp") == "$want" ]]; then
