@@ -222,7 +222,8 @@ impl Engine {
                     (ns.clone(), name.clone()),
                     (outcome.serve_state, outcome.ingest_state),
                 );
-                self.verdicts.set(&ns, &name, outcome.verdict)
+                self.verdicts
+                    .set(&ns, &name, outcome.verdict, Instant::now())
             }
             // The reconciler reports spec errors on the Ready condition.
             Err(_) => false,

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use tailwarden_crds::{BudgetStatus, SliStatus};
 use tailwarden_slo::gate::Gates;
@@ -37,9 +38,20 @@ pub struct Verdict {
     pub evaluated_at: String,
 }
 
+/// SLI values and the numbers in reasons move every evaluation. A verdict whose decisions are
+/// unchanged triggers a reconcile (and so a status write) at most this often, so a thousand quiet
+/// pipelines do not cost a thousand status writes per interval; a changed decision triggers at once.
+pub const STATUS_REFRESH: Duration = Duration::from_secs(60);
+
+#[derive(Debug)]
+struct Entry {
+    verdict: Verdict,
+    triggered: Instant,
+}
+
 /// The latest verdict per pipeline, keyed by (namespace, name).
 #[derive(Debug, Default, Clone)]
-pub struct Verdicts(Arc<RwLock<HashMap<(String, String), Verdict>>>);
+pub struct Verdicts(Arc<RwLock<HashMap<(String, String), Entry>>>);
 
 impl Verdicts {
     /// The latest verdict for a pipeline.
@@ -48,18 +60,28 @@ impl Verdicts {
             .read()
             .expect("verdict lock is never poisoned: writers do not panic")
             .get(&(namespace.to_owned(), name.to_owned()))
-            .cloned()
+            .map(|e| e.verdict.clone())
     }
 
-    /// Replaces a pipeline's verdict; returns whether it changed.
-    pub fn set(&self, namespace: &str, name: &str, verdict: Verdict) -> bool {
+    /// Stores a pipeline's verdict as of `now`; returns whether the pipeline should be reconciled:
+    /// at once when a decision changed, and for changed values only every [`STATUS_REFRESH`].
+    pub fn set(&self, namespace: &str, name: &str, verdict: Verdict, now: Instant) -> bool {
         let mut map = self.0.write().expect("verdict lock is never poisoned");
         let key = (namespace.to_owned(), name.to_owned());
-        let changed = map
-            .get(&key)
-            .is_none_or(|old| !same_decision(old, &verdict));
-        map.insert(key, verdict);
-        changed
+        let trigger = match map.get(&key) {
+            None => true,
+            Some(old) => {
+                !same_decisions(&old.verdict, &verdict)
+                    || (!same_values(&old.verdict, &verdict)
+                        && now.saturating_duration_since(old.triggered) >= STATUS_REFRESH)
+            }
+        };
+        let triggered = match map.get(&key) {
+            Some(old) if !trigger => old.triggered,
+            _ => now,
+        };
+        map.insert(key, Entry { verdict, triggered });
+        trigger
     }
 
     /// Forgets pipelines that no longer exist.
@@ -71,14 +93,77 @@ impl Verdicts {
     }
 }
 
-/// Whether two verdicts would make the reconciler do or report anything different (the
-/// evaluation time alone does not count).
-fn same_decision(a: &Verdict, b: &Verdict) -> bool {
+/// Whether two verdicts make the reconciler act the same: gates (state and reason code), replicas,
+/// what is missing and the dry-run switch. Numbers in reasons and SLI values do not count.
+fn same_decisions(a: &Verdict, b: &Verdict) -> bool {
+    let gates = |v: &Verdict| {
+        let g = &v.gates;
+        (
+            g.freeze.closed,
+            g.freeze.code,
+            g.degrade.closed,
+            g.degrade.code,
+        )
+    };
+    let replicas = |s: &Option<Scale>| s.as_ref().map(|s| s.replicas);
+    gates(a) == gates(b)
+        && replicas(&a.serve) == replicas(&b.serve)
+        && replicas(&a.ingest) == replicas(&b.ingest)
+        && a.missing == b.missing
+        && a.dry_run == b.dry_run
+}
+
+/// Whether two verdicts report the same (the evaluation time alone does not count).
+fn same_values(a: &Verdict, b: &Verdict) -> bool {
     Verdict {
         evaluated_at: String::new(),
         ..a.clone()
     } == Verdict {
         evaluated_at: String::new(),
         ..b.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::verdict;
+
+    #[test]
+    fn decisions_trigger_at_once_and_values_at_most_every_refresh() {
+        let v = Verdicts::default();
+        let t0 = Instant::now();
+        assert!(
+            v.set("ns", "p", verdict(false, "BudgetHealthy"), t0),
+            "the first verdict"
+        );
+        let mut moved = verdict(false, "BudgetHealthy");
+        moved.slis.freshness_lag = Some("7s".into());
+        assert!(
+            !v.set("ns", "p", moved.clone(), t0 + Duration::from_secs(5)),
+            "values alone wait"
+        );
+        assert_eq!(
+            v.get("ns", "p").unwrap(),
+            moved,
+            "but are stored for the next reconcile"
+        );
+        assert!(
+            v.set(
+                "ns",
+                "p",
+                verdict(true, "FastBurn"),
+                t0 + Duration::from_secs(10)
+            ),
+            "a freeze is at once"
+        );
+        let mut later = verdict(true, "FastBurn");
+        later.slis.freshness_lag = Some("9s".into());
+        assert!(!v.set("ns", "p", later.clone(), t0 + Duration::from_secs(30)));
+        later.slis.freshness_lag = Some("11s".into());
+        assert!(
+            v.set("ns", "p", later, t0 + Duration::from_secs(71)),
+            "values refresh after a minute"
+        );
     }
 }

@@ -127,23 +127,54 @@ pub fn freshness_lag(selector: &str, grouping: &str) -> String {
     )
 }
 
-/// Share of `window` during which the lag exceeded `max_lag`, sampled every
-/// [`FRESHNESS_STEP`] by a subquery: a freshness SLI has no counters to `rate`. The rules record
-/// it over [`FRESHNESS_BASE_WINDOW`] only; over long windows the subquery is costly, so
-/// [`freshness_error_ratio`] averages that recording instead.
+/// Share of `window` during which the lag exceeded `max_lag`, sampled by a subquery every
+/// [`freshness_step`]: a freshness SLI has no counters to `rate`. The rules record it over
+/// [`FRESHNESS_BASE_WINDOW`] only; over long windows [`freshness_error_ratio`] averages that
+/// recording instead.
 pub fn freshness_sampled_error_ratio(
     selector: &str,
     max_lag: Duration,
     window: Duration,
     grouping: &str,
 ) -> String {
+    let sampled = |window: Duration, step: Duration| {
+        format!(
+            "avg_over_time(({} > bool {})[{}:{}])",
+            freshness_lag(selector, grouping),
+            max_lag.as_secs(),
+            prom_duration(window),
+            prom_duration(step),
+        )
+    };
+    let step = freshness_step(window);
+    if step == FRESHNESS_STEP {
+        return sampled(window, step);
+    }
+    // A coarse grid has no sample yet for a pipeline younger than one step: such a pipeline
+    // falls back to its last hour at the fine step rather than reading as missing data.
     format!(
-        "avg_over_time(({} > bool {})[{}:{}])",
-        freshness_lag(selector, grouping),
-        max_lag.as_secs(),
-        prom_duration(window),
-        prom_duration(FRESHNESS_STEP),
+        "{} or {}",
+        sampled(window, step),
+        sampled(Duration::from_secs(3600), FRESHNESS_STEP)
     )
+}
+
+/// Most samples a freshness subquery takes per series.
+pub const FRESHNESS_MAX_SAMPLES: u64 = 720;
+
+/// The subquery step over `window`: [`FRESHNESS_STEP`] up to 6 h, then coarser so that a window
+/// costs at most [`FRESHNESS_MAX_SAMPLES`] evaluations per series (30 days at 30 s would be
+/// 86,400 and dominated a 1,000-pipeline pass at 5 s). Over a long window the coarser grid still
+/// estimates the share of stale time; short breaches are the page windows' job.
+pub fn freshness_step(window: Duration) -> Duration {
+    let per_sample = window.as_secs().div_ceil(FRESHNESS_MAX_SAMPLES);
+    // Whole minutes beyond the base step, so the range reads naturally (`1h`, not `3600s`).
+    let step = if per_sample <= FRESHNESS_STEP.as_secs() {
+        FRESHNESS_STEP.as_secs()
+    } else {
+        per_sample.div_ceil(60) * 60
+    };
+    Duration::from_secs(step)
 }
 
 /// Share of `window` during which the lag exceeded the maximum: the average of the recorded 5m
@@ -235,6 +266,34 @@ fn matchers(parts: &[&str]) -> String {
         .copied()
         .collect::<Vec<_>>()
         .join(",")
+}
+
+#[cfg(test)]
+mod freshness_step_tests {
+    use super::*;
+
+    #[test]
+    fn long_windows_sample_coarser_and_short_ones_keep_thirty_seconds() {
+        let h = |n: u64| Duration::from_secs(n * 3600);
+        assert_eq!(freshness_step(Duration::from_secs(300)), FRESHNESS_STEP);
+        assert_eq!(
+            freshness_step(h(6)),
+            FRESHNESS_STEP,
+            "6 h at 30 s is exactly 720 samples"
+        );
+        assert_eq!(freshness_step(h(24)), Duration::from_secs(120));
+        assert_eq!(freshness_step(h(30 * 24)), h(1));
+        for hours in [1, 6, 24, 72, 720, 2160] {
+            let w = h(hours);
+            assert!(w.as_secs() / freshness_step(w).as_secs() <= FRESHNESS_MAX_SAMPLES);
+        }
+        let q = freshness_sampled_error_ratio("", Duration::from_secs(600), h(720), "pipeline");
+        assert!(q.contains("[30d:1h]) or avg_over_time("), "{q}");
+        assert!(
+            q.ends_with("[1h:30s])"),
+            "young pipelines fall back to the fine grid: {q}"
+        );
+    }
 }
 
 #[cfg(test)]
