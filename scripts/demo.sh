@@ -117,11 +117,8 @@ say "Load: 500 reads/s and 5,000 updates/s for 45 s; waiting for the SLO engine 
 "$bin/tailwarden-loadgen" run --ingest "127.0.0.1:$p_ingest" --serve "127.0.0.1:$p_serve" \
   --read-rate 500 --write-rate 5000 --duration 45 --keys 20000 >"$state/logs/loadgen.log" 2>&1 &
 load=$!
-deadline=$((SECONDS + 90))
-until [[ -n $("$kubectl" get rp catalog -o jsonpath='{.status.budget.remaining}') ]]; do
-  ((SECONDS < deadline)) || { echo "the SLO engine reported no budget for rp/catalog" >&2; exit 1; }
-  sleep 1
-done
+# Every SLI needs a few scrapes of history (rates over 5m windows) before the engine has them all.
+"$kubectl" wait --for=condition=MetricsAvailable rp/catalog --timeout=120s
 "$kubectl" get rp
 say "SLIs, budget and the last decision of rp/catalog, read from Prometheus"
 "$kubectl" get rp catalog -o jsonpath='{.status.slis}{"\n"}{.status.budget}{"\n"}{.status.lastDecision}{"\n"}' | python3 -c '

@@ -77,7 +77,7 @@ fn gate(
         return GateState {
             closed: was_closed,
             reason: format!(
-                "SLI data missing: {what} stay {} until the budget can be computed",
+                "SLI data missing: keeping {what} {} until the budget can be computed",
                 if was_closed { "held back" } else { "allowed" }
             ),
             code: "MissingData",
