@@ -9,6 +9,7 @@ use tailwarden_crds::RetailPipelineStatus;
 use crate::conditions::{DEGRADED, ROLLOUT_FROZEN, is_true};
 use crate::rollout::RolloutPlan;
 use crate::verdict::Verdict;
+use tailwarden_slo::gate::GateState;
 
 /// One decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,14 +70,23 @@ pub fn decisions(previous: Option<&RetailPipelineStatus>, applied: &Applied<'_>)
             push(kind, scale.reason.clone());
         }
     }
-    let was_frozen = is_true(previous, ROLLOUT_FROZEN);
-    if v.gates.freeze.closed != was_frozen {
-        let kind = if v.gates.freeze.closed {
-            "FreezeRollout"
-        } else {
-            "ResumeRollout"
+    // A gate's decision is its transition against the condition in the previous status.
+    let gate_transition =
+        |type_: &str, gate: &GateState, closing: &'static str, opening: &'static str| {
+            (gate.closed != is_true(previous, type_)).then(|| {
+                (
+                    if gate.closed { closing } else { opening },
+                    gate.reason.clone(),
+                )
+            })
         };
-        push(kind, v.gates.freeze.reason.clone());
+    if let Some((kind, reason)) = gate_transition(
+        ROLLOUT_FROZEN,
+        &v.gates.freeze,
+        "FreezeRollout",
+        "ResumeRollout",
+    ) {
+        push(kind, reason);
     }
     if applied.rollout.overridden {
         push(
@@ -87,14 +97,9 @@ pub fn decisions(previous: Option<&RetailPipelineStatus>, applied: &Applied<'_>)
             ),
         );
     }
-    let was_degraded = is_true(previous, DEGRADED);
-    if v.gates.degrade.closed != was_degraded {
-        let kind = if v.gates.degrade.closed {
-            "Degrade"
-        } else {
-            "Restore"
-        };
-        push(kind, v.gates.degrade.reason.clone());
+    if let Some((kind, reason)) = gate_transition(DEGRADED, &v.gates.degrade, "Degrade", "Restore")
+    {
+        push(kind, reason);
     }
     out
 }
