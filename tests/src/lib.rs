@@ -116,12 +116,24 @@ fn unique() -> String {
     format!("{:x}{}", nanos & 0xffff, N.fetch_add(1, Ordering::Relaxed))
 }
 
-/// A free TCP port on loopback.
+/// A free TCP port on loopback, never handed out twice by this process.
+///
+/// Ports come from below the Linux ephemeral range (32768+): a port the kernel picked would
+/// be free again at once, so outgoing connections (and other tests asking the kernel) could
+/// take it before the server under test binds it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("loopback has free ports")
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let given = given.get_or_insert_with(HashSet::new);
+    loop {
+        let port = fastrand::u16(20000..32000);
+        if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    }
 }
 
 /// A RetailPipeline from a JSON spec.

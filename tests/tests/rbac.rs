@@ -358,14 +358,6 @@ impl Drop for Operator {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Server-side applies one rendered object (dry run only when `dry_run`), strict field validation.
 async fn apply(client: &Client, object: &Value, default_ns: &str, dry_run: bool) {
     let (group, version) = match object["apiVersion"].as_str().unwrap().split_once('/') {

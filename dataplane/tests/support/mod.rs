@@ -17,12 +17,24 @@ pub struct Server {
     args: Vec<String>,
 }
 
+/// A free TCP port on loopback, never handed out twice by this process.
+///
+/// Ports come from below the Linux ephemeral range (32768+): a port the kernel picked would
+/// be free again at once, so outgoing connections (and other tests asking the kernel) could
+/// take it before the server under test binds it.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let given = given.get_or_insert_with(HashSet::new);
+    loop {
+        let port = fastrand::u16(20000..32000);
+        if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    }
 }
 
 /// A fresh data directory.
@@ -104,6 +116,11 @@ impl Server {
             }
         })
         .await;
+        // An answer from another process on a reused port must not pass for this one.
+        assert!(
+            self.child.try_wait().unwrap().is_none(),
+            "the data plane exited during start-up"
+        );
     }
 
     /// SIGKILL: no chance to flush anything.

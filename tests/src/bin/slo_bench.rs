@@ -36,6 +36,7 @@ use tailwarden_operator::metrics::Metrics;
 use tailwarden_operator::verdict::Verdicts;
 use tailwarden_slo::promql;
 use tailwarden_slo::rules::{period, slos};
+use tailwarden_tests::free_port;
 
 /// Options, `--name value`.
 struct Opts(BTreeMap<String, String>);
@@ -176,14 +177,6 @@ impl Drop for Prom {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn fresh_dir(what: &str) -> PathBuf {
