@@ -30,8 +30,6 @@ use crate::verdict::Verdicts;
 
 /// Every live query groups by these labels, which scraping attaches to the data plane's series.
 const GROUPING: &str = "namespace, pipeline";
-/// The window of the rate-based signals (P95/P99, request rate, throughput, backlog slope).
-const SIGNAL_WINDOW: Duration = Duration::from_secs(300);
 
 /// Engine settings (operator flags).
 #[derive(Debug, Clone)]
@@ -44,6 +42,10 @@ pub struct EngineConfig {
     pub query_timeout: Duration,
     /// Queries in flight at once per pass.
     pub concurrency: usize,
+    /// Window of the rate-based signals that drive scaling (P95/P99, request rate, throughput,
+    /// backlog slope). Short, so a breach shows within a pass or two and the two quantile
+    /// queries, the costliest of a pass, read few samples; it needs at least 4 scrapes.
+    pub signal_window: Duration,
 }
 
 impl Default for EngineConfig {
@@ -53,6 +55,7 @@ impl Default for EngineConfig {
             interval: Duration::from_secs(15),
             query_timeout: Duration::from_secs(10),
             concurrency: 8,
+            signal_window: Duration::from_secs(120),
         }
     }
 }
@@ -252,7 +255,7 @@ impl Engine {
                 return readings;
             }
         };
-        let queries = distinct_queries(pipelines, now);
+        let queries = distinct_queries(pipelines, now, self.config.signal_window);
         report.queries += queries.len();
         let at = now.timestamp();
         let timeout = self.config.query_timeout.as_millis() as i64;
@@ -318,6 +321,7 @@ impl Engine {
 fn distinct_queries(
     pipelines: &[&Arc<RetailPipeline>],
     now: DateTime<Utc>,
+    signal_window: Duration,
 ) -> Vec<(String, Vec<Target>)> {
     let mut queries: BTreeMap<String, Vec<Target>> = BTreeMap::new();
     let mut add = |query: String, target: Target| {
@@ -349,22 +353,22 @@ fn distinct_queries(
     let grouping_class = format!("{GROUPING}, class");
     for q in [0.95, 0.99] {
         add(
-            promql::latency_quantile("", None, q, SIGNAL_WINDOW, &grouping_class),
+            promql::latency_quantile("", None, q, signal_window, &grouping_class),
             Target::Quantile(q),
         );
     }
     add(
-        promql::request_rate("", SIGNAL_WINDOW, GROUPING),
+        promql::request_rate("", signal_window, GROUPING),
         Target::RequestRate,
     );
     add(promql::freshness_lag("", GROUPING), Target::FreshnessLag);
     add(promql::queue_depth("", GROUPING), Target::Backlog);
     add(
-        promql::queue_depth_slope("", SIGNAL_WINDOW, GROUPING),
+        promql::queue_depth_slope("", signal_window, GROUPING),
         Target::BacklogSlope,
     );
     add(
-        promql::accepted_rate("", SIGNAL_WINDOW, GROUPING),
+        promql::accepted_rate("", signal_window, GROUPING),
         Target::Throughput,
     );
     queries.into_iter().collect()
@@ -405,14 +409,16 @@ mod tests {
     use super::*;
     use crate::test_support::{cassandra_pipeline, pipeline};
 
+    const SIGNAL: Duration = Duration::from_secs(120);
+
     #[test]
     fn pipelines_with_the_same_objectives_share_every_query() {
         let one = [Arc::new(pipeline("a"))];
         let many: Vec<_> = (0..50)
             .map(|i| Arc::new(cassandra_pipeline(&format!("p{i}"))))
             .collect();
-        let q1 = distinct_queries(&one.iter().collect::<Vec<_>>(), Utc::now());
-        let q50 = distinct_queries(&many.iter().collect::<Vec<_>>(), Utc::now());
+        let q1 = distinct_queries(&one.iter().collect::<Vec<_>>(), Utc::now(), SIGNAL);
+        let q50 = distinct_queries(&many.iter().collect::<Vec<_>>(), Utc::now(), SIGNAL);
         assert_eq!(
             q1.len(),
             q50.len(),
@@ -431,7 +437,7 @@ mod tests {
         let mut custom = pipeline("b");
         custom.spec.slos.read_latency[0].p99 = "150ms".into();
         let ps = [Arc::new(pipeline("a")), Arc::new(custom)];
-        let q = distinct_queries(&ps.iter().collect::<Vec<_>>(), Utc::now());
+        let q = distinct_queries(&ps.iter().collect::<Vec<_>>(), Utc::now(), SIGNAL);
         assert_eq!(
             q.len(),
             13 * 5 + 7 + 5,

@@ -45,15 +45,27 @@ struct Args {
     /// How often the SLO engine evaluates every pipeline (at least 5s).
     #[arg(long, env = "TAILWARDEN_EVALUATION_INTERVAL", default_value = "15s", value_parser = parse_interval)]
     evaluation_interval: std::time::Duration,
+    /// Window of the rate-based scaling signals (P95/P99, request and ingest rates, backlog
+    /// slope): at least 30s, and at least 4 scrape intervals of the data plane.
+    #[arg(long, env = "TAILWARDEN_SIGNAL_WINDOW", default_value = "2m", value_parser = parse_signal_window)]
+    signal_window: std::time::Duration,
     /// Run without the SLO engine: reconcile only, never scale or freeze.
     #[arg(long, env = "TAILWARDEN_DISABLE_SLO_ENGINE")]
     disable_slo_engine: bool,
 }
 
 fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
+    parse_at_least(s, 5)
+}
+
+fn parse_signal_window(s: &str) -> Result<std::time::Duration, String> {
+    parse_at_least(s, 30)
+}
+
+fn parse_at_least(s: &str, min_secs: u64) -> Result<std::time::Duration, String> {
     let d = tailwarden_crds::duration::parse(s).map_err(|e| e.to_string())?;
-    if d < std::time::Duration::from_secs(5) {
-        return Err(format!("{s} is shorter than 5s"));
+    if d < std::time::Duration::from_secs(min_secs) {
+        return Err(format!("{s} is shorter than {min_secs}s"));
     }
     Ok(d)
 }
@@ -103,6 +115,7 @@ async fn main() -> anyhow::Result<()> {
     let engine = (!args.disable_slo_engine).then(|| EngineConfig {
         default_prometheus: args.prometheus_url.clone(),
         interval: args.evaluation_interval,
+        signal_window: args.signal_window,
         ..EngineConfig::default()
     });
 

@@ -122,6 +122,8 @@ async fn engine_numbers_match_hand_computed_values_from_real_prometheus() {
     let verdicts = Verdicts::default();
     let config = EngineConfig {
         default_prometheus: Some(prometheus.url.clone()),
+        // The history has one sample per 2 minutes; a rate needs two in its window.
+        signal_window: std::time::Duration::from_secs(300),
         ..EngineConfig::default()
     };
     let engine = Engine::new(config, verdicts.clone(), Arc::new(Metrics::default()));
