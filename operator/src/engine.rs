@@ -112,6 +112,15 @@ impl Engine {
         }
     }
 
+    /// The PromQL a pass sends for these pipelines, once each (benchmarks time them one by one).
+    pub fn queries(&self, pipelines: &[Arc<RetailPipeline>], now: DateTime<Utc>) -> Vec<String> {
+        let refs: Vec<_> = pipelines.iter().collect();
+        distinct_queries(&refs, now, self.config.signal_window)
+            .into_iter()
+            .map(|(q, _)| q)
+            .collect()
+    }
+
     /// Evaluates every `interval` until dropped, asking for a reconcile of changed pipelines.
     pub async fn run(
         self: Arc<Self>,

@@ -31,11 +31,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use tailwarden_crds::RetailPipeline;
 use tailwarden_operator::engine::{Engine, EngineConfig};
-use tailwarden_operator::evaluation::{budget_window, objectives, page_windows};
 use tailwarden_operator::metrics::Metrics;
 use tailwarden_operator::verdict::Verdicts;
-use tailwarden_slo::promql;
-use tailwarden_slo::rules::{period, slos};
 use tailwarden_tests::free_port;
 
 /// Options, `--name value`.
@@ -223,37 +220,6 @@ fn retail_pipelines(n: usize, namespaces: usize) -> Vec<Arc<RetailPipeline>> {
         .collect()
 }
 
-/// The engine's distinct queries for default-SLO pipelines, built as `engine.rs` builds them (a
-/// copy: the engine keeps its list private), to time each one in Prometheus.
-fn engine_queries(p: &RetailPipeline, now: DateTime<Utc>) -> Vec<String> {
-    const GROUPING: &str = "namespace, pipeline";
-    let signal = Duration::from_secs(300);
-    let o = objectives(&p.spec).expect("default objectives");
-    let period = period(&o);
-    let mut windows = page_windows(period);
-    windows.push(budget_window(&o, now));
-    let mut q = vec![];
-    for slo in slos(&o) {
-        for &w in &windows {
-            q.push(slo.error_ratio_without_rules("", w, GROUPING));
-        }
-    }
-    let by_class = format!("{GROUPING}, class");
-    for quantile in [0.95, 0.99] {
-        q.push(promql::latency_quantile(
-            "", None, quantile, signal, &by_class,
-        ));
-    }
-    q.push(promql::request_rate("", signal, GROUPING));
-    q.push(promql::freshness_lag("", GROUPING));
-    q.push(promql::queue_depth("", GROUPING));
-    q.push(promql::queue_depth_slope("", signal, GROUPING));
-    q.push(promql::accepted_rate("", signal, GROUPING));
-    q.sort();
-    q.dedup();
-    q
-}
-
 fn stats(mut v: Vec<f64>) -> String {
     if v.is_empty() {
         return "n/a".into();
@@ -414,11 +380,6 @@ async fn live(o: Opts) {
 
     let (rss_before, _) = rss(&me);
     let pipelines = retail_pipelines(n, namespaces);
-    let queries = engine_queries(&pipelines[0], Utc::now());
-
-    // Prometheus's own cost per query (before the pass loop, so the figures are clean).
-    per_query_costs(&prom, &http, &queries, Utc::now().timestamp()).await;
-
     let verdicts = Verdicts::default();
     let config = EngineConfig {
         default_prometheus: Some(prom.url.clone()),
@@ -426,14 +387,18 @@ async fn live(o: Opts) {
         ..EngineConfig::default()
     };
     println!(
-        "engine: query timeout {:?}, concurrency {}",
-        config.query_timeout, config.concurrency
+        "engine: query timeout {:?}, concurrency {}, signal window {:?}",
+        config.query_timeout, config.concurrency, config.signal_window
     );
     let engine = Arc::new(Engine::new(
         config,
         verdicts.clone(),
         Arc::new(Metrics::default()),
     ));
+
+    // Prometheus's own cost per query (before the pass loop, so the figures are clean).
+    let queries = engine.queries(&pipelines[..1], Utc::now());
+    per_query_costs(&prom, &http, &queries, Utc::now().timestamp()).await;
 
     // Trial pipelines, spread over the fleet.
     let trial_idx: Vec<usize> = (0..trials).map(|k| (101 + k * 293) % n).collect();
@@ -756,8 +721,6 @@ async fn backfill(o: Opts) {
         t.elapsed().as_secs_f64()
     );
     let pipelines = retail_pipelines(n, 1);
-    let queries = engine_queries(&pipelines[0], DateTime::from_timestamp(end + 1, 0).unwrap());
-    per_query_costs(&prom, &http, &queries, end + 1).await;
     let verdicts = Verdicts::default();
     let engine = Engine::new(
         EngineConfig {
@@ -768,6 +731,8 @@ async fn backfill(o: Opts) {
         Arc::new(Metrics::default()),
     );
     let now = DateTime::from_timestamp(end + 1, 0).unwrap();
+    let queries = engine.queries(&pipelines[..1], now);
+    per_query_costs(&prom, &http, &queries, end + 1).await;
     let mut times = vec![];
     let mut failed = vec![];
     for _ in 0..passes {
