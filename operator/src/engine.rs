@@ -5,8 +5,13 @@
 //! Queries are batched across pipelines: each distinct expression (an SLI over a window, grouped
 //! by `namespace, pipeline`) is sent once per Prometheus, whatever the number of pipelines, and
 //! the distinct queries run concurrently with a timeout.
+//!
+//! Where the generated recording rules are loaded, the SLI error ratios come from the recorded
+//! `slo:sli_error:ratio_rate<window>` series, one cheap query per window for every pipeline and
+//! SLO. Only the ratios nobody recorded are computed from the raw counters, whose long windows
+//! read every sample of up to 30 days.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -69,6 +74,8 @@ pub struct PassReport {
     pub queries: usize,
     /// Queries that failed.
     pub failed_queries: usize,
+    /// SLI error ratios (pipeline × SLO × window) read from recording rules, not raw counters.
+    pub recorded_ratios: usize,
     /// Pipelines whose verdict changed.
     pub changed: Vec<ObjectRef<RetailPipeline>>,
     /// How long the pass took.
@@ -115,7 +122,7 @@ impl Engine {
     /// The PromQL a pass sends for these pipelines, once each (benchmarks time them one by one).
     pub fn queries(&self, pipelines: &[Arc<RetailPipeline>], now: DateTime<Utc>) -> Vec<String> {
         let refs: Vec<_> = pipelines.iter().collect();
-        distinct_queries(&refs, now, self.config.signal_window)
+        distinct_queries(&refs, now, self.config.signal_window, &Recorded::new())
             .into_iter()
             .map(|(q, _)| q)
             .collect()
@@ -264,26 +271,27 @@ impl Engine {
                 return readings;
             }
         };
-        let queries = distinct_queries(pipelines, now, self.config.signal_window);
-        report.queries += queries.len();
         let at = now.timestamp();
-        let timeout = self.config.query_timeout.as_millis() as i64;
-        let results: Vec<_> = futures::stream::iter(queries)
-            .map(|(query, targets)| {
-                let prometheus = &prometheus;
-                async move {
-                    let result = prometheus
-                        .query(query.as_str())
-                        .at(at)
-                        .timeout(timeout)
-                        .get()
-                        .await;
-                    (query, targets, result)
-                }
-            })
-            .buffer_unordered(self.config.concurrency.max(1))
-            .collect()
+        let recorded = self
+            .read_recorded(&prometheus, pipelines, now, report)
             .await;
+        for ((ns, pipeline, slo, window), value) in &recorded {
+            let Some(r) = readings.get_mut(&(ns.clone(), pipeline.clone())) else {
+                continue;
+            };
+            report.recorded_ratios += 1;
+            // NaN is what PromQL gives for 0/0 (no traffic): no data, not a measurement.
+            if value.is_finite() {
+                let target = Target::ErrorRatio {
+                    slo: slo.clone(),
+                    window: *window,
+                };
+                record(r, &target, None, *value);
+            }
+        }
+        let queries = distinct_queries(pipelines, now, self.config.signal_window, &recorded);
+        report.queries += queries.len();
+        let results = self.send(&prometheus, queries, at).await;
         for (query, targets, result) in results {
             let series = match result {
                 Ok(r) => match r.data() {
@@ -323,7 +331,89 @@ impl Engine {
         }
         readings
     }
+
+    /// The recorded error ratios of the windows these pipelines need. A window whose query fails
+    /// is simply not recorded: its ratios fall back to the raw counters.
+    async fn read_recorded(
+        &self,
+        prometheus: &Prometheus,
+        pipelines: &[&Arc<RetailPipeline>],
+        now: DateTime<Utc>,
+        report: &mut PassReport,
+    ) -> Recorded {
+        let windows: BTreeSet<Duration> = pipelines
+            .iter()
+            .filter_map(|p| objectives(&p.spec).ok())
+            .flat_map(|o| {
+                let mut w = page_windows(period(&o));
+                w.push(budget_window(&o, now));
+                w
+            })
+            .collect();
+        let queries: Vec<_> = windows
+            .into_iter()
+            .map(|w| {
+                let metric = promql::sli_error_metric(w);
+                (format!("max by ({GROUPING}, slo) ({metric})"), w)
+            })
+            .collect();
+        report.queries += queries.len();
+        let mut recorded = Recorded::new();
+        for (_, window, result) in self.send(prometheus, queries, now.timestamp()).await {
+            let Ok(result) = result else {
+                report.failed_queries += 1;
+                continue;
+            };
+            let Data::Vector(v) = result.data() else {
+                continue;
+            };
+            for s in v {
+                let labels = s.metric();
+                if let (Some(ns), Some(pipeline), Some(slo)) = (
+                    labels.get("namespace"),
+                    labels.get("pipeline"),
+                    labels.get("slo"),
+                ) {
+                    recorded.insert(
+                        (ns.clone(), pipeline.clone(), slo.clone(), window),
+                        s.sample().value(),
+                    );
+                }
+            }
+        }
+        recorded
+    }
+
+    /// Sends `queries` concurrently, each evaluated at `at` with the query timeout.
+    async fn send<T>(
+        &self,
+        prometheus: &Prometheus,
+        queries: Vec<(String, T)>,
+        at: i64,
+    ) -> Vec<(
+        String,
+        T,
+        Result<prometheus_http_query::response::PromqlResult, prometheus_http_query::Error>,
+    )> {
+        let timeout = self.config.query_timeout.as_millis() as i64;
+        futures::stream::iter(queries)
+            .map(|(query, targets)| async move {
+                let result = prometheus
+                    .query(query.as_str())
+                    .at(at)
+                    .timeout(timeout)
+                    .get()
+                    .await;
+                (query, targets, result)
+            })
+            .buffer_unordered(self.config.concurrency.max(1))
+            .collect()
+            .await
+    }
 }
+
+/// Recorded SLI error ratios: (namespace, pipeline, slo, window) → value.
+type Recorded = HashMap<(String, String, String, Duration), f64>;
 
 /// Every distinct query the pipelines need, with what each answer feeds. Pipelines with the same
 /// SLO definitions share queries, so defaults cost the same for one pipeline or a thousand.
@@ -331,6 +421,7 @@ fn distinct_queries(
     pipelines: &[&Arc<RetailPipeline>],
     now: DateTime<Utc>,
     signal_window: Duration,
+    recorded: &Recorded,
 ) -> Vec<(String, Vec<Target>)> {
     let mut queries: BTreeMap<String, Vec<Target>> = BTreeMap::new();
     let mut add = |query: String, target: Target| {
@@ -345,10 +436,15 @@ fn distinct_queries(
         };
         let mut windows = page_windows(period(&objectives));
         windows.push(budget_window(&objectives, now));
+        let (ns, name) = key(p);
         for slo in slos(&objectives) {
             for &window in &windows {
-                // Straight from the data plane's metrics: the engine works whether or not the
-                // generated recording rules are installed.
+                let key = (ns.clone(), name.clone(), slo.name.clone(), window);
+                if recorded.contains_key(&key) {
+                    continue;
+                }
+                // Straight from the data plane's metrics, for pipelines whose rules are not
+                // (yet) loaded.
                 add(
                     slo.error_ratio_without_rules("", window, GROUPING),
                     Target::ErrorRatio {
@@ -426,8 +522,18 @@ mod tests {
         let many: Vec<_> = (0..50)
             .map(|i| Arc::new(cassandra_pipeline(&format!("p{i}"))))
             .collect();
-        let q1 = distinct_queries(&one.iter().collect::<Vec<_>>(), Utc::now(), SIGNAL);
-        let q50 = distinct_queries(&many.iter().collect::<Vec<_>>(), Utc::now(), SIGNAL);
+        let q1 = distinct_queries(
+            &one.iter().collect::<Vec<_>>(),
+            Utc::now(),
+            SIGNAL,
+            &Recorded::new(),
+        );
+        let q50 = distinct_queries(
+            &many.iter().collect::<Vec<_>>(),
+            Utc::now(),
+            SIGNAL,
+            &Recorded::new(),
+        );
         assert_eq!(
             q1.len(),
             q50.len(),
@@ -442,11 +548,42 @@ mod tests {
     }
 
     #[test]
+    fn recorded_ratios_are_not_computed_again_from_raw_counters() {
+        let (a, b) = (Arc::new(pipeline("a")), Arc::new(pipeline("b")));
+        let now = Utc::now();
+        let objectives = objectives(&a.spec).unwrap();
+        let mut windows = page_windows(period(&objectives));
+        windows.push(budget_window(&objectives, now));
+        let mut recorded = Recorded::new();
+        for slo in slos(&objectives) {
+            for &w in &windows {
+                recorded.insert(("retail".into(), "a".into(), slo.name.clone(), w), 0.0);
+            }
+        }
+        let only_a = distinct_queries(&[&a], now, SIGNAL, &recorded);
+        assert_eq!(only_a.len(), 7, "only the signals: {only_a:?}");
+        assert!(
+            only_a.iter().all(|(_, targets)| targets
+                .iter()
+                .all(|t| !matches!(t, Target::ErrorRatio { .. }))),
+            "no raw error ratio for a recorded pipeline"
+        );
+        // A pipeline whose rules are not loaded still gets every ratio from the raw counters.
+        let both = distinct_queries(&[&a, &b], now, SIGNAL, &recorded);
+        assert_eq!(both.len(), 13 * 5 + 7);
+    }
+
+    #[test]
     fn a_different_threshold_adds_only_its_own_queries() {
         let mut custom = pipeline("b");
         custom.spec.slos.read_latency[0].p99 = "150ms".into();
         let ps = [Arc::new(pipeline("a")), Arc::new(custom)];
-        let q = distinct_queries(&ps.iter().collect::<Vec<_>>(), Utc::now(), SIGNAL);
+        let q = distinct_queries(
+            &ps.iter().collect::<Vec<_>>(),
+            Utc::now(),
+            SIGNAL,
+            &Recorded::new(),
+        );
         assert_eq!(
             q.len(),
             13 * 5 + 7 + 5,

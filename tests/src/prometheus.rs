@@ -37,10 +37,17 @@ impl Prometheus {
 
     /// Scrapes `target` every second, keeping the labels the target sets (`namespace`, `pipeline`).
     pub async fn scraping(target: std::net::SocketAddr) -> Self {
-        let config = format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: dataplane\n    honor_labels: true\n    static_configs:\n      - targets: [\"{target}\"]\n"
-        );
-        Self::start(fresh_dir(), &config).await
+        Self::start(fresh_dir(), &scrape_config(target, "")).await
+    }
+
+    /// Like [`Prometheus::scraping`], evaluating the rules file `rules` every second.
+    pub async fn scraping_with_rules(target: std::net::SocketAddr, rules: &str) -> Self {
+        let dir = fresh_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("rules.yml");
+        std::fs::write(&file, rules).unwrap();
+        let rule_files = format!("rule_files: [\"{}\"]\n", file.display());
+        Self::start(dir, &scrape_config(target, &rule_files)).await
     }
 
     async fn start(dir: PathBuf, config_text: &str) -> Self {
@@ -92,6 +99,12 @@ impl Drop for Prometheus {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+fn scrape_config(target: std::net::SocketAddr, extra: &str) -> String {
+    format!(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n{extra}scrape_configs:\n  - job_name: dataplane\n    honor_labels: true\n    static_configs:\n      - targets: [\"{target}\"]\n"
+    )
 }
 
 fn fresh_dir() -> PathBuf {

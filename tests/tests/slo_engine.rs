@@ -1,14 +1,20 @@
 //! The SLO engine against a real Prometheus holding an exact 31-day history with a known outage:
 //! its SLIs, budget and burn rates must equal the values computed by hand from the raw counters.
+//! And against a Prometheus that evaluates the generated rules: the ratios then come from the
+//! recordings, with no raw-counter query.
 
 use std::sync::Arc;
 
-use chrono::DateTime;
+use chrono::{DateTime, Utc};
 use tailwarden_crds::RetailPipeline;
 use tailwarden_operator::engine::{Engine, EngineConfig};
+use tailwarden_operator::evaluation::objectives;
 use tailwarden_operator::metrics::Metrics;
 use tailwarden_operator::verdict::Verdicts;
+use tailwarden_slo::rules::{pipeline_rules, rules_file};
 use tailwarden_tests::prometheus::{History, Prometheus};
+use tailwarden_tests::scrape_target::{ScrapeTarget, Traffic};
+use tailwarden_tests::wait_for;
 
 const STEP: i64 = 120;
 const DAY: i64 = 86_400;
@@ -204,4 +210,87 @@ async fn engine_numbers_match_hand_computed_values_from_real_prometheus() {
         "{:?}",
         v.missing
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Prometheus: run tests/run.sh"]
+async fn with_the_generated_rules_loaded_the_ratios_come_from_the_recordings() {
+    let web = pipeline();
+    let rules = rules_file(&pipeline_rules(
+        "shop",
+        "web",
+        &objectives(&web.spec).expect("valid objectives"),
+    ))
+    .expect("the rules render");
+    let target = ScrapeTarget::start("shop", "web").await;
+    // About 1 % of reads fail, so the availability ratios are not zero.
+    target.set(Traffic {
+        errors_per_sec: 2.0,
+        ..Traffic::healthy()
+    });
+    let prometheus = Prometheus::scraping_with_rules(target.address, &rules).await;
+    let verdicts = Verdicts::default();
+    let engine = Engine::new(
+        EngineConfig {
+            default_prometheus: Some(prometheus.url.clone()),
+            ..EngineConfig::default()
+        },
+        verdicts.clone(),
+        Arc::new(Metrics::default()),
+    );
+    let web = Arc::new(web);
+    // 5 SLOs (availability, latency P95/P99 of one class, freshness, correctness) over the 4 page
+    // windows and the 30-day period. The freshness base ratio samples every 30 s, so the last
+    // recordings can take a while to appear.
+    const RATIOS: usize = 5 * 5;
+    // A little in the past, so that no rule evaluation lands at or before `now` afterwards.
+    let now = || Utc::now() - chrono::Duration::seconds(2);
+    let (at, report) = wait_for(
+        "every ratio of shop/web to be recorded",
+        std::time::Duration::from_secs(120),
+        || async {
+            let at = now();
+            let report = engine.pass(std::slice::from_ref(&web), at).await;
+            (report.recorded_ratios == RATIOS).then_some((at, report))
+        },
+    )
+    .await;
+    assert_eq!(report.failed_queries, 0, "{}", prometheus.log());
+    assert_eq!(
+        report.queries,
+        5 + 7,
+        "one recorded query per window and the 7 signals, no raw-counter ratio"
+    );
+    let v = verdicts.get("shop", "web").expect("a verdict");
+    assert!(v.missing.is_empty(), "missing: {:?}", v.missing);
+    assert_eq!(v.budget.worst_slo.as_deref(), Some("availability"));
+    let recorded = reqwest::get(format!(
+        "{}/api/v1/query?query=slo:sli_error:ratio_rate5m{{slo=%22availability%22}}&time={}",
+        prometheus.url,
+        at.timestamp()
+    ))
+    .await
+    .unwrap()
+    .json::<serde_json::Value>()
+    .await
+    .unwrap();
+    let ratio: f64 = recorded["data"]["result"][0]["value"][1]
+        .as_str()
+        .expect("a recorded 5m availability ratio")
+        .parse()
+        .unwrap();
+    assert!(ratio > 0.0, "{recorded}");
+    let burn_5m = v.budget.burn_rates.iter().find(|b| b.window == "5m");
+    assert_eq!(
+        burn_5m.map(|b| b.rate),
+        Some((ratio / 0.0005 * 100.0).round() / 100.0),
+        "the 5m burn rate is the recorded ratio over the 0.05 % budget"
+    );
+
+    // A pipeline whose rules are not loaded is computed from the raw counters in the same pass.
+    let mut other = pipeline();
+    other.metadata.name = Some("other".into());
+    let report = engine.pass(&[web, Arc::new(other)], now()).await;
+    assert_eq!(report.recorded_ratios, RATIOS);
+    assert_eq!(report.queries, 5 + 7 + 5 * 5, "plus the 25 raw ratios");
 }
