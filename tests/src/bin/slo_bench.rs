@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! slo_bench live     [--pipelines 1000] [--namespaces 10] [--scrape 5] [--warmup 240]
-//!                    [--passes 6] [--interval 5] [--trials 3]
+//!                    [--passes 6] [--interval 5] [--trials 3] [--rules SECONDS]
 //! slo_bench backfill [--pipelines 10] [--days 30] [--step 300] [--passes 5] [--only NAME]
 //! ```
 //!
@@ -13,7 +13,9 @@
 //! evaluates every pipeline every `--interval` seconds: pass times, queries, failures and
 //! Prometheus's own per-query cost (`stats=all`), then `--trials` P99 breaches (one pipeline's
 //! reads turn slow) timed from the exporter change and from the moment Prometheus shows the
-//! breach to the verdict's new serve replica count, then the process RSS.
+//! breach to the verdict's new serve replica count, then the process RSS. `--rules N` also loads
+//! every pipeline's generated rules, evaluated every N seconds, so the engine reads the recorded
+//! ratios.
 //!
 //! `backfill`: the same metrics as an exact history of `--days` days at one sample every
 //! `--step` seconds, built by `promtool tsdb create-blocks-from openmetrics`; the same pass and
@@ -29,10 +31,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use kube::ResourceExt;
 use tailwarden_crds::RetailPipeline;
 use tailwarden_operator::engine::{Engine, EngineConfig};
+use tailwarden_operator::evaluation::objectives;
 use tailwarden_operator::metrics::Metrics;
 use tailwarden_operator::verdict::Verdicts;
+use tailwarden_slo::rules::{pipeline_rules, rules_file};
 use tailwarden_tests::free_port;
 
 /// Options, `--name value`.
@@ -347,10 +352,35 @@ async fn live(o: Opts) {
     );
     drop(body);
 
+    let rules_every = o.get("rules", 0u64);
+    let dir = fresh_dir("live");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (evaluation, rule_files) = if rules_every > 0 {
+        let file = dir.join("rules.yml");
+        let groups: Vec<_> = retail_pipelines(n, namespaces)
+            .iter()
+            .flat_map(|p| {
+                let o = objectives(&p.spec).expect("default objectives");
+                pipeline_rules(&p.namespace().unwrap(), &p.name_any(), &o)
+            })
+            .collect();
+        std::fs::write(&file, rules_file(&groups).unwrap()).unwrap();
+        println!(
+            "rules: {} groups, {} rules, evaluated every {rules_every} s",
+            groups.len(),
+            groups.iter().map(|g| g.rules.len()).sum::<usize>()
+        );
+        (
+            rules_every,
+            format!("rule_files: [\"{}\"]\n", file.display()),
+        )
+    } else {
+        (scrape, String::new())
+    };
     let config = format!(
-        "global:\n  scrape_interval: {scrape}s\n  scrape_timeout: {scrape}s\n  evaluation_interval: {scrape}s\nscrape_configs:\n  - job_name: dataplane\n    honor_labels: true\n    static_configs:\n      - targets: [\"127.0.0.1:{port}\"]\n"
+        "global:\n  scrape_interval: {scrape}s\n  scrape_timeout: {scrape}s\n  evaluation_interval: {evaluation}s\n{rule_files}scrape_configs:\n  - job_name: dataplane\n    honor_labels: true\n    static_configs:\n      - targets: [\"127.0.0.1:{port}\"]\n"
     );
-    let prom = Prom::start(fresh_dir("live"), &config).await;
+    let prom = Prom::start(dir, &config).await;
     let prom_pid = prom.child.id().to_string();
     let prom_start = Instant::now();
     println!("prometheus {} (pid {prom_pid})", prom.url);
@@ -410,6 +440,7 @@ async fn live(o: Opts) {
         start: Instant,
         end: Instant,
         queries: usize,
+        recorded: usize,
         failed: usize,
         changed: usize,
         serve: Vec<Option<i32>>,
@@ -445,6 +476,7 @@ async fn live(o: Opts) {
                     start,
                     end: Instant::now(),
                     queries: r.queries,
+                    recorded: r.recorded_ratios,
                     failed: r.failed_queries,
                     changed: r.changed.len(),
                     serve,
@@ -480,6 +512,20 @@ async fn live(o: Opts) {
         used[1],
         used[2]
     );
+    if rules_every > 0 {
+        let took = prom
+            .scalar(&http, "sum(prometheus_rule_group_last_duration_seconds)")
+            .await;
+        let failures = prom
+            .scalar(&http, "sum(prometheus_rule_evaluation_failures_total)")
+            .await;
+        let missed = prom
+            .scalar(&http, "sum(prometheus_rule_group_iterations_missed_total)")
+            .await;
+        println!(
+            "rule evaluation: one round of every group took {took:?} s of Prometheus time; failures {failures:?}; missed iterations {missed:?}"
+        );
+    }
     let steady: Vec<PassRecord> = records.lock().unwrap()[..passes].to_vec();
     println!(
         "passes over {n} pipelines: {}",
@@ -491,8 +537,9 @@ async fn live(o: Opts) {
         )
     );
     println!(
-        "  queries per pass {:?}, failed {:?}, verdicts changed {:?}",
+        "  queries per pass {:?}, recorded ratios read {:?}, failed {:?}, verdicts changed {:?}",
         steady.iter().map(|r| r.queries).collect::<Vec<_>>(),
+        steady.iter().map(|r| r.recorded).collect::<Vec<_>>(),
         steady.iter().map(|r| r.failed).collect::<Vec<_>>(),
         steady.iter().map(|r| r.changed).collect::<Vec<_>>()
     );
