@@ -513,17 +513,24 @@ async fn live(o: Opts) {
         used[2]
     );
     if rules_every > 0 {
-        let took = prom
-            .scalar(&http, "sum(prometheus_rule_group_last_duration_seconds)")
-            .await;
-        let failures = prom
-            .scalar(&http, "sum(prometheus_rule_evaluation_failures_total)")
-            .await;
-        let missed = prom
-            .scalar(&http, "sum(prometheus_rule_group_iterations_missed_total)")
-            .await;
+        // Prometheus does not scrape itself here: read its own /metrics.
+        let text = reqwest::get(format!("{}/metrics", prom.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let sum = |family: &str| -> f64 {
+            text.lines()
+                .filter(|l| l.starts_with(&format!("{family}{{")))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
         println!(
-            "rule evaluation: one round of every group took {took:?} s of Prometheus time; failures {failures:?}; missed iterations {missed:?}"
+            "rule evaluation: one round of every group took {:.2} s of Prometheus time; failures {}; missed iterations {}",
+            sum("prometheus_rule_group_last_duration_seconds"),
+            sum("prometheus_rule_evaluation_failures_total"),
+            sum("prometheus_rule_group_iterations_missed_total")
         );
     }
     let steady: Vec<PassRecord> = records.lock().unwrap()[..passes].to_vec();
