@@ -90,8 +90,12 @@ mkdir -p "$state/dataplane" "$state/prometheus"
   --listen-ingest "127.0.0.1:$p_ingest" --listen-serve "127.0.0.1:$p_serve" \
   --listen-metrics "127.0.0.1:$p_metrics" >"$state/logs/dataplane.log" 2>&1 &
 pids+=($!)
+# The SLO rules of rp/catalog, as the Prometheus Operator would load its PrometheusRule: the engine
+# then reads the recorded slo:sli_error:ratio_rate<window> series instead of raw counters.
+"$bin/render-rules" examples/pipeline-cassandra.yaml >"$state/prometheus/rules.yml"
 cat >"$state/prometheus/prometheus.yml" <<PROM
 global: {scrape_interval: 2s, evaluation_interval: 2s}
+rule_files: ["$state/prometheus/rules.yml"]
 scrape_configs:
   - job_name: catalog
     static_configs:
@@ -127,6 +131,13 @@ for line in sys.stdin:
     line = line.strip()
     if line: print(json.dumps(json.loads(line), indent=2))'
 "$kubectl" get rp catalog -o jsonpath='{range .status.conditions[*]}{.type}={.status} ({.reason}): {.message}{"\n"}{end}'
+say "Recorded SLI error ratios of rp/catalog in Prometheus (what the engine reads)"
+curl -sf "http://127.0.0.1:$p_prom/api/v1/query" \
+  --data-urlencode 'query=slo:sli_error:ratio_rate5m{pipeline="catalog"}' | python3 -c '
+import json, sys
+for r in json.load(sys.stdin)["data"]["result"]:
+    slo, value = r["metric"]["slo"], float(r["value"][1])
+    print("  %-28s 5m error ratio %.6f" % (slo, value))'
 wait "$load" || true
 say "Load generator report"
 tail -n 15 "$state/logs/loadgen.log"

@@ -527,7 +527,7 @@ async fn live(o: Opts) {
                 .sum()
         };
         println!(
-            "rule evaluation: one round of every group took {:.2} s of Prometheus time; failures {}; missed iterations {}",
+            "rule evaluation: the groups' last evaluations took {:.0} s summed (wall time; groups run concurrently, so this includes waiting for CPU); failures {}; missed iterations {}",
             sum("prometheus_rule_group_last_duration_seconds"),
             sum("prometheus_rule_evaluation_failures_total"),
             sum("prometheus_rule_group_iterations_missed_total")
