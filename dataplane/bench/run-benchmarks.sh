@@ -84,7 +84,7 @@ run_d() {
 run_e() {
   echo "== (e) the same read load (50,000 reads/s) against a minimal axum hello-world, and against us without ingest"
   "$T/examples/hello_world" 127.0.0.1:28091 & local hello=$!
-  sleep 0.5
+  until curl -s 127.0.0.1:28091/ >/dev/null; do sleep 0.1; done
   "$T/tailwarden-loadgen" run --serve 127.0.0.1:28091 --read-rate 50000 --read-connections 32 --duration "$DUR" || true
   kill "$hello"; wait "$hello" || true
   [ -f "$W/snap-100k.ndjson" ] || "$T/tailwarden-loadgen" snapshot --products 100000 --locations 2 --regions 1 --out "$W/snap-100k.ndjson"
