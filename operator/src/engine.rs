@@ -24,12 +24,12 @@ use prometheus_http_query::Client as Prometheus;
 use prometheus_http_query::response::Data;
 use tailwarden_crds::RetailPipeline;
 use tailwarden_slo::promql;
-use tailwarden_slo::rules::{period, slos};
+use tailwarden_slo::rules::slos;
 use tailwarden_slo::scaling::ScalingState;
 use tracing::{info, warn};
 
 use crate::conditions::{DEGRADED, ROLLOUT_FROZEN, is_true};
-use crate::evaluation::{self, Readings, budget_window, objectives, page_windows};
+use crate::evaluation::{self, Readings, objectives, read_windows};
 use crate::metrics::Metrics;
 use crate::verdict::Verdicts;
 
@@ -344,11 +344,7 @@ impl Engine {
         let windows: BTreeSet<Duration> = pipelines
             .iter()
             .filter_map(|p| objectives(&p.spec).ok())
-            .flat_map(|o| {
-                let mut w = page_windows(period(&o));
-                w.push(budget_window(&o, now));
-                w
-            })
+            .flat_map(|o| read_windows(&o, now))
             .collect();
         let queries: Vec<_> = windows
             .into_iter()
@@ -434,8 +430,7 @@ fn distinct_queries(
         let Ok(objectives) = objectives(&p.spec) else {
             continue;
         };
-        let mut windows = page_windows(period(&objectives));
-        windows.push(budget_window(&objectives, now));
+        let windows = read_windows(&objectives, now);
         let (ns, name) = key(p);
         for slo in slos(&objectives) {
             for &window in &windows {
@@ -552,8 +547,7 @@ mod tests {
         let (a, b) = (Arc::new(pipeline("a")), Arc::new(pipeline("b")));
         let now = Utc::now();
         let objectives = objectives(&a.spec).unwrap();
-        let mut windows = page_windows(period(&objectives));
-        windows.push(budget_window(&objectives, now));
+        let windows = read_windows(&objectives, now);
         let mut recorded = Recorded::new();
         for slo in slos(&objectives) {
             for &w in &windows {

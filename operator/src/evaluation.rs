@@ -44,8 +44,15 @@ pub fn budget_window(objectives: &Objectives, now: DateTime<Utc>) -> Duration {
     }
 }
 
-/// The windows the engine reads each SLO over: the page-alert pairs. The SLO period is added per
-/// pipeline for the budget.
+/// Every window the engine reads each SLO over at `now`: the page-alert pairs and the budget
+/// window.
+pub fn read_windows(objectives: &Objectives, now: DateTime<Utc>) -> Vec<Duration> {
+    let mut all = page_windows(period(objectives));
+    all.push(budget_window(objectives, now));
+    all
+}
+
+/// The page-alert pairs of a period: the burn-rate windows a fast burn is judged on.
 pub fn page_windows(period: Duration) -> Vec<Duration> {
     let mut all: Vec<Duration> = windows(period)
         .iter()
