@@ -5,12 +5,16 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+/// How long a test's Prometheus may take to become ready.
+const READY_WITHIN: Duration = Duration::from_secs(60);
+
 /// A running Prometheus, killed when dropped.
 pub struct Prometheus {
     /// Base URL, e.g. `http://127.0.0.1:39123`.
     pub url: String,
     child: Child,
     dir: PathBuf,
+    keep: bool,
 }
 
 impl Prometheus {
@@ -32,12 +36,12 @@ impl Prometheus {
             "promtool backfill failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        Self::start(dir, "global:\n  scrape_interval: 15s\n").await
+        Self::start(dir, "global:\n  scrape_interval: 15s\n", READY_WITHIN).await
     }
 
     /// Scrapes `target` every second, keeping the labels the target sets (`namespace`, `pipeline`).
     pub async fn scraping(target: std::net::SocketAddr) -> Self {
-        Self::start(fresh_dir(), &scrape_config(target, "")).await
+        Self::start(fresh_dir(), &scrape_config(target, ""), READY_WITHIN).await
     }
 
     /// Like [`Prometheus::scraping`], evaluating the rules file `rules` every second.
@@ -47,10 +51,12 @@ impl Prometheus {
         let file = dir.join("rules.yml");
         std::fs::write(&file, rules).unwrap();
         let rule_files = format!("rule_files: [\"{}\"]\n", file.display());
-        Self::start(dir, &scrape_config(target, &rule_files)).await
+        Self::start(dir, &scrape_config(target, &rule_files), READY_WITHIN).await
     }
 
-    async fn start(dir: PathBuf, config_text: &str) -> Self {
+    /// Serves the TSDB under `dir/data` with the configuration `config_text`, waiting up to
+    /// `ready_within` for readiness (a large backfilled TSDB takes minutes to open).
+    pub async fn start(dir: PathBuf, config_text: &str, ready_within: Duration) -> Self {
         let data = dir.join("data");
         std::fs::create_dir_all(&data).unwrap();
         let config = dir.join("prometheus.yml");
@@ -67,16 +73,17 @@ impl Prometheus {
             .stderr(Stdio::from(log))
             .spawn()
             .expect("prometheus starts: install it with tests/prometheus/install.sh");
-        let prometheus = Self { url, child, dir };
+        let prometheus = Self {
+            url,
+            child,
+            dir,
+            keep: false,
+        };
         let ready = format!("{}/-/ready", prometheus.url);
-        crate::wait_for(
-            "Prometheus to be ready",
-            Duration::from_secs(60),
-            || async {
-                let ok = reqwest::get(&ready).await.ok()?.status().is_success();
-                ok.then_some(())
-            },
-        )
+        crate::wait_for("Prometheus to be ready", ready_within, || async {
+            let ok = reqwest::get(&ready).await.ok()?.status().is_success();
+            ok.then_some(())
+        })
         .await;
         prometheus
     }
@@ -85,6 +92,21 @@ impl Prometheus {
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The TSDB directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// Leaves the configuration, TSDB and log in place when dropped, for a look afterwards.
+    pub fn keep_files(&mut self) {
+        self.keep = true;
     }
 
     /// The server log, for failure messages.
@@ -97,7 +119,9 @@ impl Drop for Prometheus {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

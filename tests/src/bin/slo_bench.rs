@@ -26,7 +26,7 @@ mod exporter;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -39,6 +39,7 @@ use tailwarden_operator::metrics::Metrics;
 use tailwarden_operator::verdict::Verdicts;
 use tailwarden_slo::rules::{pipeline_rules, rules_file};
 use tailwarden_tests::free_port;
+use tailwarden_tests::prometheus::Prometheus;
 
 /// Options, `--name value`.
 struct Opts(BTreeMap<String, String>);
@@ -89,96 +90,55 @@ async fn run_exporter(o: Opts) {
     exporter::serve(listener, exporter::pipelines(n, ns)).await;
 }
 
-/// A Prometheus process on loopback, killed when dropped.
-struct Prom {
-    url: String,
-    child: Child,
-    dir: PathBuf,
+/// Series in the head block.
+async fn head_series(prom: &Prometheus, http: &reqwest::Client) -> Option<u64> {
+    let v: serde_json::Value = http
+        .get(format!("{}/api/v1/status/tsdb", prom.url))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    v["data"]["headStats"]["numSeries"].as_u64()
 }
 
-impl Prom {
-    async fn start(dir: PathBuf, config: &str) -> Self {
-        let data = dir.join("data");
-        std::fs::create_dir_all(&data).unwrap();
-        std::fs::write(dir.join("prometheus.yml"), config).unwrap();
-        let port = free_port();
-        let url = format!("http://127.0.0.1:{port}");
-        let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
-        let child = Command::new("prometheus")
-            .arg(format!(
-                "--config.file={}",
-                dir.join("prometheus.yml").display()
-            ))
-            .arg(format!("--storage.tsdb.path={}", data.display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--storage.tsdb.retention.time=400d")
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("prometheus runs (tests/prometheus/install.sh)");
-        let p = Self { url, child, dir };
-        let deadline = Instant::now() + Duration::from_secs(600);
-        loop {
-            if let Ok(r) = reqwest::get(format!("{}/-/ready", p.url)).await
-                && r.status().is_success()
-            {
-                break;
-            }
-            assert!(Instant::now() < deadline, "Prometheus did not get ready");
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        p
-    }
-
-    /// Series in the head block.
-    async fn head_series(&self, http: &reqwest::Client) -> Option<u64> {
-        let v: serde_json::Value = http
-            .get(format!("{}/api/v1/status/tsdb", self.url))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        v["data"]["headStats"]["numSeries"].as_u64()
-    }
-
-    /// An instant query's first value, if any.
-    async fn scalar(&self, http: &reqwest::Client, query: &str) -> Option<f64> {
-        let (v, _) = self.query(http, query, None, false).await.ok()?;
-        let first = v["data"]["result"].as_array()?.first()?.clone();
-        first["value"][1].as_str()?.parse().ok()
-    }
-
-    async fn query(
-        &self,
-        http: &reqwest::Client,
-        query: &str,
-        at: Option<i64>,
-        stats: bool,
-    ) -> anyhow::Result<(serde_json::Value, Duration)> {
-        let mut url = reqwest::Url::parse(&format!("{}/api/v1/query", self.url))?;
-        url.query_pairs_mut().append_pair("query", query);
-        if let Some(at) = at {
-            url.query_pairs_mut().append_pair("time", &at.to_string());
-        }
-        if stats {
-            url.query_pairs_mut().append_pair("stats", "all");
-        }
-        let start = Instant::now();
-        let v: serde_json::Value = http.get(url).send().await?.json().await?;
-        Ok((v, start.elapsed()))
-    }
+/// An instant query's first value, if any.
+async fn scalar(prom: &Prometheus, http: &reqwest::Client, query: &str) -> Option<f64> {
+    let (v, _) = instant_query(prom, http, query, None, false).await.ok()?;
+    let first = v["data"]["result"].as_array()?.first()?.clone();
+    first["value"][1].as_str()?.parse().ok()
 }
 
-impl Drop for Prom {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::env::var_os("SLO_BENCH_KEEP").is_none() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
+/// An instant query at `at` (default now), with Prometheus's own cost when `stats`.
+async fn instant_query(
+    prom: &Prometheus,
+    http: &reqwest::Client,
+    query: &str,
+    at: Option<i64>,
+    stats: bool,
+) -> anyhow::Result<(serde_json::Value, Duration)> {
+    let mut url = reqwest::Url::parse(&format!("{}/api/v1/query", prom.url))?;
+    url.query_pairs_mut().append_pair("query", query);
+    if let Some(at) = at {
+        url.query_pairs_mut().append_pair("time", &at.to_string());
     }
+    if stats {
+        url.query_pairs_mut().append_pair("stats", "all");
+    }
+    let start = Instant::now();
+    let v: serde_json::Value = http.get(url).send().await?.json().await?;
+    Ok((v, start.elapsed()))
+}
+
+/// Starts Prometheus on `dir` (a backfilled TSDB can take minutes to open); `SLO_BENCH_KEEP`
+/// leaves its files behind.
+async fn start_prometheus(dir: PathBuf, config: &str) -> Prometheus {
+    let mut prom = Prometheus::start(dir, config, Duration::from_secs(600)).await;
+    if std::env::var_os("SLO_BENCH_KEEP").is_some() {
+        prom.keep_files();
+    }
+    prom
 }
 
 fn fresh_dir(what: &str) -> PathBuf {
@@ -245,10 +205,10 @@ fn stats(mut v: Vec<f64>) -> String {
 }
 
 /// Times every engine query in Prometheus one at a time with `stats=all` and prints the costliest.
-async fn per_query_costs(prom: &Prom, http: &reqwest::Client, queries: &[String], at: i64) {
+async fn per_query_costs(prom: &Prometheus, http: &reqwest::Client, queries: &[String], at: i64) {
     let mut rows = vec![];
     for q in queries {
-        match prom.query(http, q, Some(at), true).await {
+        match instant_query(prom, http, q, Some(at), true).await {
             Ok((v, wall)) => {
                 let s = &v["data"]["stats"];
                 let eval = s["timings"]["execTotalTime"].as_f64().unwrap_or(f64::NAN);
@@ -380,8 +340,8 @@ async fn live(o: Opts) {
     let config = format!(
         "global:\n  scrape_interval: {scrape}s\n  scrape_timeout: {scrape}s\n  evaluation_interval: {evaluation}s\n{rule_files}scrape_configs:\n  - job_name: dataplane\n    honor_labels: true\n    static_configs:\n      - targets: [\"127.0.0.1:{port}\"]\n"
     );
-    let prom = Prom::start(dir, &config).await;
-    let prom_pid = prom.child.id().to_string();
+    let prom = start_prometheus(dir, &config).await;
+    let prom_pid = prom.pid().to_string();
     let prom_start = Instant::now();
     println!("prometheus {} (pid {prom_pid})", prom.url);
     let mut last_report = Instant::now();
@@ -389,20 +349,16 @@ async fn live(o: Opts) {
         tokio::time::sleep(Duration::from_secs(1)).await;
         if last_report.elapsed() >= Duration::from_secs(60) {
             last_report = Instant::now();
-            let series = prom.head_series(&http).await;
-            let scrape_s = prom
-                .scalar(&http, "scrape_duration_seconds{job=\"dataplane\"}")
-                .await;
+            let series = head_series(&prom, &http).await;
+            let scrape_s = scalar(&prom, &http, "scrape_duration_seconds{job=\"dataplane\"}").await;
             println!(
                 "  warm-up {:>4} s: head series {series:?}, last scrape took {scrape_s:?} s",
                 prom_start.elapsed().as_secs()
             );
         }
     }
-    let series = prom.head_series(&http).await;
-    let scrape_s = prom
-        .scalar(&http, "scrape_duration_seconds{job=\"dataplane\"}")
-        .await;
+    let series = head_series(&prom, &http).await;
+    let scrape_s = scalar(&prom, &http, "scrape_duration_seconds{job=\"dataplane\"}").await;
     println!(
         "history: {} s of scrapes; head series {series:?}; last scrape took {scrape_s:?} s",
         prom_start.elapsed().as_secs()
@@ -622,8 +578,7 @@ async fn live(o: Opts) {
         let deadline = flip + Duration::from_secs(120);
         while Instant::now() < deadline && decided.is_none() {
             if visible.is_none()
-                && prom
-                    .scalar(&http, &p99)
+                && scalar(&prom, &http, &p99)
                     .await
                     .is_some_and(|v| v > threshold)
             {
@@ -750,13 +705,13 @@ async fn backfill(o: Opts) {
         "  promtool create-blocks-from openmetrics: {:.1} s",
         t.elapsed().as_secs_f64()
     );
-    let prom = Prom::start(dir, "global:\n  scrape_interval: 1h\n").await;
+    let prom = start_prometheus(dir, "global:\n  scrape_interval: 1h\n").await;
     // Prometheus compacts the 2h blocks that promtool writes; measure once that has settled.
     let t = Instant::now();
     let mut last = (-1.0, Instant::now());
     loop {
         tokio::time::sleep(Duration::from_secs(5)).await;
-        let blocks = std::fs::read_dir(prom.dir.join("data"))
+        let blocks = std::fs::read_dir(prom.data_dir())
             .map(|d| {
                 d.filter_map(Result::ok)
                     .filter(|e| e.path().join("meta.json").exists())
