@@ -124,8 +124,8 @@ load=$!
 # Every SLI needs a few scrapes of history (rates over 5m windows) before the engine has them all.
 "$kubectl" wait --for=condition=MetricsAvailable rp/catalog --timeout=120s
 "$kubectl" get rp
-say "SLIs, budget and the last decision of rp/catalog, read from Prometheus"
-"$kubectl" get rp catalog -o jsonpath='{.status.slis}{"\n"}{.status.budget}{"\n"}{.status.lastDecision}{"\n"}' | python3 -c '
+say "SLIs and budget of rp/catalog, read from Prometheus, and its decision history"
+"$kubectl" get rp catalog -o jsonpath='{.status.slis}{"\n"}{.status.budget}{"\n"}{.status.decisions}{"\n"}' | python3 -c '
 import json, sys
 for line in sys.stdin:
     line = line.strip()

@@ -2,6 +2,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::KubeSchema;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Observed state of a RetailPipeline.
@@ -37,9 +38,27 @@ pub struct RetailPipelineStatus {
     /// The error budget as of the last evaluation.
     #[serde(default)]
     pub budget: BudgetStatus,
-    /// The most recent decision and why it was made.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_decision: Option<Decision>,
+    /// The last decisions, oldest first, at most [`DECISION_HISTORY`]: Events expire after an
+    /// hour, this history stays with the pipeline.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub decisions: Vec<Decision>,
+}
+
+/// How many decisions the status keeps.
+pub const DECISION_HISTORY: usize = 10;
+
+impl RetailPipelineStatus {
+    /// The most recent decision.
+    pub fn last_decision(&self) -> Option<&Decision> {
+        self.decisions.last()
+    }
+
+    /// Appends a decision, dropping the oldest beyond [`DECISION_HISTORY`].
+    pub fn record(&mut self, decision: Decision) {
+        self.decisions.push(decision);
+        let excess = self.decisions.len().saturating_sub(DECISION_HISTORY);
+        self.decisions.drain(..excess);
+    }
 }
 
 /// Replicas of one role.
@@ -107,14 +126,107 @@ pub struct BurnRate {
     pub rate: f64,
 }
 
-/// A decision of the operator and its reason.
+/// A decision of the operator, its reason and what it was based on.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Decision {
-    /// What was decided, e.g. `ScaleServe`, `FreezeRollout`, `Reconciled`.
-    pub kind: String,
+    /// What was decided.
+    pub kind: DecisionKind,
     /// Why, in words.
     pub reason: String,
+    /// The signals the decision was taken on.
+    #[serde(default)]
+    pub inputs: DecisionInputs,
+    /// Decided and reported, but not acted on (`autoscaling.dryRun`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
     /// When, as RFC 3339.
     pub time: String,
+}
+
+/// Every kind of decision: one fixed set shared by the status, the Events' reason and the
+/// `tailwarden_operator_decisions_total{kind}` metric, so the metric's cardinality is bounded.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DecisionKind {
+    /// A new generation of the spec was applied.
+    Reconciled,
+    /// A new generation of the spec could not be used.
+    InvalidSpec,
+    /// Serve replicas changed.
+    ScaleServe,
+    /// Ingest replicas changed.
+    ScaleIngest,
+    /// Rollouts were frozen (error budget, page-level burn, or a manual freeze).
+    FreezeRollout,
+    /// Rollouts were unfrozen.
+    ResumeRollout,
+    /// A freeze override let a rollout through.
+    OverrideFreeze,
+    /// Non-critical work was paused.
+    Degrade,
+    /// Non-critical work was resumed.
+    Restore,
+}
+
+impl DecisionKind {
+    /// Every kind, for pre-registering metrics.
+    pub const ALL: [DecisionKind; 9] = [
+        DecisionKind::Reconciled,
+        DecisionKind::InvalidSpec,
+        DecisionKind::ScaleServe,
+        DecisionKind::ScaleIngest,
+        DecisionKind::FreezeRollout,
+        DecisionKind::ResumeRollout,
+        DecisionKind::OverrideFreeze,
+        DecisionKind::Degrade,
+        DecisionKind::Restore,
+    ];
+
+    /// The name used in the status, Events and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecisionKind::Reconciled => "Reconciled",
+            DecisionKind::InvalidSpec => "InvalidSpec",
+            DecisionKind::ScaleServe => "ScaleServe",
+            DecisionKind::ScaleIngest => "ScaleIngest",
+            DecisionKind::FreezeRollout => "FreezeRollout",
+            DecisionKind::ResumeRollout => "ResumeRollout",
+            DecisionKind::OverrideFreeze => "OverrideFreeze",
+            DecisionKind::Degrade => "Degrade",
+            DecisionKind::Restore => "Restore",
+        }
+    }
+}
+
+/// The signals a decision was taken on, as the status reports them; absent when unknown.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DecisionInputs {
+    /// Replicas of the role before a scale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas_before: Option<i32>,
+    /// Replicas of the role after a scale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas_after: Option<i32>,
+    /// Remaining error budget in percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_remaining_percent: Option<f64>,
+    /// The SLO with the least budget left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worst_slo: Option<String>,
+    /// Worst read P99.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_p99: Option<String>,
+    /// Freshness lag of the stalest class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freshness_lag: Option<String>,
+    /// Who set the annotation the decision follows (overrides and manual freezes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// Until when that annotation holds, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    /// The data-plane version concerned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }

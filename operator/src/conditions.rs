@@ -202,7 +202,7 @@ pub fn status(
             .verdict
             .as_ref()
             .map_or(previous.budget, |v| v.budget.clone()),
-        last_decision: previous.last_decision,
+        decisions: previous.decisions,
     }
 }
 
@@ -325,18 +325,25 @@ pub fn is_true(status: Option<&RetailPipelineStatus>, type_: &str) -> bool {
         .is_some_and(|c| c.status == "True")
 }
 
-/// Records a decision in the status.
+/// Records a decision in the status's history; returns the text its Event carries.
 pub fn decided(
     status: &mut RetailPipelineStatus,
-    kind: &str,
-    reason: String,
+    decision: &crate::decisions::Decision,
     now: jiff::Timestamp,
-) {
-    status.last_decision = Some(Decision {
-        kind: kind.into(),
-        reason,
+) -> String {
+    let reason = if decision.dry_run {
+        format!("dry run, not acted on: {}", decision.reason)
+    } else {
+        decision.reason.clone()
+    };
+    status.record(Decision {
+        kind: decision.kind,
+        reason: reason.clone(),
+        inputs: decision.inputs.clone(),
+        dry_run: decision.dry_run,
         time: now.to_string(),
     });
+    reason
 }
 
 /// Sets a condition, keeping its transition time when its status does not change.

@@ -23,6 +23,7 @@ use tailwarden_slo::scaling::{
 };
 
 use crate::spec_error::{SpecError, duration};
+use crate::topology::Topology;
 use crate::verdict::{Scale, Verdict};
 
 /// The window the budget is counted over at `now`: the rolling window, or, for calendar months,
@@ -288,11 +289,13 @@ pub fn evaluate(ctx: &Context<'_>, readings: &Readings) -> Result<Outcome, SpecE
             .fold(None, |a: Option<f64>, v| Some(a.map_or(v, |a| a.max(v))))
     };
     let ms = |s: f64| format!("{}ms", (s * 1000.0).round());
+    // Over the budget window, which is what the engine reads: for calendar months that is the
+    // month so far, not the nominal 30-day period.
     let ratio_of = |name: &str| {
         readings
             .error_ratios
             .get(name)
-            .and_then(|r| r.get(&period))
+            .and_then(|r| r.get(&budget_window))
             .copied()
     };
     let burn_slo = worst.map(|(slo, _)| slo);
@@ -310,13 +313,15 @@ pub fn evaluate(ctx: &Context<'_>, readings: &Readings) -> Result<Outcome, SpecE
                 .collect()
         })
         .unwrap_or_default();
+    // Only a topology that can scale gets replica decisions: the standalone worker is one pod.
+    let scalable = Topology::of(spec) == Topology::Distributed;
     let verdict = Verdict {
         gates,
-        serve: Some(Scale {
+        serve: scalable.then(|| Scale {
             replicas: serve.replicas as i32,
             reason: format!("serve: {}", serve.reason),
         }),
-        ingest: Some(Scale {
+        ingest: scalable.then(|| Scale {
             replicas: ingest.replicas as i32,
             reason: format!("ingest: {}", ingest.reason),
         }),
@@ -505,6 +510,37 @@ mod tests {
     }
 
     #[test]
+    fn a_standalone_pipeline_gets_no_replica_decisions() {
+        let s = spec();
+        let state = ScalingState::default();
+        let v = evaluate(&ctx(&s, &state), &readings(0.0)).unwrap().verdict;
+        assert_eq!((v.serve, v.ingest), (None, None));
+    }
+
+    #[test]
+    fn calendar_months_report_availability_and_correctness() {
+        let mut s = spec();
+        s.slos.availability.window_kind = SpecWindow::CalendarMonth;
+        let state = ScalingState::default();
+        let c = ctx(&s, &state);
+        let o = objectives(&s).unwrap();
+        // The engine reads the month so far, never the nominal 30 days.
+        let mut all_windows = page_windows(period(&o));
+        all_windows.push(budget_window(&o, c.now));
+        let r = Readings {
+            error_ratios: slos(&o)
+                .into_iter()
+                .map(|slo| (slo.name, all_windows.iter().map(|w| (*w, 0.0001)).collect()))
+                .collect(),
+            ..readings(0.0)
+        };
+        let v = evaluate(&c, &r).unwrap().verdict;
+        assert_eq!(v.slis.availability_percent, Some(99.99));
+        assert_eq!(v.slis.correctness_error_percent, Some(0.01));
+        assert!(v.budget.remaining_percent.is_some());
+    }
+
+    #[test]
     fn calendar_months_count_the_month_so_far() {
         let mut o = objectives(&spec()).unwrap();
         let now = DateTime::parse_from_rfc3339("2026-11-23T10:00:30Z")
@@ -528,7 +564,7 @@ mod tests {
 
     #[test]
     fn missing_data_holds_state_and_is_named() {
-        let s = spec();
+        let s = crate::test_support::cassandra_pipeline("p").spec;
         let state = ScalingState::default();
         let mut c = ctx(&s, &state);
         c.was_frozen = true;

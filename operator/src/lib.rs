@@ -13,6 +13,7 @@ pub mod evaluation;
 pub mod leader;
 pub mod metrics;
 pub mod monitoring;
+pub mod plan;
 pub mod reconciler;
 pub mod rollout;
 pub mod server;

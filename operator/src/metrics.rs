@@ -9,6 +9,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use tailwarden_crds::DecisionKind;
+
 use crate::error::ErrorClass;
 
 /// Label of the error counter: the bounded error class.
@@ -21,7 +23,7 @@ pub struct ErrorLabels {
 /// Label of the decision counter: what was decided.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
-    /// A decision kind, from a fixed set in the code.
+    /// The decision kind.
     pub kind: &'static str,
 }
 
@@ -58,6 +60,12 @@ impl Default for Metrics {
         }
         let decisions = Family::<DecisionLabels, Counter>::default();
         registry.register("decisions", "Decisions by kind", decisions.clone());
+        for kind in DecisionKind::ALL {
+            // Every kind from the start, so dashboards and alerts see zeros rather than nothing.
+            let _ = decisions.get_or_create(&DecisionLabels {
+                kind: kind.as_str(),
+            });
+        }
         let duration = Histogram::new([
             0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
         ]);
@@ -124,8 +132,12 @@ impl Metrics {
     }
 
     /// Counts a decision.
-    pub fn decided(&self, kind: &'static str) {
-        self.decisions.get_or_create(&DecisionLabels { kind }).inc();
+    pub fn decided(&self, kind: DecisionKind) {
+        self.decisions
+            .get_or_create(&DecisionLabels {
+                kind: kind.as_str(),
+            })
+            .inc();
     }
 
     /// Records whether this replica leads.
@@ -170,7 +182,7 @@ mod tests {
         let m = Metrics::default();
         drop(m.reconcile_started());
         m.reconcile_failed(ErrorClass::Conflict);
-        m.decided("Reconciled");
+        m.decided(DecisionKind::Reconciled);
         m.set_leader(true);
         let text = m.encode();
         assert!(

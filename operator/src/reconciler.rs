@@ -14,25 +14,20 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::watcher;
+use kube::runtime::{Predicate, WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tailwarden_crds::{RetailPipeline, RetailPipelineStatus};
+use tailwarden_crds::{DecisionKind, RetailPipeline, RetailPipelineStatus};
 use tracing::{info, warn};
 
-use crate::children::{self, Children, Plan, Replicas, Role, Workloads, names};
-use crate::conditions::{
-    self, DEGRADED, Observation, READY, ROLLOUT_FROZEN, WorkloadObservation, is_true,
-};
-use crate::dataplane_config;
-use crate::decisions::{Applied, Decision, decisions};
+use crate::children::{self, Children, Role, Workloads, names};
+use crate::conditions::{self, Observation, READY, WorkloadObservation};
 use crate::engine::{Engine, EngineConfig};
 use crate::error::{Error, ErrorClass, classify};
-use crate::evaluation;
 use crate::metrics::Metrics;
 use crate::monitoring;
-use crate::rollout::{self, RolloutInput};
+use crate::plan::{self, Live, Plan};
 use crate::topology::Topology;
 use crate::verdict::{Verdict, Verdicts};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -82,15 +77,27 @@ pub async fn run(
 ) {
     let client = ctx.client.clone();
     let owned = watcher::Config::default().labels(MANAGED_SELECTOR);
-    let controller = Controller::new(
+    // A pipeline triggers a reconcile when its spec (generation) or annotations (freeze and
+    // override) change, never for its status: the reconcile's own status write must not trigger
+    // the next one. Children, verdicts and the resync still trigger as usual.
+    let (reader, writer) = reflector::store();
+    let pipelines = watcher(
         api::<RetailPipeline>(&client, namespace),
         watcher::Config::default(),
     )
-    .owns(api::<Deployment>(&client, namespace), owned.clone())
-    .owns(api::<StatefulSet>(&client, namespace), owned.clone())
-    .owns(api::<Service>(&client, namespace), owned.clone())
-    .owns(api::<ConfigMap>(&client, namespace), owned.clone())
-    .owns(api::<PodDisruptionBudget>(&client, namespace), owned);
+    .default_backoff()
+    .reflect(writer)
+    .applied_objects()
+    .predicate_filter(
+        predicates::generation.combine(predicates::annotations),
+        Default::default(),
+    );
+    let controller = Controller::for_stream(pipelines, reader)
+        .owns(api::<Deployment>(&client, namespace), owned.clone())
+        .owns(api::<StatefulSet>(&client, namespace), owned.clone())
+        .owns(api::<Service>(&client, namespace), owned.clone())
+        .owns(api::<ConfigMap>(&client, namespace), owned.clone())
+        .owns(api::<PodDisruptionBudget>(&client, namespace), owned);
     let (trigger, triggered) = futures::channel::mpsc::unbounded();
     let engine_task = engine.map(|config| {
         let engine = Arc::new(Engine::new(
@@ -139,162 +146,110 @@ pub fn error_policy(pipeline: Arc<RetailPipeline>, error: &Error, ctx: Arc<Conte
     Action::requeue(class.backoff())
 }
 
-/// One reconcile of one pipeline.
+/// One reconcile of one pipeline: observe → plan (pure) → apply → report.
 pub async fn reconcile(pipeline: Arc<RetailPipeline>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.reconcile_started();
     let ns = pipeline
         .namespace()
         .ok_or(Error::MissingMetadata("namespace"))?;
     let name = pipeline.name_any();
-    let client = &ctx.client;
-    let spec = &pipeline.spec;
-    let topology = Topology::of(spec);
-    let previous = pipeline.status.as_ref();
+    let topology = Topology::of(&pipeline.spec);
 
     // Observe: what the workloads run now, so a reconcile never undoes scaling or a freeze.
-    let live = observe_live(client, &ns, &name, topology).await?;
+    let live = observe_live(&ctx.client, &ns, &name, topology).await?;
     let verdict = ctx.verdicts.get(&ns, &name);
-
-    // Decide.
-    // Until the engine has a verdict, hold what the status says; in a dry run, enforce nothing.
-    let act = verdict.as_ref().filter(|v| !v.dry_run);
-    let enforce = |type_: &str, closed: fn(&Verdict) -> bool| match &verdict {
-        Some(v) if v.dry_run => false,
-        Some(v) => closed(v),
-        None => is_true(previous, type_),
-    };
-    let frozen = enforce(ROLLOUT_FROZEN, |v| v.gates.freeze.closed);
-    let degraded = enforce(DEGRADED, |v| v.gates.degrade.closed);
-    let rollout = rollout::plan(&RolloutInput {
-        spec_version: &spec.dataplane.version,
-        running_version: live.version.as_deref(),
-        in_flight: live.in_flight,
-        frozen,
-        override_reason: pipeline
-            .annotations()
-            .get(rollout::OVERRIDE_ANNOTATION)
-            .map(String::as_str),
-    });
-    let scaled = |decided: Option<&crate::verdict::Scale>,
-                  now: Option<i32>,
-                  range: &tailwarden_crds::ReplicaRange| {
-        let wanted = match (
-            spec.autoscaling.enabled && topology == Topology::Distributed,
-            act,
-            decided,
-        ) {
-            (true, Some(_), Some(scale)) => scale.replicas,
-            _ => now.unwrap_or(range.min),
-        };
-        wanted.clamp(range.min, range.max)
-    };
-    let replicas = Replicas {
-        ingest: scaled(
-            verdict.as_ref().and_then(|v| v.ingest.as_ref()),
-            live.ingest_replicas,
-            &spec.ingest.replicas,
-        ),
-        serve: scaled(
-            verdict.as_ref().and_then(|v| v.serve.as_ref()),
-            live.serve_replicas,
-            &spec.serve.replicas,
-        ),
-    };
-    let rendered = dataplane_config::render(spec, degraded)
-        .and_then(|config| Ok((config, evaluation::objectives(spec)?)));
-    let (observed, spec_error, monitoring) = match rendered {
-        Ok((config, objectives)) => {
-            // Act.
-            let plan = Plan {
-                config,
-                replicas,
-                version: rollout.version.clone(),
-                paused: rollout.paused,
-            };
-            let observed =
-                apply_children(client, &ns, &children::desired(&pipeline, &plan)).await?;
-            prune_other_topology(&ctx, &pipeline, &ns, topology).await?;
-            let monitoring =
-                apply_monitoring(client, &ns, &pipeline, &rollout.version, &objectives).await?;
-            (observed, None, monitoring)
-        }
-        Err(spec_error) => {
-            ctx.metrics.reconcile_failed(ErrorClass::Spec);
-            let observed = observe_existing(client, &ns, &name, topology).await?;
-            let monitoring = Err("not applied: the spec cannot be used".to_owned());
-            (observed, Some(spec_error), monitoring)
-        }
-    };
-
+    // Plan.
+    let plan = plan::plan(&pipeline, &live, verdict.as_ref());
+    // Apply.
+    let (workloads, monitoring) = apply_plan(&ctx, &pipeline, &ns, &plan).await?;
     // Report.
-    let now = jiff::Timestamp::now();
-    let obs = Observation {
-        generation: pipeline.metadata.generation,
-        topology,
-        version: spec.dataplane.version.clone(),
-        ingest: observed.0,
-        serve: observed.1,
-        spec_error: spec_error.clone(),
-        verdict: verdict.clone(),
-        rollout: rollout.clone(),
-        monitoring,
-    };
-    let mut status = conditions::status(previous, &obs, now);
-    let mut made = vec![];
-    if previous.and_then(|s| s.observed_generation) != pipeline.metadata.generation {
-        made.push(match &spec_error {
-            Some(err) => Decision {
-                kind: "InvalidSpec",
-                reason: format!(
-                    "generation {} not applied: {err}",
-                    obs.generation.unwrap_or(0)
-                ),
-                dry_run: false,
-            },
-            None => Decision {
-                kind: "Reconciled",
-                reason: format!(
-                    "applied generation {} as {} topology",
-                    obs.generation.unwrap_or(0),
-                    topology.as_str()
-                ),
-                dry_run: false,
-            },
-        });
-    }
-    if let Some(v) = &verdict {
-        let applied = Applied {
-            verdict: v,
-            rollout: &rollout,
-            serve_replicas: replicas.serve,
-            ingest_replicas: replicas.ingest,
-        };
-        made.extend(decisions(previous, &applied));
-    }
-    for decision in &made {
-        let reason = if decision.dry_run {
-            format!("dry run, not acted on: {}", decision.reason)
-        } else {
-            decision.reason.clone()
-        };
-        conditions::decided(&mut status, decision.kind, reason.clone(), now);
-        ctx.metrics.decided(decision.kind);
-        let type_ = if decision.kind == "InvalidSpec" {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        };
-        publish(&ctx, &pipeline, type_, decision.kind, reason).await;
-    }
-    publish_ready_transition(&ctx, &pipeline, previous, &status).await;
-    if previous != Some(&status) {
-        patch_status(client, &ns, &name, &status).await?;
-    }
-    Ok(Action::requeue(if spec_error.is_some() {
+    report(&ctx, &pipeline, &plan, verdict, workloads, monitoring).await?;
+    Ok(Action::requeue(if plan.apply.is_err() {
         ErrorClass::Spec.backoff()
     } else {
         RESYNC
     }))
+}
+
+/// Applies the plan's children and monitoring, or, for an unusable spec, only observes what runs.
+async fn apply_plan(
+    ctx: &Context,
+    pipeline: &RetailPipeline,
+    ns: &str,
+    plan: &Plan,
+) -> Result<
+    (
+        (WorkloadObservation, WorkloadObservation),
+        Result<(), String>,
+    ),
+    Error,
+> {
+    let client = &ctx.client;
+    match &plan.apply {
+        Ok(apply) => {
+            let desired = children::desired(pipeline, &apply.children);
+            let observed = apply_children(client, ns, &desired).await?;
+            prune_other_topology(ctx, pipeline, ns, plan.topology).await?;
+            let monitoring = apply_monitoring(
+                client,
+                ns,
+                pipeline,
+                &plan.rollout.version,
+                &apply.objectives,
+            )
+            .await?;
+            Ok((observed, monitoring))
+        }
+        Err(_) => {
+            ctx.metrics.reconcile_failed(ErrorClass::Spec);
+            let observed =
+                observe_existing(client, ns, &pipeline.name_any(), plan.topology).await?;
+            Ok((
+                observed,
+                Err("not applied: the spec cannot be used".to_owned()),
+            ))
+        }
+    }
+}
+
+/// Writes the status (only when it changed) and publishes each decision as an Event and metric.
+async fn report(
+    ctx: &Context,
+    pipeline: &RetailPipeline,
+    plan: &Plan,
+    verdict: Option<Verdict>,
+    (ingest, serve): (WorkloadObservation, WorkloadObservation),
+    monitoring: Result<(), String>,
+) -> Result<(), Error> {
+    let previous = pipeline.status.as_ref();
+    let now = jiff::Timestamp::now();
+    let obs = Observation {
+        generation: pipeline.metadata.generation,
+        topology: plan.topology,
+        version: pipeline.spec.dataplane.version.clone(),
+        ingest,
+        serve,
+        spec_error: plan.apply.as_ref().err().cloned(),
+        verdict,
+        rollout: plan.rollout.clone(),
+        monitoring,
+    };
+    let mut status = conditions::status(previous, &obs, now);
+    for decision in &plan.decisions {
+        let recorded = conditions::decided(&mut status, decision, now);
+        ctx.metrics.decided(decision.kind);
+        let type_ = if decision.kind == DecisionKind::InvalidSpec {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        publish(ctx, pipeline, type_, decision.kind.as_str(), recorded).await;
+    }
+    publish_ready_transition(ctx, pipeline, previous, &status).await;
+    if previous != Some(&status) {
+        patch_status(&ctx.client, pipeline, &status).await?;
+    }
+    Ok(())
 }
 
 /// Applies the PrometheusRule and PodMonitor when the Prometheus Operator's CRDs exist; otherwise
@@ -323,16 +278,6 @@ async fn apply_monitoring(
     .await?;
     apply(client, ns, &monitoring::pod_monitor(pipeline, version)).await?;
     Ok(Ok(()))
-}
-
-/// What the live workloads run: replica counts, the version in their templates, and whether a
-/// rollout is still replacing pods.
-#[derive(Debug, Default)]
-struct Live {
-    ingest_replicas: Option<i32>,
-    serve_replicas: Option<i32>,
-    version: Option<String>,
-    in_flight: bool,
 }
 
 async fn observe_live(
@@ -599,18 +544,19 @@ where
 
 async fn patch_status(
     client: &Client,
-    ns: &str,
-    name: &str,
+    pipeline: &RetailPipeline,
     status: &RetailPipelineStatus,
 ) -> Result<(), Error> {
+    let ns = pipeline.namespace().unwrap_or_default();
+    let name = pipeline.name_any();
     let patch = serde_json::json!({
         "apiVersion": RetailPipeline::api_version(&()),
         "kind": RetailPipeline::kind(&()),
         "status": status,
     });
-    Api::<RetailPipeline>::namespaced(client.clone(), ns)
+    Api::<RetailPipeline>::namespaced(client.clone(), &ns)
         .patch_status(
-            name,
+            &name,
             &PatchParams::apply(FIELD_MANAGER).force(),
             &Patch::Apply(&patch),
         )

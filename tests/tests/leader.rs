@@ -1,7 +1,6 @@
 //! Two operator processes share one Lease: only the holder acts, and when it dies the other takes
 //! over within 15 seconds.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -10,45 +9,23 @@ use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
 use tailwarden_crds::RetailPipeline;
+use tailwarden_tests::operator_process::OperatorProcess;
 use tailwarden_tests::*;
 
-/// An operator process, killed when dropped so a failing test leaves nothing behind.
-struct Operator {
-    identity: String,
-    metrics: String,
-    child: Child,
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn(identity: &str, ns: &str, logs: &std::path::Path) -> Operator {
-    let port = free_port();
-    let log = std::fs::File::create(logs.join(format!("{identity}.log"))).unwrap();
-    let child = Command::new(operator_bin())
-        .args([
+fn spawn(identity: &str, ns: &str, logs: &std::path::Path) -> OperatorProcess {
+    OperatorProcess::spawn(
+        identity,
+        ns,
+        &[
             "--leader-elect",
             "true",
             "--lease-namespace",
             ns,
             "--lease-name",
             "tailwarden-test",
-        ])
-        .args(["--watch-namespace", ns, "--identity", identity])
-        .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::from(log.try_clone().unwrap()))
-        .stderr(Stdio::from(log))
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {}: {e}", operator_bin().display()));
-    Operator {
-        identity: identity.into(),
-        metrics: format!("http://127.0.0.1:{port}/metrics"),
-        child,
-    }
+        ],
+        logs,
+    )
 }
 
 async fn holder(leases: &Api<Lease>) -> Option<String> {
@@ -58,12 +35,6 @@ async fn holder(leases: &Api<Lease>) -> Option<String> {
         .ok()??
         .spec?
         .holder_identity
-}
-
-async fn metric(url: &str, name: &str) -> Option<f64> {
-    let text = reqwest::get(url).await.ok()?.text().await.ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 #[tokio::test]
@@ -117,15 +88,19 @@ async fn only_the_lease_holder_acts_and_a_standby_takes_over() {
     );
     let standby_op = &operators[1 - leader_at];
     assert_eq!(
-        metric(&standby_op.metrics, "tailwarden_operator_reconciles_total").await,
+        standby_op
+            .metric("tailwarden_operator_reconciles_total")
+            .await,
         Some(0.0)
     );
     assert_eq!(
-        metric(&standby_op.metrics, "tailwarden_operator_leader").await,
+        standby_op.metric("tailwarden_operator_leader").await,
         Some(0.0)
     );
     assert_eq!(
-        metric(&operators[leader_at].metrics, "tailwarden_operator_leader").await,
+        operators[leader_at]
+            .metric("tailwarden_operator_leader")
+            .await,
         Some(1.0)
     );
 
@@ -158,7 +133,7 @@ async fn only_the_lease_holder_acts_and_a_standby_takes_over() {
     )
     .await;
     assert_eq!(
-        metric(&operators[0].metrics, "tailwarden_operator_leader").await,
+        operators[0].metric("tailwarden_operator_leader").await,
         Some(1.0)
     );
     eprintln!("takeover after SIGKILL of the leader: {takeover:?}");

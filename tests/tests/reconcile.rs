@@ -128,11 +128,15 @@ async fn embedded_pipeline_gets_all_children_and_becomes_ready() {
     assert!(
         status
             .horizontal_scaling
+            .as_deref()
             .unwrap()
             .contains("distributed backend")
     );
     assert_eq!(status.serve.ready_replicas, 1);
-    assert_eq!(status.last_decision.unwrap().kind, "Reconciled");
+    assert_eq!(
+        status.last_decision().unwrap().kind,
+        tailwarden_crds::DecisionKind::Reconciled
+    );
     delete_namespace(&client, &ns).await;
 }
 
