@@ -51,7 +51,7 @@ pub struct Rule {
     pub alert: Option<String>,
     /// PromQL.
     pub expr: String,
-    /// How long an alert's condition must hold before it fires.
+    /// How long an alert's condition must hold before it fires; absent, it fires at once.
     #[serde(rename = "for", default, skip_serializing_if = "Option::is_none")]
     pub for_: Option<String>,
     /// Labels added to the result.
