@@ -490,6 +490,9 @@ pub struct SloSpec {
     /// Correctness: the share of records rejected or dead-lettered.
     #[serde(default)]
     pub correctness: CorrectnessSlo,
+    /// How the generated burn-rate alerts fire.
+    #[serde(default)]
+    pub alerting: AlertingSpec,
 }
 
 impl Default for SloSpec {
@@ -499,8 +502,34 @@ impl Default for SloSpec {
             freshness: FreshnessSlo::default(),
             availability: AvailabilitySlo::default(),
             correctness: CorrectnessSlo::default(),
+            alerting: AlertingSpec::default(),
         }
     }
+}
+
+/// How the generated burn-rate alerts fire.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertingSpec {
+    /// How long each burn-rate alert's condition must hold (`for`) before it fires. `None` (the
+    /// default, as in Sloth and the SRE workbook): fires at the first evaluation at which both
+    /// windows burn; the short window of each pair already filters brief spikes, so a short
+    /// episode it let through can still page. `ShortWindowHalf` (as in Pyrra): holds each alert
+    /// for half its short window, in whole minutes and at least 1m (2m, 15m, 1h and 3h for a
+    /// 30-day window); alerts fire that much later, and episodes shorter than the hold never
+    /// fire. See docs/slo-rules.md.
+    #[serde(default)]
+    pub holds: AlertHolds,
+}
+
+/// How long burn-rate alerts wait before firing; see `AlertingSpec::holds`.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum AlertHolds {
+    /// No `for`: fire as soon as both windows of a pair burn.
+    #[default]
+    None,
+    /// `for` half the short window, in whole minutes, at least 1m (Pyrra's holds).
+    ShortWindowHalf,
 }
 
 fn default_read_latency() -> Vec<ReadLatencySlo> {

@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Datelike, Utc};
 use tailwarden_crds::{
-    BudgetStatus, BurnRate, RetailPipelineSpec, SliStatus, WindowKind as SpecWindow,
+    AlertHolds as SpecHolds, BudgetStatus, BurnRate, RetailPipelineSpec, SliStatus,
+    WindowKind as SpecWindow,
 };
 use tailwarden_slo::budget::{budget, burn_rate};
 use tailwarden_slo::burn::{Severity, prom_duration, windows};
 use tailwarden_slo::gate::{self, GateInput};
-use tailwarden_slo::objective::{LatencyObjective, Objectives, WindowKind};
+use tailwarden_slo::objective::{AlertHolds, LatencyObjective, Objectives, WindowKind};
 use tailwarden_slo::rules::{Slo, period, slos};
 use tailwarden_slo::scaling::{
     Behavior, IngestObservation, IngestPolicy, LatencyReading, ScalingState, ServeObservation,
@@ -146,6 +147,10 @@ pub fn objectives(spec: &RetailPipelineSpec) -> Result<Objectives, SpecError> {
         window_kind: match slos.availability.window_kind {
             SpecWindow::Rolling => WindowKind::Rolling,
             SpecWindow::CalendarMonth => WindowKind::CalendarMonth,
+        },
+        alert_holds: match slos.alerting.holds {
+            SpecHolds::None => AlertHolds::None,
+            SpecHolds::ShortWindowHalf => AlertHolds::ShortWindowHalf,
         },
     })
 }
@@ -448,6 +453,27 @@ mod tests {
         assert_eq!(o.window, Duration::from_secs(30 * DAY));
         assert_eq!(o.latency.len(), 5);
         assert_eq!(o.freshness_max_lag, Duration::from_secs(600));
+        assert_eq!(o, Objectives::reference());
+    }
+
+    #[test]
+    fn alert_holds_come_from_the_spec() {
+        assert_eq!(objectives(&spec()).unwrap().alert_holds, AlertHolds::None);
+        let held: RetailPipelineSpec = serde_json::from_value(serde_json::json!({
+            "dataplane": {"image": "example.com/tailwarden/dataplane", "version": "1.0.0"},
+            "slos": {"alerting": {"holds": "ShortWindowHalf"}}
+        }))
+        .unwrap();
+        let o = objectives(&held).unwrap();
+        assert_eq!(o.alert_holds, AlertHolds::ShortWindowHalf);
+        // Only the holds differ; the other SLO fields keep their defaults.
+        assert_eq!(
+            o,
+            Objectives {
+                alert_holds: AlertHolds::ShortWindowHalf,
+                ..Objectives::reference()
+            }
+        );
     }
 
     #[test]

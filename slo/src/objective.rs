@@ -11,6 +11,32 @@ pub enum WindowKind {
     CalendarMonth,
 }
 
+/// Whether burn-rate alerts wait (`for`) before they fire. A bounded choice, not a duration: the
+/// short window of each pair already filters brief spikes, so the only other policy worth having
+/// is Pyrra's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AlertHolds {
+    /// No `for`: an alert fires at the first evaluation at which both windows burn, as in Sloth
+    /// and the SRE workbook.
+    #[default]
+    None,
+    /// Pyrra's holds: `for` half the short window, in whole minutes, at least 1m (2m, 15m, 1h and
+    /// 3h for 30 days). Later alerts, and episodes shorter than the hold never fire.
+    ShortWindowHalf,
+}
+
+impl AlertHolds {
+    /// The `for` of the alert whose short window is `short`, if any.
+    pub fn hold(self, short: Duration) -> Option<Duration> {
+        match self {
+            AlertHolds::None => None,
+            AlertHolds::ShortWindowHalf => {
+                Some(Duration::from_secs((short.as_secs() / 2 / 60).max(1) * 60))
+            }
+        }
+    }
+}
+
 /// A read-latency objective of one query class.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LatencyObjective {
@@ -37,6 +63,8 @@ pub struct Objectives {
     pub window: Duration,
     /// Whether the window rolls or follows calendar months.
     pub window_kind: WindowKind,
+    /// How long burn-rate alerts wait before firing.
+    pub alert_holds: AlertHolds,
 }
 
 impl Objectives {
@@ -64,6 +92,7 @@ impl Objectives {
             correctness_max_error: 0.0001,
             window: Duration::from_secs(30 * 86_400),
             window_kind: WindowKind::Rolling,
+            alert_holds: AlertHolds::None,
         }
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::burn::{self, BurnWindow, prom_duration};
-use crate::objective::{Objectives, WindowKind};
+use crate::objective::{AlertHolds, Objectives, WindowKind};
 use crate::promql;
 
 /// Name of every burn-rate alert; `slo`, `severity`, `long` and `short` labels tell them apart.
@@ -51,7 +51,7 @@ pub struct Rule {
     pub alert: Option<String>,
     /// PromQL.
     pub expr: String,
-    /// How long an alert's condition must hold before it fires.
+    /// How long an alert's condition must hold before it fires; absent, it fires at once.
     #[serde(rename = "for", default, skip_serializing_if = "Option::is_none")]
     pub for_: Option<String>,
     /// Labels added to the result.
@@ -212,7 +212,10 @@ pub fn pipeline_rules(namespace: &str, pipeline: &str, objectives: &Objectives) 
             per_slo(&|slo, t| sli_recordings(slo, t, &selector, period)),
         ),
         group("meta", per_slo(&|slo, t| meta_recordings(slo, t, period))),
-        group("alerts", per_slo(&|slo, t| burn_alerts(slo, t, period))),
+        group(
+            "alerts",
+            per_slo(&|slo, t| burn_alerts(slo, t, period, objectives.alert_holds)),
+        ),
     ]
 }
 
@@ -319,15 +322,22 @@ fn meta_recordings(slo: &Slo, target: &Target, period: Duration) -> Vec<Rule> {
     .collect()
 }
 
-/// One alert per window pair, held for half its short window so that one bad scrape cannot page.
-fn burn_alerts(slo: &Slo, target: &Target, period: Duration) -> Vec<Rule> {
+/// One alert per window pair. By default none is held: the short window already confirms that
+/// the burn is recent, and a hold only delays the alert (see `AlertHolds`).
+fn burn_alerts(slo: &Slo, target: &Target, period: Duration, holds: AlertHolds) -> Vec<Rule> {
     burn::windows(period)
         .iter()
-        .map(|w| burn_alert(slo, target, w, period))
+        .map(|w| burn_alert(slo, target, w, period, holds))
         .collect()
 }
 
-fn burn_alert(slo: &Slo, target: &Target, w: &BurnWindow, period: Duration) -> Rule {
+fn burn_alert(
+    slo: &Slo,
+    target: &Target,
+    w: &BurnWindow,
+    period: Duration,
+    holds: AlertHolds,
+) -> Rule {
     let threshold = format!("({} * {})", number(w.factor), number(slo.error_budget()));
     let over = |window: Duration| {
         format!(
@@ -336,7 +346,6 @@ fn burn_alert(slo: &Slo, target: &Target, w: &BurnWindow, period: Duration) -> R
         )
     };
     let (short, long) = (prom_duration(w.short), prom_duration(w.long));
-    let hold = Duration::from_secs((w.short.as_secs() / 2 / 60).max(1) * 60);
     let mut labels = target.labels.clone();
     labels.insert("severity".into(), w.severity.as_str().into());
     labels.insert("short".into(), short.clone());
@@ -370,7 +379,7 @@ fn burn_alert(slo: &Slo, target: &Target, w: &BurnWindow, period: Duration) -> R
         record: None,
         alert: Some(BURN_ALERT.into()),
         expr: format!("{}\nand\n{}", over(w.short), over(w.long)),
-        for_: Some(prom_duration(hold)),
+        for_: holds.hold(w.short).map(prom_duration),
         labels,
         annotations,
     }
@@ -541,30 +550,48 @@ mod tests {
         );
     }
 
-    #[test]
-    fn alerts_follow_the_workbook_pairs() {
-        let rules = all_rules(&Objectives::reference());
-        let alerts: Vec<_> = rules
-            .iter()
-            .filter(|r| r.alert.is_some() && r.labels["slo"] == "latency-product-p99")
+    /// (severity, short, long, for) of the alerts of one SLO.
+    fn alert_pairs(
+        objectives: &Objectives,
+        slo: &str,
+    ) -> Vec<(String, String, String, Option<String>)> {
+        all_rules(objectives)
+            .into_iter()
+            .filter(|r| r.alert.is_some() && r.labels["slo"] == slo)
             .map(|r| {
                 (
-                    r.labels["severity"].as_str(),
-                    r.labels["short"].as_str(),
-                    r.labels["long"].as_str(),
-                    r.for_.as_deref().unwrap(),
+                    r.labels["severity"].clone(),
+                    r.labels["short"].clone(),
+                    r.labels["long"].clone(),
+                    r.for_,
                 )
             })
-            .collect();
+            .collect()
+    }
+
+    fn pairs(
+        rows: &[(&str, &str, &str, Option<&str>)],
+    ) -> Vec<(String, String, String, Option<String>)> {
+        rows.iter()
+            .map(|&(sev, short, long, hold)| {
+                (sev.into(), short.into(), long.into(), hold.map(Into::into))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn alerts_follow_the_workbook_pairs_and_fire_without_a_hold_by_default() {
+        assert_eq!(Objectives::reference().alert_holds, AlertHolds::None);
         assert_eq!(
-            alerts,
-            [
-                ("page", "5m", "1h", "2m"),
-                ("page", "30m", "6h", "15m"),
-                ("ticket", "2h", "1d", "1h"),
-                ("ticket", "6h", "3d", "3h"),
-            ]
+            alert_pairs(&Objectives::reference(), "latency-product-p99"),
+            pairs(&[
+                ("page", "5m", "1h", None),
+                ("page", "30m", "6h", None),
+                ("ticket", "2h", "1d", None),
+                ("ticket", "6h", "3d", None),
+            ])
         );
+        let rules = all_rules(&Objectives::reference());
         let page = rules
             .iter()
             .find(|r| r.alert.is_some() && r.labels["slo"] == "latency-product-p99")
@@ -576,6 +603,42 @@ mod tests {
                 "slo:sli_error:ratio_rate5m{sel} > (14.4 * 0.01)\nand\nslo:sli_error:ratio_rate1h{sel} > (14.4 * 0.01)"
             )
         );
+    }
+
+    #[test]
+    fn short_window_half_holds_each_alert_for_half_its_short_window() {
+        let held = |window_days: u64| Objectives {
+            window: Duration::from_secs(window_days * DAY),
+            alert_holds: AlertHolds::ShortWindowHalf,
+            ..Objectives::reference()
+        };
+        assert_eq!(
+            alert_pairs(&held(30), "availability"),
+            pairs(&[
+                ("page", "5m", "1h", Some("2m")),
+                ("page", "30m", "6h", Some("15m")),
+                ("ticket", "2h", "1d", Some("1h")),
+                ("ticket", "6h", "3d", Some("3h")),
+            ])
+        );
+        // A 1-day SLO scales the 5m short window to 1m: half of it rounds to 0, held 1m instead.
+        assert_eq!(
+            alert_pairs(&held(1), "availability"),
+            pairs(&[
+                ("page", "1m", "2m", Some("1m")),
+                ("page", "1m", "12m", Some("1m")),
+                ("ticket", "4m", "48m", Some("2m")),
+                ("ticket", "12m", "144m", Some("6m")),
+            ])
+        );
+        // The holds change nothing but `for`.
+        let strip = |o: &Objectives| -> Vec<Rule> {
+            all_rules(o)
+                .into_iter()
+                .map(|r| Rule { for_: None, ..r })
+                .collect()
+        };
+        assert_eq!(strip(&held(30)), all_rules(&Objectives::reference()));
     }
 
     #[test]
@@ -598,8 +661,15 @@ mod tests {
         let groups = pipeline_rules("shop", "web", &Objectives::reference());
         let yaml = rules_file(&groups).unwrap();
         assert!(yaml.starts_with("groups:\n- name: tailwarden-slo-sli-shop-web\n"));
-        assert!(yaml.contains("\n    for: 2m\n"));
+        assert!(!yaml.contains("for:"), "no holds by default");
         assert!(!yaml.contains("for_") && !yaml.contains("interval"));
+        let held = Objectives {
+            alert_holds: AlertHolds::ShortWindowHalf,
+            ..Objectives::reference()
+        };
+        let held_yaml = rules_file(&pipeline_rules("shop", "web", &held)).unwrap();
+        assert!(held_yaml.contains("\n    for: 2m\n"));
+        assert_eq!(held_yaml.matches("\n    for: ").count(), 13 * 4);
         #[derive(Deserialize)]
         struct File {
             groups: Vec<RuleGroup>,

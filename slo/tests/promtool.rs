@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use serde::Serialize;
-use tailwarden_slo::objective::{Objectives, WindowKind};
+use tailwarden_slo::objective::{AlertHolds, Objectives, WindowKind};
 use tailwarden_slo::promql;
 use tailwarden_slo::rules::{self, BURN_ALERT, Rule, RuleGroup};
 
@@ -231,6 +231,14 @@ fn rounded_at(minute: u64, expr: &str, labels: &str, value: f64) -> ExprTest {
     }
 }
 
+/// `objectives` with Pyrra's holds: `for` half the short window (2m, 15m, 1h, 3h for 30 days).
+fn held(objectives: Objectives) -> Objectives {
+    Objectives {
+        alert_holds: AlertHolds::ShortWindowHalf,
+        ..objectives
+    }
+}
+
 fn custom_28d() -> Objectives {
     Objectives {
         window: Duration::from_secs(28 * DAY),
@@ -248,6 +256,7 @@ fn generated_rules_pass_promtool_check() {
     };
     for (name, objectives) in [
         ("check-reference", Objectives::reference()),
+        ("check-reference-held", held(Objectives::reference())),
         ("check-28d", custom_28d()),
         ("check-calendar", calendar),
     ] {
@@ -264,12 +273,42 @@ fn generated_rules_pass_promtool_check() {
 
 /// A total outage from minute 60 on, after an hour of 600 good reads a minute.
 /// At 61m the 5m ratio is 600 / 3000 = 0.2 and the 1h ratio 600 / 36000, both above
-/// 14.4 × 0.0005 = 0.0072: the 5m/1h page is pending, held 2m, firing at 63m. The 30m/6h pair
-/// (6 × 0.0005) is pending from 61m too, held 15m, firing at 76m. Tickets are held 1h and 3h.
+/// 14.4 × 0.0005 = 0.0072. Every longer window holds all 61 minutes of data, 600 / 36,600 errors,
+/// above 6x, 3x and 1x the budget too. Without holds all four pairs fire at 61m, the first
+/// evaluation that sees an error.
 #[test]
 #[ignore = "needs promtool: tests/run.sh"]
-fn total_outage_pages_within_minutes_and_not_before() {
+fn total_outage_pages_and_tickets_at_the_first_bad_evaluation() {
     run_case("fast-burn", &Objectives::reference(), |rules| {
+        let all = || firing(rules, "availability", &["5m", "30m", "2h", "6h"]);
+        Case {
+            interval: "1m",
+            input_series: reads(&[(60, 600.0, 0.0), (30, 0.0, 600.0)]),
+            alert_rule_test: vec![
+                alerts_at(60, vec![]),
+                alerts_at(61, all()),
+                alerts_at(90, all()),
+            ],
+            promql_expr_test: vec![
+                value_at(61, "slo:sli_error:ratio_rate5m", "availability", 0.2),
+                value_at(
+                    61,
+                    "slo:sli_error:ratio_rate1h",
+                    "availability",
+                    600.0 / 36_000.0,
+                ),
+            ],
+        }
+    });
+}
+
+/// The same outage with Pyrra's holds: the 5m/1h page is pending from 61m, held 2m, firing at
+/// 63m; the 30m/6h page is held 15m, firing at 76m. Tickets are held 1h and 3h, so none fires
+/// by 90m.
+#[test]
+#[ignore = "needs promtool: tests/run.sh"]
+fn with_holds_a_total_outage_pages_only_after_the_holds() {
+    run_case("fast-burn-held", &held(Objectives::reference()), |rules| {
         let fast = || firing(rules, "availability", &["5m"]);
         let both = || firing(rules, "availability", &["5m", "30m"]);
         Case {
@@ -299,13 +338,39 @@ fn total_outage_pages_within_minutes_and_not_before() {
 
 /// 2x burn from 6h on, after 6h at 0.4x (2 errors in 10,000 reads a minute, then 10).
 /// The 3d window holds all data; its ratio (720 + 10 (T − 360)) / 10,000 T passes 0.0005 at
-/// T = 576m, the 6h one already at T = 495m, so the 6h/3d ticket is pending from 576m or 577m
-/// (the ratio equals the threshold at 576m) and, held 3h, fires at 756m or 757m. 2x never
-/// reaches 3x, 6x or 14.4x: nothing else fires.
+/// T = 576m (0.000499 at 575m, equal at 576m, 0.000501 at 577m), the 6h one already at
+/// T = 495m, so the 6h/3d ticket fires at 576m or 577m. 2x never reaches 3x, 6x or 14.4x:
+/// nothing else fires.
 #[test]
 #[ignore = "needs promtool: tests/run.sh"]
 fn slow_burn_raises_a_ticket_and_never_pages() {
     run_case("slow-burn", &Objectives::reference(), |rules| {
+        let ticket = || firing(rules, "availability", &["6h"]);
+        Case {
+            interval: "1m",
+            input_series: reads(&[(360, 9998.0, 2.0), (440, 9990.0, 10.0)]),
+            alert_rule_test: vec![
+                alerts_at(360, vec![]),
+                alerts_at(575, vec![]),
+                alerts_at(577, ticket()),
+                alerts_at(800, ticket()),
+            ],
+            promql_expr_test: vec![value_at(
+                800,
+                "slo:sli_error:ratio_rate6h",
+                "availability",
+                0.001,
+            )],
+        }
+    });
+}
+
+/// The same slow burn with Pyrra's holds: the ticket is pending from 576m or 577m and, held 3h,
+/// fires at 756m or 757m, three hours after the ticket without holds.
+#[test]
+#[ignore = "needs promtool: tests/run.sh"]
+fn with_holds_a_slow_burn_tickets_three_hours_late() {
+    run_case("slow-burn-held", &held(Objectives::reference()), |rules| {
         let ticket = || firing(rules, "availability", &["6h"]);
         Case {
             interval: "1m",
@@ -325,6 +390,106 @@ fn slow_burn_raises_a_ticket_and_never_pages() {
             )],
         }
     });
+}
+
+/// A pipeline 2h old (10,000 reads a minute, no errors) burns at 10x (50 errors a minute,
+/// ratio 0.005) for 184 minutes, from 120m to 304m, then recovers; checked up to 340m.
+fn ten_x_burn() -> Vec<Series> {
+    reads(&[
+        (120, 10_000.0, 0.0),
+        (184, 9_950.0, 50.0),
+        (36, 10_000.0, 0.0),
+    ])
+}
+
+/// The 30m/6h page condition of `ten_x_burn` holds for 6 minutes, 301m to 306m, which is what
+/// the comparison with Sloth found: a 10x burn that our 15m hold never paged on. Every window up
+/// to 6h covers all the data since 0, so its ratio at T is 0.005 × (minutes burnt) / T:
+/// - 30m/6h page (> 0.003): the 6h ratio passes 6x when more than 60 % of the minutes burnt:
+///   180 / 300 is exactly 0.003 at 300m, 181 / 301 at 301m is above, and after the burn
+///   184 / 306 still is but 184 / 307 (0.0029967) is not. The 30m ratio is 10x throughout.
+/// - 2h/1d ticket (> 0.0015): the 1d ratio passes 30 %, 52 / 172 at 172m (51 / 171 is below).
+/// - 6h/3d ticket (> 0.0005): the 6h ratio passes 10 %, 14 / 134 at 134m (13 / 133 is below).
+/// - The 5m/1h page needs 14.4x and never fires.
+///
+/// Without holds the page fires for those 6 minutes and the tickets fire as their conditions
+/// start.
+#[test]
+#[ignore = "needs promtool: tests/run.sh"]
+fn a_six_minute_page_episode_pages_without_holds() {
+    run_case("six-minute-page", &Objectives::reference(), |rules| {
+        let tickets = || firing(rules, "availability", &["2h", "6h"]);
+        let page = || firing(rules, "availability", &["30m", "2h", "6h"]);
+        let ratio_6h = |minute: u64, burnt: f64| {
+            value_at(
+                minute,
+                "slo:sli_error:ratio_rate6h",
+                "availability",
+                burnt * 50.0 / (minute as f64 * 10_000.0),
+            )
+        };
+        Case {
+            interval: "1m",
+            input_series: ten_x_burn(),
+            alert_rule_test: vec![
+                alerts_at(120, vec![]),
+                alerts_at(133, vec![]),
+                alerts_at(134, firing(rules, "availability", &["6h"])),
+                alerts_at(171, firing(rules, "availability", &["6h"])),
+                alerts_at(172, tickets()),
+                alerts_at(299, tickets()),
+                alerts_at(301, page()),
+                alerts_at(304, page()),
+                alerts_at(306, page()),
+                alerts_at(307, tickets()),
+                alerts_at(340, tickets()),
+            ],
+            promql_expr_test: vec![
+                ratio_6h(301, 181.0),
+                ratio_6h(306, 184.0),
+                ratio_6h(307, 184.0),
+                value_at(
+                    306,
+                    "slo:sli_error:ratio_rate30m",
+                    "availability",
+                    0.005 * 28.0 / 30.0,
+                ),
+            ],
+        }
+    });
+}
+
+/// The same episode with Pyrra's holds. The page is pending from 301m but needs 15m, and its
+/// condition ends after 306m: it never fires. The tickets fire 1h (232m, not 172m) and 3h (314m,
+/// not 134m) late. This is the cost of `AlertHolds::ShortWindowHalf`.
+#[test]
+#[ignore = "needs promtool: tests/run.sh"]
+fn with_holds_a_six_minute_page_episode_never_pages() {
+    run_case(
+        "six-minute-page-held",
+        &held(Objectives::reference()),
+        |rules| {
+            let day = || firing(rules, "availability", &["2h"]);
+            let tickets = || firing(rules, "availability", &["2h", "6h"]);
+            Case {
+                interval: "1m",
+                input_series: ten_x_burn(),
+                alert_rule_test: vec![
+                    alerts_at(134, vec![]),
+                    alerts_at(231, vec![]),
+                    alerts_at(232, day()),
+                    alerts_at(301, day()),
+                    alerts_at(306, day()),
+                    alerts_at(313, day()),
+                    alerts_at(314, tickets()),
+                    alerts_at(316, tickets()),
+                    alerts_at(320, tickets()),
+                    alerts_at(340, tickets()),
+                ],
+                promql_expr_test: vec![],
+            }
+        },
+    );
 }
 
 /// The healthy pipeline's series over `minutes`, as described on the test that uses it.
@@ -411,9 +576,12 @@ fn healthy_pipeline_records_hand_computed_values_and_never_alerts() {
 }
 
 /// The watermark stops at minute 60 (lag 30 s then), so the lag passes 600 s after 69.5m. The
-/// 5m base ratio samples the lag every 30 s: 0 at 69m, 1 from 75m. The 1h average of that
-/// recording passes 14.4 × 0.0005 at 72m (whether the subquery counts 10 or 11 points), so the
-/// 5m/1h page fires at 74m, held 2m. The 30m/6h pair passes 6x at 71m and fires 15m later.
+/// 5m base ratio samples the lag every 30 s: 0 at 69m, 1/11 at 70m, 3/11 at 71m, 5/11 at 72m
+/// (1/10, 3/10, 5/10 where the subquery counts 10 points), 1 from 75m. The longer ratios average
+/// that recording over the minutes they cover. At 71m: 30m (4/11) / 31 ≈ 0.0117 > 6x; 2h, 6h, 1d
+/// and 3d, which all cover the 72 minutes since 0, (4/11) / 72 ≈ 0.0051 > 3x and 1x; but 1h
+/// (4/11) / 61 ≈ 0.0060 < 14.4x. At 72m the 1h ratio is (9/11) / 61 ≈ 0.0134 > 14.4x. Without
+/// holds the 30m/6h page and both tickets fire at 71m, the 5m/1h page at 72m.
 #[test]
 #[ignore = "needs promtool: tests/run.sh"]
 fn stalled_ingest_pages_on_freshness() {
@@ -426,10 +594,9 @@ fn stalled_ingest_pages_on_freshness() {
         )],
         alert_rule_test: vec![
             alerts_at(69, vec![]),
-            alerts_at(73, vec![]),
-            alerts_at(74, firing(rules, "freshness", &["5m"])),
-            alerts_at(85, firing(rules, "freshness", &["5m"])),
-            alerts_at(86, firing(rules, "freshness", &["5m", "30m"])),
+            alerts_at(71, firing(rules, "freshness", &["30m", "2h", "6h"])),
+            alerts_at(72, firing(rules, "freshness", &["5m", "30m", "2h", "6h"])),
+            alerts_at(100, firing(rules, "freshness", &["5m", "30m", "2h", "6h"])),
         ],
         promql_expr_test: vec![
             value_at(69, "slo:sli_error:ratio_rate5m", "freshness", 0.0),
@@ -438,9 +605,40 @@ fn stalled_ingest_pages_on_freshness() {
     });
 }
 
-/// The same total outage under a 28-day 99.9 % SLO: the pairs shrink to 4m/56m and 28m/5h36m,
-/// the budget grows to 0.001. The 4m ratio at 61m is 600 / 2400 = 0.25 and the 56m one 600 / 33600,
-/// above 14.4 × 0.001: pending at 61m, firing at 63m.
+/// The same stall with Pyrra's holds: the 5m/1h page fires at 74m, held 2m; the 30m/6h pair,
+/// pending from 71m, fires 15m later at 86m. The tickets, held 1h and 3h, have not fired by then.
+#[test]
+#[ignore = "needs promtool: tests/run.sh"]
+fn with_holds_stalled_ingest_pages_after_the_holds() {
+    run_case(
+        "freshness-stall-held",
+        &held(Objectives::reference()),
+        |rules| Case {
+            interval: "1m",
+            input_series: vec![series(
+                "tailwarden_ingest_watermark_timestamp_seconds",
+                r#"class="pricing""#,
+                watermark(60, 100),
+            )],
+            alert_rule_test: vec![
+                alerts_at(69, vec![]),
+                alerts_at(73, vec![]),
+                alerts_at(74, firing(rules, "freshness", &["5m"])),
+                alerts_at(85, firing(rules, "freshness", &["5m"])),
+                alerts_at(86, firing(rules, "freshness", &["5m", "30m"])),
+            ],
+            promql_expr_test: vec![
+                value_at(69, "slo:sli_error:ratio_rate5m", "freshness", 0.0),
+                value_at(75, "slo:sli_error:ratio_rate5m", "freshness", 1.0),
+            ],
+        },
+    );
+}
+
+/// The same total outage under a 28-day 99.9 % SLO: the pairs shrink to 4m/56m, 28m/336m,
+/// 112m/1344m and 336m/4032m, the budget grows to 0.001. The 4m ratio at 61m is
+/// 600 / 2400 = 0.25 and the 56m one 600 / 33600, above 14.4 × 0.001; the longer windows all hold
+/// 600 / 36,600, above 6x, 3x and 1x. All four scaled pairs fire at 61m.
 #[test]
 #[ignore = "needs promtool: tests/run.sh"]
 fn custom_window_pages_on_its_scaled_pairs() {
@@ -448,8 +646,11 @@ fn custom_window_pages_on_its_scaled_pairs() {
         interval: "1m",
         input_series: reads(&[(60, 600.0, 0.0), (10, 0.0, 600.0)]),
         alert_rule_test: vec![
-            alerts_at(62, vec![]),
-            alerts_at(63, firing(rules, "availability", &["4m"])),
+            alerts_at(60, vec![]),
+            alerts_at(
+                61,
+                firing(rules, "availability", &["4m", "28m", "112m", "336m"]),
+            ),
         ],
         promql_expr_test: vec![value_at(
             61,
