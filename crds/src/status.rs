@@ -1,5 +1,7 @@
 //! What the operator observed and decided, written only through the status subresource.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::KubeSchema;
 use schemars::JsonSchema;
@@ -86,9 +88,13 @@ pub struct SliStatus {
     /// Worst read P99 across query classes, e.g. `130ms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_p99: Option<String>,
-    /// Freshness lag of the event-time watermark, e.g. `42s`.
+    /// Freshness lag of the stalest class, e.g. `42s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub freshness_lag: Option<String>,
+    /// Freshness lag per data class: now minus the class's newest visible event time while it has
+    /// events waiting, `0s` while it is idle (everything received is visible).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub freshness_lag_by_class: BTreeMap<String, String>,
     /// Share of successful reads in percent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub availability_percent: Option<f64>,

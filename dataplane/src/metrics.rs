@@ -62,6 +62,9 @@ pub struct Metrics {
     pub ingest_lag: Family<ClassLabel, Histogram>,
     /// Newest event time made visible, unix seconds, per class.
     pub ingest_watermark: Family<ClassLabel, Gauge<f64, AtomicU64>>,
+    /// Newest event time received by the write API, unix seconds, per class: above the
+    /// watermark, the class has events waiting; otherwise it is idle.
+    pub ingest_received: Family<ClassLabel, Gauge<f64, AtomicU64>>,
     /// Records admitted and not yet durable.
     pub ingest_queue_depth: Gauge,
     /// Admission limit on queued records.
@@ -129,6 +132,7 @@ impl Metrics {
             ingest_requests: Family::default(),
             ingest_lag: Family::new_with_constructor(lag_hist),
             ingest_watermark: Family::default(),
+            ingest_received: Family::default(),
             ingest_queue_depth: Gauge::default(),
             ingest_queue_capacity: Gauge::default(),
             ingest_deferred: Gauge::default(),
@@ -168,6 +172,11 @@ impl Metrics {
             "ingest_watermark_timestamp_seconds",
             "Newest event time made visible, per class",
             m.ingest_watermark.clone(),
+        );
+        registry.register(
+            "ingest_received_timestamp_seconds",
+            "Newest event time received by the write API, per class",
+            m.ingest_received.clone(),
         );
         registry.register(
             "ingest_queue_depth_records",

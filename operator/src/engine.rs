@@ -461,7 +461,10 @@ fn distinct_queries(
         promql::request_rate("", signal_window, GROUPING),
         Target::RequestRate,
     );
-    add(promql::freshness_lag("", GROUPING), Target::FreshnessLag);
+    add(
+        promql::freshness_lag_by_class("", GROUPING),
+        Target::FreshnessLag,
+    );
     add(promql::queue_depth("", GROUPING), Target::Backlog);
     add(
         promql::queue_depth_slope("", signal_window, GROUPING),
@@ -489,7 +492,12 @@ fn record(r: &mut Readings, target: &Target, class: Option<&String>, value: f64)
             }
         }
         Target::RequestRate => r.request_rate = Some(value),
-        Target::FreshnessLag => r.freshness_lag = Some(value),
+        Target::FreshnessLag => {
+            if let Some(class) = class {
+                r.freshness_by_class.insert(class.clone(), value);
+                r.freshness_lag = Some(r.freshness_lag.map_or(value, |l| l.max(value)));
+            }
+        }
         Target::Backlog => r.backlog = Some(value),
         Target::BacklogSlope => r.backlog_slope = Some(value),
         Target::Throughput => r.throughput = Some(value),

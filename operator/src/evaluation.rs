@@ -77,8 +77,10 @@ pub struct Readings {
     pub p99: BTreeMap<String, f64>,
     /// Read requests per second.
     pub request_rate: Option<f64>,
-    /// Freshness lag in seconds.
+    /// Freshness lag in seconds: the stalest class's.
     pub freshness_lag: Option<f64>,
+    /// Freshness lag per class in seconds (0 for an idle class).
+    pub freshness_by_class: BTreeMap<String, f64>,
     /// Queued ingest records.
     pub backlog: Option<f64>,
     /// Backlog growth, records per second.
@@ -213,7 +215,7 @@ pub fn evaluate(ctx: &Context<'_>, readings: &Readings) -> Result<Outcome, SpecE
 
     // Gates.
     let policy = &spec.error_budget_policy;
-    let gates = gate::decide(&GateInput {
+    let mut gates = gate::decide(&GateInput {
         budget_remaining,
         page_burn,
         freeze_below: policy.freeze_rollouts_below_percent / 100.0,
@@ -221,6 +223,17 @@ pub fn evaluate(ctx: &Context<'_>, readings: &Readings) -> Result<Outcome, SpecE
         was_frozen: ctx.was_frozen,
         was_degraded: ctx.was_degraded,
     });
+    // A freshness burn names the class that stalls, so the decision says where to look.
+    if worst.is_some_and(|(slo, _)| slo.name == tailwarden_slo::promql::FRESHNESS_SLO)
+        && let Some((class, lag)) = stalest_class(readings)
+    {
+        for gate in [&mut gates.freeze, &mut gates.degrade] {
+            if gate.closed {
+                gate.reason
+                    .push_str(&format!("; stalest class {class} at {}", seconds(lag)));
+            }
+        }
+    }
 
     // Scaling.
     let latency_reading = |class: &LatencyObjective| {
@@ -328,12 +341,24 @@ pub fn evaluate(ctx: &Context<'_>, readings: &Readings) -> Result<Outcome, SpecE
         }),
         ingest: scalable.then(|| Scale {
             replicas: ingest.replicas as i32,
-            reason: format!("ingest: {}", ingest.reason),
+            reason: match stalest_class(readings) {
+                Some((class, lag)) => format!(
+                    "ingest: {}; stalest class {class} at {}",
+                    ingest.reason,
+                    seconds(lag)
+                ),
+                None => format!("ingest: {}", ingest.reason),
+            },
         }),
         slis: SliStatus {
             read_p95: worst_latency(&readings.p95).map(ms),
             read_p99: worst_latency(&readings.p99).map(ms),
-            freshness_lag: readings.freshness_lag.map(|s| format!("{}s", s.round())),
+            freshness_lag: readings.freshness_lag.map(seconds),
+            freshness_lag_by_class: readings
+                .freshness_by_class
+                .iter()
+                .map(|(class, lag)| (class.clone(), seconds(*lag)))
+                .collect(),
             availability_percent: ratio_of("availability").map(|r| pct(1.0 - r)),
             correctness_error_percent: ratio_of("correctness").map(pct),
         },
@@ -352,6 +377,20 @@ pub fn evaluate(ctx: &Context<'_>, readings: &Readings) -> Result<Outcome, SpecE
         serve_state,
         ingest_state,
     })
+}
+
+fn seconds(s: f64) -> String {
+    format!("{}s", s.round())
+}
+
+/// The class with the largest freshness lag, when one lags at all.
+fn stalest_class(readings: &Readings) -> Option<(&str, f64)> {
+    readings
+        .freshness_by_class
+        .iter()
+        .filter(|(_, lag)| **lag > 0.0)
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(class, lag)| (class.as_str(), *lag))
 }
 
 fn serve_policy(spec: &RetailPipelineSpec) -> Result<ServePolicy, SpecError> {
@@ -438,6 +477,7 @@ mod tests {
                 .collect(),
             request_rate: Some(100.0),
             freshness_lag: Some(5.0),
+            freshness_by_class: BTreeMap::from([("pricing".into(), 5.0)]),
             backlog: Some(0.0),
             backlog_slope: Some(0.0),
             throughput: Some(1000.0),
@@ -532,6 +572,42 @@ mod tests {
         assert!(
             !v.gates.freeze.closed,
             "50 % left is above the 25 % freeze threshold"
+        );
+    }
+
+    #[test]
+    fn a_stalled_class_is_shown_and_named_in_the_decisions_it_causes() {
+        let s = crate::test_support::cassandra_pipeline("p").spec;
+        let state = ScalingState::default();
+        let o = objectives(&s).unwrap();
+        let mut r = readings(0.0);
+        r.freshness_by_class =
+            BTreeMap::from([("inventory".into(), 0.0), ("pricing".into(), 1230.0)]);
+        r.freshness_lag = Some(1230.0);
+        // Freshness burning its whole budget 20x over: page burn, budget gone.
+        let fresh = slos(&o)
+            .into_iter()
+            .find(|s| s.name == "freshness")
+            .unwrap();
+        for v in r.error_ratios.get_mut("freshness").unwrap().values_mut() {
+            *v = (1.0 - fresh.target) * 20.0;
+        }
+        let v = evaluate(&ctx(&s, &state), &r).unwrap().verdict;
+        assert_eq!(v.slis.freshness_lag.as_deref(), Some("1230s"));
+        assert_eq!(v.slis.freshness_lag_by_class["inventory"], "0s");
+        assert_eq!(v.slis.freshness_lag_by_class["pricing"], "1230s");
+        assert!(v.gates.freeze.closed);
+        assert!(
+            v.gates
+                .freeze
+                .reason
+                .contains("stalest class pricing at 1230s"),
+            "{}",
+            v.gates.freeze.reason
+        );
+        assert!(
+            v.ingest.unwrap().reason.contains("stalest class pricing"),
+            "the ingest decision names the class"
         );
     }
 

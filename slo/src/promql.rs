@@ -16,6 +16,9 @@ pub const READ_REQUESTS: &str = "tailwarden_read_requests_total";
 pub const READ_DURATION: &str = "tailwarden_read_duration_seconds";
 /// Newest event time made visible, unix seconds, by `class`.
 pub const INGEST_WATERMARK: &str = "tailwarden_ingest_watermark_timestamp_seconds";
+/// Newest event time the write API received, unix seconds, by `class`: above the watermark, the
+/// class has events waiting; at or below it, the class is idle.
+pub const INGEST_RECEIVED: &str = "tailwarden_ingest_received_timestamp_seconds";
 /// Ingested records by `class` and `outcome`.
 pub const INGEST_RECORDS: &str = "tailwarden_ingest_records_total";
 /// Records admitted and not yet durable (a gauge per worker).
@@ -118,12 +121,33 @@ pub fn latency_quantile(
     )
 }
 
-/// Event-time lag in seconds: now minus the newest watermark of the group. An idle pipeline
-/// therefore ages; a vanished watermark series gives no data rather than a lag.
+/// Event-time lag of the group's stalest class, in seconds ([`freshness_lag_by_class`]): one fresh
+/// class never hides a stalled one.
 pub fn freshness_lag(selector: &str, grouping: &str) -> String {
     format!(
-        "time() - max by ({grouping}) ({INGEST_WATERMARK}{{{}}})",
-        matchers(&[selector])
+        "max by ({grouping}) ({})",
+        freshness_lag_by_class(selector, grouping)
+    )
+}
+
+/// Event-time lag per class in seconds, grouped by `grouping, class`.
+///
+/// Per class, the newest watermark across the workers counts. A class with events waiting (its
+/// newest received event time is above that watermark) lags by now minus the watermark, so a
+/// stalled class ages. An idle class, whose every received event is visible, lags 0: no upstream
+/// events must not burn the budget. A worker that exports no received time counts as waiting, so
+/// its classes age as before. A vanished watermark series gives no data rather than a lag.
+pub fn freshness_lag_by_class(selector: &str, grouping: &str) -> String {
+    let by = if grouping.is_empty() {
+        "class".to_owned()
+    } else {
+        format!("{grouping}, class")
+    };
+    let sel = matchers(&[selector]);
+    let newest = |metric: &str| format!("max by ({by}) ({metric}{{{sel}}})");
+    let (visible, received) = (newest(INGEST_WATERMARK), newest(INGEST_RECEIVED));
+    format!(
+        "(time() - {visible}) unless on ({by}) ({received} <= {visible}) or on ({by}) (0 * {visible})"
     )
 }
 
@@ -364,11 +388,26 @@ mod tests {
     fn freshness() {
         assert_eq!(
             freshness_lag(SEL, BY),
-            r#"time() - max by (namespace, pipeline) (tailwarden_ingest_watermark_timestamp_seconds{namespace="shop",pipeline="web"})"#
+            format!(
+                "max by (namespace, pipeline) ({})",
+                freshness_lag_by_class(SEL, BY)
+            )
         );
+        let w = r#"max by (namespace, pipeline, class) (tailwarden_ingest_watermark_timestamp_seconds{namespace="shop",pipeline="web"})"#;
+        let r = r#"max by (namespace, pipeline, class) (tailwarden_ingest_received_timestamp_seconds{namespace="shop",pipeline="web"})"#;
+        assert_eq!(
+            freshness_lag_by_class(SEL, BY),
+            format!(
+                "(time() - {w}) unless on (namespace, pipeline, class) ({r} <= {w}) or on (namespace, pipeline, class) (0 * {w})"
+            )
+        );
+        assert!(freshness_lag_by_class(SEL, "").starts_with("(time() - max by (class) ("));
         assert_eq!(
             freshness_sampled_error_ratio(SEL, Duration::from_secs(600), M5, BY),
-            r#"avg_over_time((time() - max by (namespace, pipeline) (tailwarden_ingest_watermark_timestamp_seconds{namespace="shop",pipeline="web"}) > bool 600)[5m:30s])"#
+            format!(
+                "avg_over_time(({} > bool 600)[5m:30s])",
+                freshness_lag(SEL, BY)
+            )
         );
         assert_eq!(
             freshness_error_ratio(SEL, H1),

@@ -511,7 +511,10 @@ mod tests {
         let day = Duration::from_secs(DAY);
         assert_eq!(
             freshness.error_ratio_without_rules("", day, GROUPING),
-            "avg_over_time((time() - max by (namespace, pipeline) (tailwarden_ingest_watermark_timestamp_seconds{}) > bool 600)[1d:2m]) or avg_over_time((time() - max by (namespace, pipeline) (tailwarden_ingest_watermark_timestamp_seconds{}) > bool 600)[1h:30s])"
+            format!(
+                "avg_over_time(({lag} > bool 600)[1d:2m]) or avg_over_time(({lag} > bool 600)[1h:30s])",
+                lag = crate::promql::freshness_lag("", GROUPING)
+            )
         );
         assert_eq!(
             freshness.error_ratio("", day, GROUPING),

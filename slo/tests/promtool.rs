@@ -605,6 +605,86 @@ fn stalled_ingest_pages_on_freshness() {
     });
 }
 
+/// Three classes from two workers: inventory stays fresh (received and visible together),
+/// catalog goes idle at minute 10 (nothing received after what is visible), pricing stalls at
+/// minute 60 while its events keep arriving. Only pricing ages: the stalest class is the
+/// pipeline's lag, inventory's fresh watermark on another worker does not hide it, and the idle
+/// class burns nothing. Without the stall, the pipeline would never breach.
+#[test]
+#[ignore = "needs promtool: tests/run.sh"]
+fn the_stalest_class_is_the_lag_and_an_idle_class_burns_nothing() {
+    let by = rules::GROUPING;
+    run_case("freshness-classes", &Objectives::reference(), |rules| {
+        Case {
+            interval: "1m",
+            input_series: vec![
+                series(
+                    "tailwarden_ingest_watermark_timestamp_seconds",
+                    r#"class="inventory",instance="w1""#,
+                    watermark(100, 100),
+                ),
+                series(
+                    "tailwarden_ingest_received_timestamp_seconds",
+                    r#"class="inventory",instance="w1""#,
+                    watermark(100, 100),
+                ),
+                series(
+                    "tailwarden_ingest_watermark_timestamp_seconds",
+                    r#"class="catalog",instance="w1""#,
+                    watermark(10, 100),
+                ),
+                series(
+                    "tailwarden_ingest_received_timestamp_seconds",
+                    r#"class="catalog",instance="w1""#,
+                    watermark(10, 100),
+                ),
+                series(
+                    "tailwarden_ingest_watermark_timestamp_seconds",
+                    r#"class="pricing",instance="w2""#,
+                    watermark(60, 100),
+                ),
+                series(
+                    "tailwarden_ingest_received_timestamp_seconds",
+                    r#"class="pricing",instance="w2""#,
+                    watermark(100, 100),
+                ),
+            ],
+            alert_rule_test: vec![
+                alerts_at(69, vec![]),
+                alerts_at(71, firing(rules, "freshness", &["30m", "2h", "6h"])),
+                alerts_at(72, firing(rules, "freshness", &["5m", "30m", "2h", "6h"])),
+            ],
+            promql_expr_test: vec![
+                // At 50m every received event is visible: each class lags 0, catalog idle for 40
+                // minutes included.
+                ExprTest {
+                    expr: promql::freshness_lag_by_class("", by),
+                    eval_time: minutes(50),
+                    exp_samples: ["catalog", "inventory", "pricing"]
+                        .into_iter()
+                        .map(|class| Sample {
+                            labels: format!(
+                                r#"{{namespace="shop",pipeline="web",class="{class}"}}"#
+                            ),
+                            value: 0.0,
+                        })
+                        .collect(),
+                },
+                value_at(50, "slo:sli_error:ratio_rate5m", "freshness", 0.0),
+                // At 80m pricing's events since minute 60 wait: 80m - 59.5m = 1230 s, the pipeline's
+                // lag, though inventory's watermark on the other worker is 30 s old.
+                rounded_at(
+                    80,
+                    &promql::freshness_lag("", by),
+                    r#"namespace="shop",pipeline="web""#,
+                    1230.0,
+                ),
+                value_at(80, "slo:sli_error:ratio_rate5m", "freshness", 1.0),
+            ],
+        }
+    });
+}
+
 /// The same stall with Pyrra's holds: the 5m/1h page fires at 74m, held 2m; the 30m/6h pair,
 /// pending from 71m, fires 15m later at 86m. The tickets, held 1h and 3h, have not fired by then.
 #[test]

@@ -223,10 +223,15 @@ fn parse_body(
     metrics: &Metrics,
 ) -> Result<Vec<Item>, BodyError> {
     let received_at_ms = now_ms();
-    Ok(split(bytes, fmt)?
+    let mut newest: HashMap<&'static str, i64> = HashMap::new();
+    let items: Vec<Item> = split(bytes, fmt)?
         .into_iter()
         .map(|raw| match parse_record(raw, Mode::Stream) {
             Ok(p) => {
+                let t = newest
+                    .entry(p.update.key.class.as_str())
+                    .or_insert(i64::MIN);
+                *t = (*t).max(p.update.version.event_time_ms);
                 if p.unknown_fields > 0 {
                     metrics
                         .ingest_unknown_fields
@@ -246,7 +251,16 @@ fn parse_body(
                 raw: lossy(raw),
             }),
         })
-        .collect())
+        .collect();
+    // Received before admission, so events refused with 429 count as waiting too.
+    for (class, t) in newest {
+        let received = metrics.ingest_received.get_or_create(&ClassLabel { class });
+        let t = t as f64 / 1000.0;
+        if t > received.get() {
+            received.set(t);
+        }
+    }
+    Ok(items)
 }
 
 fn counts(outcomes: &[Outcome]) -> Value {
