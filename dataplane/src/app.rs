@@ -113,7 +113,9 @@ pub async fn run(
     };
     std::fs::create_dir_all(&path)
         .with_context(|| format!("creating data dir {}", path.display()))?;
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::with_read_bounds(
+        &config.serve.latency_bounds_seconds,
+    ));
     let cache_bytes = tuning.store_cache_bytes;
     let store_path = path.clone();
     let store: Arc<dyn Store> = Arc::new(

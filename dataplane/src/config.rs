@@ -257,6 +257,10 @@ pub struct Serve {
     /// Deadline of one read; a read past it fails fast rather than queueing.
     #[serde(with = "humantime_serde")]
     pub read_timeout: Duration,
+    /// The pipeline's read-latency objectives in seconds, added to the read histogram's buckets
+    /// so each one is a bucket boundary and its SLO is counted exactly (the operator renders them).
+    #[serde(default)]
+    pub latency_bounds_seconds: Vec<f64>,
 }
 
 impl Default for Serve {
@@ -265,6 +269,7 @@ impl Default for Serve {
             cache_ttl: CacheTtls::default(),
             cache_max_entries: 100_000,
             read_timeout: Duration::from_millis(100),
+            latency_bounds_seconds: Vec::new(),
         }
     }
 }
@@ -386,6 +391,17 @@ impl Config {
         }
         if self.serve.read_timeout.is_zero() {
             return invalid("serve.readTimeout", "must be positive");
+        }
+        if let Some(bad) = self
+            .serve
+            .latency_bounds_seconds
+            .iter()
+            .find(|b| !b.is_finite() || **b <= 0.0)
+        {
+            return Err(ConfigError::Invalid {
+                key: "serve.latencyBoundsSeconds".into(),
+                why: format!("every bound must be a positive number of seconds, got {bad}"),
+            });
         }
         match &self.storage {
             Storage::Cassandra { contact_points, .. } if contact_points.is_empty() => {

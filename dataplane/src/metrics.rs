@@ -3,11 +3,12 @@
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 /// `class`, `outcome` of an ingested record.
@@ -80,7 +81,7 @@ pub struct Metrics {
     /// Physical key writes to the store.
     pub physical_writes: Counter,
     /// Read latency by query class, seconds.
-    pub read_duration: Family<ClassLabel, Histogram>,
+    pub read_duration: Family<ClassLabel, Histogram, ReadBuckets>,
     /// Read requests by query class and status code.
     pub read_requests: Family<RequestLabels, Counter>,
     /// Cache hits by layer.
@@ -115,6 +116,33 @@ pub const LAG_BUCKETS: [f64; 20] = [
     120.0, 300.0, 600.0, 1200.0, 3600.0,
 ];
 
+/// The read histogram's bounds: [`READ_BUCKETS`] plus the pipeline's own latency objectives
+/// (`serve.latencyBoundsSeconds`), so every configured bound is a bucket boundary and its latency
+/// SLO can be counted exactly.
+#[derive(Clone, Debug)]
+pub struct ReadBuckets(Arc<[f64]>);
+
+impl ReadBuckets {
+    /// The default bounds with `extra` added, sorted, without duplicates; non-finite or
+    /// non-positive values (which config validation refuses) are ignored.
+    pub fn with(extra: &[f64]) -> Self {
+        let mut all: Vec<f64> = READ_BUCKETS
+            .iter()
+            .chain(extra.iter().filter(|b| b.is_finite() && **b > 0.0))
+            .copied()
+            .collect();
+        all.sort_by(f64::total_cmp);
+        all.dedup();
+        Self(all.into())
+    }
+}
+
+impl MetricConstructor<Histogram> for ReadBuckets {
+    fn new_metric(&self) -> Histogram {
+        Histogram::new(self.0.iter().copied())
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -122,10 +150,15 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Creates and registers every metric under the `tailwarden_` prefix.
+    /// Creates and registers every metric under the `tailwarden_` prefix, with the default read
+    /// buckets.
     pub fn new() -> Self {
+        Self::with_read_bounds(&[])
+    }
+
+    /// Like [`Metrics::new`], with `bounds` (seconds) added to the read histogram's buckets.
+    pub fn with_read_bounds(bounds: &[f64]) -> Self {
         let mut registry = Registry::with_prefix("tailwarden");
-        let read_hist = || Histogram::new(READ_BUCKETS);
         let lag_hist = || Histogram::new(LAG_BUCKETS);
         let m = Self {
             ingest_records: Family::default(),
@@ -140,7 +173,7 @@ impl Metrics {
             ingest_commit_duration: Histogram::new(READ_BUCKETS),
             logical_updates: Counter::default(),
             physical_writes: Counter::default(),
-            read_duration: Family::new_with_constructor(read_hist),
+            read_duration: Family::new_with_constructor(ReadBuckets::with(bounds)),
             read_requests: Family::default(),
             cache_hits: Family::default(),
             cache_misses: Family::default(),
@@ -274,6 +307,29 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn configured_latency_bounds_are_bucket_boundaries() {
+        // 250 ms is no default bound: without it, a `p99: 250ms` objective had no bucket to count.
+        let m = Metrics::with_read_bounds(&[0.25, 0.12, f64::NAN]);
+        m.read_duration
+            .get_or_create(&ClassLabel { class: "product" })
+            .observe(0.2);
+        let text = m.encode();
+        assert!(
+            text.contains(
+                "tailwarden_read_duration_seconds_bucket{le=\"0.25\",class=\"product\"} 1"
+            ),
+            "{text}"
+        );
+        let read_bucket = "tailwarden_read_duration_seconds_bucket{le=\"0.12\"";
+        assert_eq!(
+            text.matches(read_bucket).count(),
+            1,
+            "a default bound is not doubled"
+        );
+        assert!(!Metrics::new().encode().contains("le=\"0.25\""));
+    }
 
     #[test]
     fn exposes_the_documented_names() {

@@ -97,9 +97,25 @@ pub fn render(spec: &RetailPipelineSpec, pause_non_critical: bool) -> Result<Con
                 SpecError::new("spec.serve.cacheMaxEntries", "must not be negative")
             })?,
             read_timeout: std::time::Duration::from_millis(READ_TIMEOUT_MS),
+            latency_bounds_seconds: latency_bounds(spec)?,
         },
         degradation: Degradation { pause_non_critical },
     })
+}
+
+/// Every read-latency objective, in seconds as the rules' `le` label reads it: the workers make
+/// each one a bucket boundary, so no objective is left without a bucket to count it.
+fn latency_bounds(spec: &RetailPipelineSpec) -> Result<Vec<f64>, SpecError> {
+    let mut bounds = vec![];
+    for l in &crate::evaluation::objectives(spec)?.latency {
+        for bound in [l.p95, l.p99] {
+            // The same correctly rounded division as `promql::le_label`.
+            bounds.push(bound.as_nanos() as f64 / 1e9);
+        }
+    }
+    bounds.sort_by(f64::total_cmp);
+    bounds.dedup();
+    Ok(bounds)
 }
 
 fn positive(field: &str, value: i64) -> Result<u64, SpecError> {
@@ -114,6 +130,18 @@ mod tests {
     use super::*;
     use crate::test_support::spec;
     use std::time::Duration;
+
+    #[test]
+    fn every_latency_objective_is_rendered_as_a_bucket_bound() {
+        let mut s = spec();
+        s.slos.read_latency[0].p99 = "250ms".into();
+        let bounds = render(&s, false).unwrap().serve.latency_bounds_seconds;
+        assert!(bounds.contains(&0.25), "{bounds:?}");
+        assert!(bounds.contains(&0.12) && bounds.contains(&0.2));
+        // The workers' bucket label and the rules' `le` matcher are the same string.
+        let le = tailwarden_slo::promql::le_label(Duration::from_millis(250));
+        assert_eq!(0.25f64.to_string(), le);
+    }
 
     #[test]
     fn default_spec_renders_the_embedded_http_config() {
