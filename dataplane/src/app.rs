@@ -3,7 +3,7 @@
 //! store).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -113,6 +113,10 @@ pub async fn run(
     };
     std::fs::create_dir_all(&path)
         .with_context(|| format!("creating data dir {}", path.display()))?;
+    let import_dir = match &config.snapshots.import_dir {
+        Some(dir) => Some(resolve_import_dir(dir, &path)?),
+        None => None,
+    };
     let metrics = Arc::new(Metrics::new());
     let cache_bytes = tuning.store_cache_bytes;
     let store_path = path.clone();
@@ -192,6 +196,7 @@ pub async fn run(
             paused,
             snapshots: snapshots.clone(),
             spool_dir: path.clone(),
+            import_dir,
         });
         tokio::spawn(deferral::drain(state.clone(), writer_closing.clone()));
         let router = crate::ingest::http::router(state);
@@ -274,6 +279,33 @@ pub async fn run(
     drop(store);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Resolves `snapshots.importDir` once (symlinks included) so that requested paths can be
+/// compared with it. It must not overlap the data dir: the store's own files would otherwise be
+/// loadable, and their lines dead-lettered with their content.
+fn resolve_import_dir(dir: &Path, data_dir: &Path) -> Result<PathBuf, ConfigError> {
+    let invalid = |why: String| ConfigError::Invalid {
+        key: "snapshots.importDir".into(),
+        why,
+    };
+    let resolved = dir
+        .canonicalize()
+        .map_err(|e| invalid(format!("cannot resolve {}: {e}", dir.display())))?;
+    if !resolved.is_dir() {
+        return Err(invalid(format!("{} is not a directory", dir.display())));
+    }
+    let data = data_dir
+        .canonicalize()
+        .map_err(|e| invalid(format!("cannot resolve the data dir: {e}")))?;
+    if resolved.starts_with(&data) || data.starts_with(&resolved) {
+        return Err(invalid(format!(
+            "{} overlaps the data dir {}",
+            dir.display(),
+            data_dir.display()
+        )));
+    }
+    Ok(resolved)
 }
 
 /// Binds `addr` and serves `router` until `stop` turns true.

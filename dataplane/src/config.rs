@@ -70,6 +70,9 @@ pub struct Config {
     /// Switches the operator flips under error-budget pressure.
     #[serde(default)]
     pub degradation: Degradation,
+    /// Where `POST /v1/snapshots?path=` may read from.
+    #[serde(default)]
+    pub snapshots: Snapshots,
 }
 
 /// Exactly one storage backend.
@@ -307,6 +310,17 @@ pub struct Degradation {
     pub pause_non_critical: bool,
 }
 
+/// Snapshot loading from files on the server.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Snapshots {
+    /// The only directory `POST /v1/snapshots?path=` may read from. Without it, `?path=` is
+    /// refused and snapshots can only be uploaded, because rejected lines are dead-lettered
+    /// with their content and would otherwise expose any file the process can read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub import_dir: Option<PathBuf>,
+}
+
 /// A configuration that cannot be used. The message always names the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -410,6 +424,14 @@ impl Config {
             }
             _ => {}
         }
+        if self
+            .snapshots
+            .import_dir
+            .as_ref()
+            .is_some_and(|d| !d.is_absolute())
+        {
+            return invalid("snapshots.importDir", "must be an absolute path");
+        }
         Ok(())
     }
 }
@@ -445,6 +467,15 @@ mod tests {
     fn out_of_range_names_the_key() {
         let err = Config::parse("serve:\n  readTimeout: 0s\n  cacheMaxEntries: 1\n  cacheTtl: {product: 1s, pricing: 1s, inventory: 1s, fulfillment: 1s}\n").unwrap_err();
         assert!(err.to_string().contains("serve.readTimeout"), "{err}");
+    }
+
+    #[test]
+    fn import_dir_parses_and_must_be_absolute() {
+        let config = Config::parse("snapshots: {importDir: /import}\n").unwrap();
+        assert_eq!(config.snapshots.import_dir, Some(PathBuf::from("/import")));
+        assert_eq!(Config::parse(&config.to_yaml()).unwrap(), config);
+        let err = Config::parse("snapshots: {importDir: import}\n").unwrap_err();
+        assert!(err.to_string().contains("snapshots.importDir"), "{err}");
     }
 
     #[test]

@@ -8,8 +8,9 @@
 //! version. Streaming updates live in their own layer and are merged over whichever baseline is
 //! active, field by field, by version: baseline fields carry the snapshot's `as_of` time.
 
-use std::io::BufRead;
-use std::path::{Path, PathBuf};
+use std::fs::File;
+use std::io::{BufRead, Seek};
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -60,6 +61,75 @@ pub enum SnapshotError {
     Store(#[from] StoreError),
 }
 
+/// Why a `?path=` was refused. Messages never show where a path resolved to: that would reveal
+/// the layout outside the import directory.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// No `snapshots.importDir` is configured.
+    #[error(
+        "path: loading files from the server is disabled; set snapshots.importDir, or upload the snapshot as the request body"
+    )]
+    Disabled,
+    /// The path has a `..` component.
+    #[error("path: must not contain `..`")]
+    ParentComponent,
+    /// The path (or a symlink on it) leads outside the import directory.
+    #[error("path: {0:?} is outside snapshots.importDir")]
+    Outside(String),
+    /// Nothing readable there.
+    #[error("path: {0:?} is not a readable file in snapshots.importDir")]
+    Unreadable(String),
+}
+
+/// Opens `requested` (absolute, or relative to the import directory) if it is a regular file
+/// that resolves inside `import_dir` (already canonical), following symlinks. The file is opened
+/// once here and read through that handle, so swapping the path afterwards changes nothing.
+pub fn open_import(
+    import_dir: Option<&Path>,
+    requested: &str,
+) -> Result<(PathBuf, File), ImportError> {
+    let import_dir = import_dir.ok_or(ImportError::Disabled)?;
+    let path = Path::new(requested);
+    if path.components().any(|c| c == Component::ParentDir) {
+        return Err(ImportError::ParentComponent);
+    }
+    let outside = || ImportError::Outside(requested.to_owned());
+    let unreadable = || ImportError::Unreadable(requested.to_owned());
+    // Checked before touching the file system, so that paths elsewhere are refused the same
+    // way whether they exist or not.
+    let joined = import_dir.join(path);
+    if !joined.starts_with(import_dir) {
+        return Err(outside());
+    }
+    let resolved = joined.canonicalize().map_err(|_| unreadable())?;
+    if !resolved.starts_with(import_dir) {
+        return Err(outside());
+    }
+    if !resolved.metadata().is_ok_and(|m| m.is_file()) {
+        return Err(unreadable());
+    }
+    let file = File::open(&resolved).map_err(|_| unreadable())?;
+    // A directory on the way could have been swapped for a symlink between the check and the
+    // open; where the kernel can tell what was opened, check that too.
+    if let Some(opened) = opened_path(&file)
+        && !opened.starts_with(import_dir)
+    {
+        return Err(outside());
+    }
+    Ok((resolved, file))
+}
+
+#[cfg(target_os = "linux")]
+fn opened_path(file: &File) -> Option<PathBuf> {
+    use std::os::fd::AsRawFd;
+    std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).ok()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn opened_path(_: &File) -> Option<PathBuf> {
+    None
+}
+
 /// The snapshot lifecycle and the active version.
 pub struct Snapshots {
     store: Arc<dyn Store>,
@@ -71,8 +141,10 @@ pub struct Snapshots {
 
 /// What to load.
 pub struct LoadRequest {
-    /// NDJSON file of records.
+    /// NDJSON file of records (for messages and removal).
     pub file: PathBuf,
+    /// The file, opened once and read through this handle.
+    pub input: File,
     /// Delete the file when done (uploads).
     pub remove_file: bool,
     /// Time the snapshot represents, epoch milliseconds.
@@ -94,6 +166,7 @@ impl Snapshots {
                     version = meta.version,
                     "discarding interrupted snapshot load"
                 );
+                store.remove_snapshot_dead_letters(meta.version)?;
                 store.discard_snapshot(meta.version)?;
             }
         }
@@ -154,7 +227,7 @@ impl Snapshots {
                     Ok(m) => tracing::info!(version, records = m.records, rejected = m.rejected, "snapshot active"),
                     Err(e) => {
                         tracing::error!(version, error = %e, "snapshot load failed; discarding it");
-                        if let Err(e) = this.store.discard_snapshot(version) {
+                        if let Err(e) = this.discard_failed(version) {
                             tracing::error!(version, error = %e, "discarding failed snapshot failed");
                         }
                     }
@@ -182,7 +255,7 @@ impl Snapshots {
         for rank in 0..=2 {
             let mut set = WriteSet::default();
             let mut staged: Vec<(EntityKey, Entity)> = Vec::new();
-            for_each_line(&request.file, |line_no, line| {
+            for_each_line(&request.file, &request.input, |line_no, line| {
                 let index = (line_no - 1) as usize;
                 if rank > 0 && ranks.get(index) != Some(&rank) {
                     return Ok(());
@@ -268,6 +341,19 @@ impl Snapshots {
         self.activate(version)?;
         self.collect_garbage(version)?;
         Ok(meta)
+    }
+
+    /// Deletes everything a failed load wrote: its dead letters first (they describe a version
+    /// that never existed, and hold the input's lines), then its baseline and metadata, so that
+    /// once the version is gone from the list nothing of it is left. Should the process die in
+    /// between, the version is still `loading` and [`Snapshots::open`] finishes the job.
+    fn discard_failed(&self, version: u64) -> Result<(), StoreError> {
+        let removed = self.store.remove_snapshot_dead_letters(version)?;
+        self.metrics
+            .dead_letters_stored
+            .set(self.store.dead_letter_count() as i64);
+        tracing::info!(version, removed, "removed the failed load's dead letters");
+        self.store.discard_snapshot(version)
     }
 
     fn flush(
@@ -419,17 +505,20 @@ pub fn lossy(raw: &[u8]) -> String {
     String::from_utf8_lossy(&raw[..raw.len().min(MAX_DEAD_LETTER_RAW)]).into_owned()
 }
 
-/// Calls `f(line_number, bytes)` for every non-blank line; lines need not be UTF-8.
+/// Calls `f(line_number, bytes)` for every non-blank line of `input` from its start; lines need
+/// not be UTF-8. `path` is for messages only: the file is never reopened by name.
 fn for_each_line(
     path: &Path,
+    input: &File,
     mut f: impl FnMut(u64, &[u8]) -> Result<(), SnapshotError>,
 ) -> Result<(), SnapshotError> {
     let io = |source| SnapshotError::Io {
         path: path.to_owned(),
         source,
     };
-    let mut reader =
-        std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path).map_err(io)?);
+    let mut handle = input.try_clone().map_err(io)?;
+    handle.rewind().map_err(io)?;
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, handle);
     let mut buf = Vec::new();
     let mut line_no = 0;
     loop {

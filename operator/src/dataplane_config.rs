@@ -99,6 +99,7 @@ pub fn render(spec: &RetailPipelineSpec, pause_non_critical: bool) -> Result<Con
             read_timeout: std::time::Duration::from_millis(READ_TIMEOUT_MS),
         },
         degradation: Degradation { pause_non_critical },
+        snapshots: Default::default(),
     })
 }
 
