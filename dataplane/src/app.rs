@@ -16,6 +16,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::sync::watch;
 
+use crate::auth::Guards;
 use crate::cache::{Cache, CacheCounters, Invalidation};
 use crate::config::{Config, ConfigError, Role, Storage, Streams};
 use crate::feed::{ChangeFeed, InProcessFeed};
@@ -113,6 +114,7 @@ pub async fn run(
     };
     std::fs::create_dir_all(&path)
         .with_context(|| format!("creating data dir {}", path.display()))?;
+    let guards = Guards::load(&config.auth, role)?;
     let import_dir = match &config.snapshots.import_dir {
         Some(dir) => Some(resolve_import_dir(dir, &path)?),
         None => None,
@@ -145,6 +147,17 @@ pub async fn run(
     let serves = matches!(role, Role::Serve | Role::Standalone);
 
     if ingests {
+        let open: Vec<&str> = [&guards.ingest, &guards.admin]
+            .into_iter()
+            .filter(|g| g.is_open())
+            .map(|g| g.scope().config_key())
+            .collect();
+        if !open.is_empty() {
+            tracing::warn!(
+                unset = ?open,
+                "the write API is unauthenticated: anyone who can reach it can write, read dead letters and load snapshots"
+            );
+        }
         let paused = Arc::new(AtomicBool::new(config.degradation.pause_non_critical));
         if let Some(file) = tuning.watch_config.clone() {
             tokio::spawn(watch_degradation(
@@ -199,7 +212,7 @@ pub async fn run(
             import_dir,
         });
         tokio::spawn(deferral::drain(state.clone(), writer_closing.clone()));
-        let router = crate::ingest::http::router(state);
+        let router = crate::ingest::http::router(state, &guards);
         servers.push(serve("ingest", config.listen.ingest, router, http_stopped.clone()).await?);
     }
 
@@ -235,7 +248,7 @@ pub async fn run(
             metrics: metrics.clone(),
             read_timeout: config.serve.read_timeout,
         });
-        let router = crate::serve::http::router(state);
+        let router = crate::serve::http::router(state, guards.read.clone());
         servers.push(serve("serve", config.listen.serve, router, http_stopped.clone()).await?);
     }
 

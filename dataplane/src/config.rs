@@ -73,6 +73,9 @@ pub struct Config {
     /// Where `POST /v1/snapshots?path=` may read from.
     #[serde(default)]
     pub snapshots: Snapshots,
+    /// Bearer tokens of the HTTP APIs, as files mounted from Secrets.
+    #[serde(default)]
+    pub auth: Auth,
 }
 
 /// Exactly one storage backend.
@@ -321,6 +324,22 @@ pub struct Snapshots {
     pub import_dir: Option<PathBuf>,
 }
 
+/// Bearer tokens of the HTTP APIs. Each is a file path (mounted from a Secret), never the token
+/// itself, because this file is a ConfigMap. A scope without a file is open, as before.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Auth {
+    /// Token of `POST /v1/updates`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingest_token_file: Option<PathBuf>,
+    /// Token of the admin routes: dead letters, snapshots, the degradation switch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Token of the read API; reads are open without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_token_file: Option<PathBuf>,
+}
+
 /// A configuration that cannot be used. The message always names the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -432,6 +451,15 @@ impl Config {
         {
             return invalid("snapshots.importDir", "must be an absolute path");
         }
+        for (key, file) in [
+            ("auth.ingestTokenFile", &self.auth.ingest_token_file),
+            ("auth.adminTokenFile", &self.auth.admin_token_file),
+            ("auth.readTokenFile", &self.auth.read_token_file),
+        ] {
+            if file.as_ref().is_some_and(|f| !f.is_absolute()) {
+                return invalid(key, "must be an absolute path");
+            }
+        }
         Ok(())
     }
 }
@@ -470,12 +498,21 @@ mod tests {
     }
 
     #[test]
-    fn import_dir_parses_and_must_be_absolute() {
-        let config = Config::parse("snapshots: {importDir: /import}\n").unwrap();
+    fn import_dir_and_token_files_parse_and_must_be_absolute() {
+        let config = Config::parse(
+            "snapshots: {importDir: /import}\nauth: {ingestTokenFile: /t/ingest, adminTokenFile: /t/admin}\n",
+        )
+        .unwrap();
         assert_eq!(config.snapshots.import_dir, Some(PathBuf::from("/import")));
+        assert_eq!(config.auth.read_token_file, None);
         assert_eq!(Config::parse(&config.to_yaml()).unwrap(), config);
         let err = Config::parse("snapshots: {importDir: import}\n").unwrap_err();
         assert!(err.to_string().contains("snapshots.importDir"), "{err}");
+        let err = Config::parse("auth: {adminTokenFile: token}\n").unwrap_err();
+        assert!(err.to_string().contains("auth.adminTokenFile"), "{err}");
+        // The token itself has no key: a typo'd inline token fails instead of being used.
+        let err = Config::parse("auth: {adminToken: s3cret}\n").unwrap_err();
+        assert!(err.to_string().contains("adminToken"), "{err}");
     }
 
     #[test]

@@ -100,6 +100,7 @@ pub fn render(spec: &RetailPipelineSpec, pause_non_critical: bool) -> Result<Con
         },
         degradation: Degradation { pause_non_critical },
         snapshots: Default::default(),
+        auth: Default::default(),
     })
 }
 

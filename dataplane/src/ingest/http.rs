@@ -11,10 +11,12 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde_json::{Value, json};
 
+use crate::auth::{self, Guards};
 use crate::ingest::admission::Admission;
 use crate::ingest::body::{BodyError, format, split};
 use crate::ingest::{Item, Job, JobResult, Outcome};
@@ -57,10 +59,13 @@ pub struct IngestState {
 
 type Shared = State<Arc<IngestState>>;
 
-/// The write routes.
-pub fn router(state: Arc<IngestState>) -> Router {
-    Router::new()
+/// The write routes: bulk updates need the ingest token, everything else the admin token
+/// (dead letters hold raw records, snapshots and the switch change what every reader sees).
+pub fn router(state: Arc<IngestState>, guards: &Guards) -> Router {
+    let ingest = Router::new()
         .route("/v1/updates", post(updates))
+        .route_layer(from_fn_with_state(guards.ingest.clone(), auth::require));
+    let admin = Router::new()
         .route("/v1/deadletter", get(dead_letters))
         .route("/v1/deadletter/count", get(dead_letter_count))
         .route("/v1/deadletter/replay", post(replay_dead_letters))
@@ -70,7 +75,8 @@ pub fn router(state: Arc<IngestState>) -> Router {
             "/v1/admin/degradation",
             put(set_degradation).get(get_degradation),
         )
-        .with_state(state)
+        .route_layer(from_fn_with_state(guards.admin.clone(), auth::require));
+    ingest.merge(admin).with_state(state)
 }
 
 fn error(status: StatusCode, code: &str, message: impl std::fmt::Display) -> Response {
