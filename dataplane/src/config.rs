@@ -71,11 +71,18 @@ pub struct Config {
     #[serde(default)]
     pub degradation: Degradation,
     /// Where `POST /v1/snapshots?path=` may read from.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub snapshots: Snapshots,
     /// Bearer tokens of the HTTP APIs, as files mounted from Secrets.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub auth: Auth,
+}
+
+/// Sections added after the first release are left out while unset, so that the YAML the
+/// operator renders for an existing pipeline, and with it the pods' config hash, stays the same
+/// (a changed hash would restart every worker on an operator upgrade).
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 /// Exactly one storage backend.
@@ -472,6 +479,15 @@ mod tests {
     fn default_round_trips_through_yaml() {
         let config = Config::default();
         assert_eq!(Config::parse(&config.to_yaml()).unwrap(), config);
+    }
+
+    #[test]
+    fn unset_later_sections_are_not_rendered() {
+        let yaml = Config::default().to_yaml();
+        assert!(
+            !yaml.contains("snapshots") && !yaml.contains("auth"),
+            "{yaml}"
+        );
     }
 
     #[test]
