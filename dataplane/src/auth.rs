@@ -29,6 +29,17 @@ pub enum Scope {
 }
 
 impl Scope {
+    /// Every scope.
+    pub const ALL: [Scope; 3] = [Scope::Ingest, Scope::Admin, Scope::Read];
+
+    /// Whether a process of `role` serves this scope's routes (and so needs its token).
+    pub fn served_by(self, role: Role) -> bool {
+        match self {
+            Scope::Ingest | Scope::Admin => matches!(role, Role::Ingest | Role::Standalone),
+            Scope::Read => matches!(role, Role::Serve | Role::Standalone),
+        }
+    }
+
     /// The name used in logs and error bodies.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -217,16 +228,16 @@ impl Guards {
     /// Reads the token files of the scopes `role` serves (a serve pod need not mount the write
     /// API's tokens).
     pub fn load(auth: &Auth, role: Role) -> Result<Self, ConfigError> {
-        let writes = matches!(role, Role::Ingest | Role::Standalone);
-        let reads = matches!(role, Role::Serve | Role::Standalone);
-        let guard = |scope: Scope, file: &Option<std::path::PathBuf>, used: bool| match file {
-            Some(path) if used => Ok(Guard::with_token(scope, Token::load(scope, path)?)),
+        let guard = |scope: Scope, file: &Option<std::path::PathBuf>| match file {
+            Some(path) if scope.served_by(role) => {
+                Ok(Guard::with_token(scope, Token::load(scope, path)?))
+            }
             _ => Ok::<_, ConfigError>(Guard::open(scope)),
         };
         Ok(Self {
-            ingest: guard(Scope::Ingest, &auth.ingest_token_file, writes)?,
-            admin: guard(Scope::Admin, &auth.admin_token_file, writes)?,
-            read: guard(Scope::Read, &auth.read_token_file, reads)?,
+            ingest: guard(Scope::Ingest, &auth.ingest_token_file)?,
+            admin: guard(Scope::Admin, &auth.admin_token_file)?,
+            read: guard(Scope::Read, &auth.read_token_file)?,
         })
     }
 }
