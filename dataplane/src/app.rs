@@ -27,7 +27,7 @@ use crate::ingest::{ChannelSource, deferral};
 use crate::metrics::{LayerLabel, Metrics};
 use crate::serve::http::ServeState;
 use crate::serve::reader::Reader;
-use crate::snapshot::Snapshots;
+use crate::snapshot::{ImportDir, Snapshots};
 use crate::store::Store;
 use crate::store::embedded::EmbeddedStore;
 
@@ -297,28 +297,25 @@ pub async fn run(
 /// Resolves `snapshots.importDir` once (symlinks included) so that requested paths can be
 /// compared with it. It must not overlap the data dir: the store's own files would otherwise be
 /// loadable, and their lines dead-lettered with their content.
-fn resolve_import_dir(dir: &Path, data_dir: &Path) -> Result<PathBuf, ConfigError> {
+fn resolve_import_dir(dir: &Path, data_dir: &Path) -> Result<ImportDir, ConfigError> {
     let invalid = |why: String| ConfigError::Invalid {
         key: "snapshots.importDir".into(),
         why,
     };
-    let resolved = dir
-        .canonicalize()
-        .map_err(|e| invalid(format!("cannot resolve {}: {e}", dir.display())))?;
-    if !resolved.is_dir() {
-        return Err(invalid(format!("{} is not a directory", dir.display())));
-    }
+    let import = ImportDir::resolve(dir)
+        .map_err(|e| invalid(format!("cannot use {}: {e}", dir.display())))?;
+    let resolved = import.resolved();
     let data = data_dir
         .canonicalize()
         .map_err(|e| invalid(format!("cannot resolve the data dir: {e}")))?;
-    if resolved.starts_with(&data) || data.starts_with(&resolved) {
+    if resolved.starts_with(&data) || data.starts_with(resolved) {
         return Err(invalid(format!(
             "{} overlaps the data dir {}",
             dir.display(),
             data_dir.display()
         )));
     }
-    Ok(resolved)
+    Ok(import)
 }
 
 /// Binds `addr` and serves `router` until `stop` turns true.

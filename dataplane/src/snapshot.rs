@@ -81,14 +81,45 @@ pub enum ImportError {
     Unreadable(String),
 }
 
+/// `snapshots.importDir` as configured and as resolved (symlinks followed) at start. Requests
+/// may name files under either spelling; what they resolve to must be under the resolved one.
+#[derive(Clone, Debug)]
+pub struct ImportDir {
+    configured: PathBuf,
+    resolved: PathBuf,
+}
+
+impl ImportDir {
+    /// Resolves `configured`, which must be an existing directory.
+    pub fn resolve(configured: &Path) -> std::io::Result<Self> {
+        let resolved = configured.canonicalize()?;
+        if !resolved.is_dir() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotADirectory,
+                "not a directory",
+            ));
+        }
+        Ok(Self {
+            configured: configured.to_owned(),
+            resolved,
+        })
+    }
+
+    /// The directory with every symlink resolved.
+    pub fn resolved(&self) -> &Path {
+        &self.resolved
+    }
+}
+
 /// Opens `requested` (absolute, or relative to the import directory) if it is a regular file
-/// that resolves inside `import_dir` (already canonical), following symlinks. The file is opened
-/// once here and read through that handle, so swapping the path afterwards changes nothing.
+/// that resolves inside the import directory, following symlinks. The file is opened once here
+/// and read through that handle, so swapping the path afterwards changes nothing.
 pub fn open_import(
-    import_dir: Option<&Path>,
+    dir: Option<&ImportDir>,
     requested: &str,
 ) -> Result<(PathBuf, File), ImportError> {
-    let import_dir = import_dir.ok_or(ImportError::Disabled)?;
+    let dir = dir.ok_or(ImportError::Disabled)?;
+    let import_dir = dir.resolved.as_path();
     let path = Path::new(requested);
     if path.components().any(|c| c == Component::ParentDir) {
         return Err(ImportError::ParentComponent);
@@ -98,7 +129,7 @@ pub fn open_import(
     // Checked before touching the file system, so that paths elsewhere are refused the same
     // way whether they exist or not.
     let joined = import_dir.join(path);
-    if !joined.starts_with(import_dir) {
+    if !joined.starts_with(import_dir) && !joined.starts_with(&dir.configured) {
         return Err(outside());
     }
     let resolved = joined.canonicalize().map_err(|_| unreadable())?;
@@ -532,5 +563,68 @@ fn for_each_line(
         if !line.iter().all(u8::is_ascii_whitespace) {
             f(line_no, line)?;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rules of `?path=` on a real directory tree, reached through a symlinked import dir
+    /// (as `/tmp` is on some systems, or a volume mount may be).
+    #[test]
+    fn import_paths_resolve_inside_the_directory_only() {
+        let root = std::env::temp_dir().join(format!("tw-import-{}", fastrand::u64(..)));
+        let real = root.join("real");
+        let outside = root.join("outside");
+        std::fs::create_dir_all(real.join("sub")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(real.join("a.ndjson"), "{}\n").unwrap();
+        std::fs::write(outside.join("secret"), "s3cret\n").unwrap();
+        std::os::unix::fs::symlink(&real, root.join("alias")).unwrap();
+        std::os::unix::fs::symlink(outside.join("secret"), real.join("out.ndjson")).unwrap();
+        std::os::unix::fs::symlink(real.join("a.ndjson"), real.join("in.ndjson")).unwrap();
+        let dir = ImportDir::resolve(&root.join("alias")).unwrap();
+        let open = |p: &str| open_import(Some(&dir), p).map(|(path, _)| path);
+
+        let inside = real.canonicalize().unwrap().join("a.ndjson");
+        for ok in [
+            "a.ndjson".to_owned(),
+            "./a.ndjson".to_owned(),
+            root.join("alias/a.ndjson").display().to_string(),
+            real.join("a.ndjson").display().to_string(),
+            "in.ndjson".to_owned(),
+        ] {
+            assert_eq!(open(&ok).unwrap(), inside, "{ok}");
+        }
+        for outside_path in [
+            "out.ndjson".to_owned(),
+            outside.join("secret").display().to_string(),
+            "/etc/passwd".to_owned(),
+            // Refused the same way whether or not it exists: no probing outside the directory.
+            outside.join("absent").display().to_string(),
+        ] {
+            assert!(
+                matches!(open(&outside_path), Err(ImportError::Outside(_))),
+                "{outside_path}"
+            );
+        }
+        for dotdot in ["../outside/secret", "sub/../a.ndjson"] {
+            assert!(
+                matches!(open(dotdot), Err(ImportError::ParentComponent)),
+                "{dotdot}"
+            );
+        }
+        for unreadable in ["absent.ndjson", "sub", ""] {
+            assert!(
+                matches!(open(unreadable), Err(ImportError::Unreadable(_))),
+                "{unreadable:?}"
+            );
+        }
+        assert!(matches!(
+            open_import(None, "a.ndjson"),
+            Err(ImportError::Disabled)
+        ));
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

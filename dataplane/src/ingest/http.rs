@@ -23,7 +23,9 @@ use crate::ingest::{Item, Job, JobResult, Outcome};
 use crate::metrics::{ClassLabel, CodeLabel, Metrics};
 use crate::model::{format_time, now_ms};
 use crate::schema::{Mode, parse_record};
-use crate::snapshot::{ImportError, LoadRequest, SnapshotError, Snapshots, lossy, open_import};
+use crate::snapshot::{
+    ImportDir, ImportError, LoadRequest, SnapshotError, Snapshots, lossy, open_import,
+};
 use crate::store::{DeadLetter, DeadLetterSource, Store};
 
 /// Errors listed per response at most; the counts are always complete.
@@ -54,7 +56,7 @@ pub struct IngestState {
     /// Where uploads are spooled.
     pub spool_dir: PathBuf,
     /// `snapshots.importDir`, resolved: the only place `?path=` may read from.
-    pub import_dir: Option<PathBuf>,
+    pub import_dir: Option<ImportDir>,
 }
 
 type Shared = State<Arc<IngestState>>;
@@ -404,7 +406,7 @@ async fn load_snapshot(
         },
     };
     let request = match q.get("path") {
-        Some(p) => match open_import(s.import_dir.as_deref(), p) {
+        Some(p) => match open_import(s.import_dir.as_ref(), p) {
             Ok((file, input)) => LoadRequest {
                 file,
                 input,
