@@ -149,6 +149,8 @@ async fn a_load_killed_midway_leaves_the_old_snapshot_and_no_trace() {
 
     let big = import.0.join("big.ndjson");
     let mut f = std::io::BufWriter::new(std::fs::File::create(&big).unwrap());
+    // One rejected line, dead-lettered with the first chunk; the restart must remove it too.
+    f.write_all(b"garbage-line\n").unwrap();
     for i in 0..400_000 {
         f.write_all(product(&format!("NEW{i}"), "new").as_bytes())
             .unwrap();
@@ -179,11 +181,21 @@ async fn a_load_killed_midway_leaves_the_old_snapshot_and_no_trace() {
                 json!(v1),
                 "load finished before it could be killed"
             );
-            let written = server.get("/v1/products/OLD").await.0 == 200 && loading;
+            let dead = get_json(&format!("{}/v1/deadletter/count", server.ingest))
+                .await
+                .1["count"]
+                == json!(1);
+            let written = server.get("/v1/products/OLD").await.0 == 200 && loading && dead;
             written.then_some(())
         },
     )
     .await;
+    // A streaming write syncs the shared journal, and with it the load's dead letter, so that
+    // it survives the kill and the restart has to remove it.
+    let (status, _) = server
+        .post_updates(inventory("sync-1", "OLD", "S1", 1, 1_700_000_000_000, 1))
+        .await;
+    assert_eq!(status, 200);
     server.kill();
     server.restart().await;
 
@@ -199,6 +211,8 @@ async fn a_load_killed_midway_leaves_the_old_snapshot_and_no_trace() {
     );
     assert_eq!(server.get("/v1/products/OLD").await.0, 200);
     assert_eq!(server.get("/v1/products/NEW0").await.0, 404);
+    let dead = dead_letters(&server).await;
+    assert_eq!(dead["items"], json!([]), "{dead}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
