@@ -80,6 +80,40 @@ pub struct DataplaneSpec {
     /// When the kubelet pulls the image.
     #[serde(default)]
     pub image_pull_policy: PullPolicy,
+    /// Bearer tokens of the workers' HTTP APIs, each from a Secret mounted into the pods. An
+    /// API without a token is unauthenticated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<DataplaneAuth>,
+}
+
+/// Bearer tokens of the data plane's HTTP APIs. Only the mounted file's path reaches the
+/// workers' config (a ConfigMap); the token stays in its Secret.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DataplaneAuth {
+    /// Token of the bulk write API (`POST /v1/updates`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingest_token_secret_ref: Option<SecretKeyRef>,
+    /// Token of the admin routes: dead letters, snapshots, the degradation switch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_token_secret_ref: Option<SecretKeyRef>,
+    /// Token of the read API. Reads are open without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_token_secret_ref: Option<SecretKeyRef>,
+}
+
+/// One key of a Secret in the pipeline's namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    #[schemars(
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"),
+        length(max = 253)
+    )]
+    pub name: String,
+    /// Key of the token in the Secret's data.
+    #[schemars(regex(pattern = r"^[-._a-zA-Z0-9]+$"), length(max = 253))]
+    pub key: String,
 }
 
 /// When the kubelet pulls the image.

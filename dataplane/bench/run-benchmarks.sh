@@ -6,7 +6,7 @@ T=${CARGO_TARGET_DIR:-$HOME/.cache/tailwarden/target-dataplane}/release
 W=${BENCH_DIR:-/tmp/tailwarden-bench}
 DUR=${BENCH_SECONDS:-60}
 ADDRS="--ingest 127.0.0.1:28080 --serve 127.0.0.1:28081"
-mkdir -p "$W"
+mkdir -p "$W" "$W/import"
 CONF="$W/bench.yaml"
 cat > "$CONF" <<YAML
 listen: {ingest: "127.0.0.1:28080", serve: "127.0.0.1:28081", metrics: "127.0.0.1:29090"}
@@ -19,6 +19,7 @@ serve:
   cacheTtl: {product: 10m, pricing: 5s, inventory: 2s, fulfillment: 30s}
   cacheMaxEntries: 1000000
   readTimeout: 100ms
+snapshots: {importDir: "$W/import"}
 YAML
 
 server_pid=""
@@ -60,9 +61,9 @@ run_a() {
 
 run_b() {
   echo "== (b)+(c) 50,000 reads/s while ingesting 100,000 updates/s for ${DUR}s; freshness from the lag histogram"
-  [ -f "$W/snap-100k.ndjson" ] || "$T/tailwarden-loadgen" snapshot --products 100000 --locations 2 --regions 1 --out "$W/snap-100k.ndjson"
+  [ -f "$W/import/snap-100k.ndjson" ] || "$T/tailwarden-loadgen" snapshot --products 100000 --locations 2 --regions 1 --out "$W/import/snap-100k.ndjson"
   start "$W/b" --writer-cache-entries 1000000
-  load_snapshot "$W/snap-100k.ndjson"
+  load_snapshot "$W/import/snap-100k.ndjson"
   "$T/tailwarden-loadgen" run $ADDRS --read-rate 50000 --write-rate 100000 --batch 2000 --read-connections 32 --write-connections 4 --probe-rate 50 --duration "$DUR" --keys 100000 || true
   quantile tailwarden_ingest_lag_seconds 0.99
   quantile tailwarden_read_duration_seconds 0.99
@@ -72,10 +73,10 @@ run_b() {
 
 run_d() {
   echo "== (d) peak RSS with 10 million entities (2.5M products x product, price, inventory, fulfillment)"
-  [ -f "$W/snap-10m.ndjson" ] || "$T/tailwarden-loadgen" snapshot --products 2500000 --locations 1 --regions 1 --out "$W/snap-10m.ndjson"
+  [ -f "$W/import/snap-10m.ndjson" ] || "$T/tailwarden-loadgen" snapshot --products 2500000 --locations 1 --regions 1 --out "$W/import/snap-10m.ndjson"
   start "$W/d" --store-cache-mb 256
   local t0=$SECONDS
-  load_snapshot "$W/snap-10m.ndjson"
+  load_snapshot "$W/import/snap-10m.ndjson"
   echo "loaded in $((SECONDS - t0)) s"; peak_rss
   "$T/tailwarden-loadgen" run $ADDRS --read-rate 20000 --duration 20 --keys 2500000 --locations 1 || true
   peak_rss; stop
@@ -87,9 +88,9 @@ run_e() {
   until curl -s 127.0.0.1:28091/ >/dev/null; do sleep 0.1; done
   "$T/tailwarden-loadgen" run --serve 127.0.0.1:28091 --read-rate 50000 --read-connections 32 --duration "$DUR" || true
   kill "$hello"; wait "$hello" || true
-  [ -f "$W/snap-100k.ndjson" ] || "$T/tailwarden-loadgen" snapshot --products 100000 --locations 2 --regions 1 --out "$W/snap-100k.ndjson"
+  [ -f "$W/import/snap-100k.ndjson" ] || "$T/tailwarden-loadgen" snapshot --products 100000 --locations 2 --regions 1 --out "$W/import/snap-100k.ndjson"
   start "$W/e"
-  load_snapshot "$W/snap-100k.ndjson"
+  load_snapshot "$W/import/snap-100k.ndjson"
   "$T/tailwarden-loadgen" run $ADDRS --read-rate 50000 --read-connections 32 --duration "$DUR" --keys 100000 || true
   quantile tailwarden_read_duration_seconds 0.99
   stop

@@ -3,7 +3,7 @@
 //! store).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -16,6 +16,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::sync::watch;
 
+use crate::auth::Guards;
 use crate::cache::{Cache, CacheCounters, Invalidation};
 use crate::config::{Config, ConfigError, Role, Storage, Streams};
 use crate::feed::{ChangeFeed, InProcessFeed};
@@ -26,7 +27,7 @@ use crate::ingest::{ChannelSource, deferral};
 use crate::metrics::{LayerLabel, Metrics};
 use crate::serve::http::ServeState;
 use crate::serve::reader::Reader;
-use crate::snapshot::Snapshots;
+use crate::snapshot::{ImportDir, Snapshots};
 use crate::store::Store;
 use crate::store::embedded::EmbeddedStore;
 
@@ -113,6 +114,11 @@ pub async fn run(
     };
     std::fs::create_dir_all(&path)
         .with_context(|| format!("creating data dir {}", path.display()))?;
+    let guards = Guards::load(&config.auth, role)?;
+    let import_dir = match &config.snapshots.import_dir {
+        Some(dir) => Some(resolve_import_dir(dir, &path)?),
+        None => None,
+    };
     let metrics = Arc::new(Metrics::with_read_bounds(
         &config.serve.latency_bounds_seconds,
     ));
@@ -143,6 +149,17 @@ pub async fn run(
     let serves = matches!(role, Role::Serve | Role::Standalone);
 
     if ingests {
+        let open: Vec<&str> = [&guards.ingest, &guards.admin]
+            .into_iter()
+            .filter(|g| g.is_open())
+            .map(|g| g.scope().config_key())
+            .collect();
+        if !open.is_empty() {
+            tracing::warn!(
+                unset = ?open,
+                "the write API is unauthenticated: anyone who can reach it can write, read dead letters and load snapshots"
+            );
+        }
         let paused = Arc::new(AtomicBool::new(config.degradation.pause_non_critical));
         if let Some(file) = tuning.watch_config.clone() {
             tokio::spawn(watch_degradation(
@@ -194,9 +211,10 @@ pub async fn run(
             paused,
             snapshots: snapshots.clone(),
             spool_dir: path.clone(),
+            import_dir,
         });
         tokio::spawn(deferral::drain(state.clone(), writer_closing.clone()));
-        let router = crate::ingest::http::router(state);
+        let router = crate::ingest::http::router(state, &guards);
         servers.push(serve("ingest", config.listen.ingest, router, http_stopped.clone()).await?);
     }
 
@@ -232,7 +250,7 @@ pub async fn run(
             metrics: metrics.clone(),
             read_timeout: config.serve.read_timeout,
         });
-        let router = crate::serve::http::router(state);
+        let router = crate::serve::http::router(state, guards.read.clone());
         servers.push(serve("serve", config.listen.serve, router, http_stopped.clone()).await?);
     }
 
@@ -276,6 +294,30 @@ pub async fn run(
     drop(store);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Resolves `snapshots.importDir` once (symlinks included) so that requested paths can be
+/// compared with it. It must not overlap the data dir: the store's own files would otherwise be
+/// loadable, and their lines dead-lettered with their content.
+fn resolve_import_dir(dir: &Path, data_dir: &Path) -> Result<ImportDir, ConfigError> {
+    let invalid = |why: String| ConfigError::Invalid {
+        key: "snapshots.importDir".into(),
+        why,
+    };
+    let import = ImportDir::resolve(dir)
+        .map_err(|e| invalid(format!("cannot use {}: {e}", dir.display())))?;
+    let resolved = import.resolved();
+    let data = data_dir
+        .canonicalize()
+        .map_err(|e| invalid(format!("cannot resolve the data dir: {e}")))?;
+    if resolved.starts_with(&data) || data.starts_with(resolved) {
+        return Err(invalid(format!(
+            "{} overlaps the data dir {}",
+            dir.display(),
+            data_dir.display()
+        )));
+    }
+    Ok(import)
 }
 
 /// Binds `addr` and serves `router` until `stop` turns true.

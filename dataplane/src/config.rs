@@ -70,6 +70,19 @@ pub struct Config {
     /// Switches the operator flips under error-budget pressure.
     #[serde(default)]
     pub degradation: Degradation,
+    /// Where `POST /v1/snapshots?path=` may read from.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub snapshots: Snapshots,
+    /// Bearer tokens of the HTTP APIs, as files mounted from Secrets.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub auth: Auth,
+}
+
+/// Sections added after the first release are left out while unset, so that the YAML the
+/// operator renders for an existing pipeline, and with it the pods' config hash, stays the same
+/// (a changed hash would restart every worker on an operator upgrade).
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 /// Exactly one storage backend.
@@ -312,6 +325,33 @@ pub struct Degradation {
     pub pause_non_critical: bool,
 }
 
+/// Snapshot loading from files on the server.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Snapshots {
+    /// The only directory `POST /v1/snapshots?path=` may read from. Without it, `?path=` is
+    /// refused and snapshots can only be uploaded, because rejected lines are dead-lettered
+    /// with their content and would otherwise expose any file the process can read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub import_dir: Option<PathBuf>,
+}
+
+/// Bearer tokens of the HTTP APIs. Each is a file path (mounted from a Secret), never the token
+/// itself, because this file is a ConfigMap. A scope without a file is open, as before.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Auth {
+    /// Token of `POST /v1/updates`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingest_token_file: Option<PathBuf>,
+    /// Token of the admin routes: dead letters, snapshots, the degradation switch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Token of the read API; reads are open without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_token_file: Option<PathBuf>,
+}
+
 /// A configuration that cannot be used. The message always names the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -426,6 +466,23 @@ impl Config {
             }
             _ => {}
         }
+        if self
+            .snapshots
+            .import_dir
+            .as_ref()
+            .is_some_and(|d| !d.is_absolute())
+        {
+            return invalid("snapshots.importDir", "must be an absolute path");
+        }
+        for (key, file) in [
+            ("auth.ingestTokenFile", &self.auth.ingest_token_file),
+            ("auth.adminTokenFile", &self.auth.admin_token_file),
+            ("auth.readTokenFile", &self.auth.read_token_file),
+        ] {
+            if file.as_ref().is_some_and(|f| !f.is_absolute()) {
+                return invalid(key, "must be an absolute path");
+            }
+        }
         Ok(())
     }
 }
@@ -438,6 +495,15 @@ mod tests {
     fn default_round_trips_through_yaml() {
         let config = Config::default();
         assert_eq!(Config::parse(&config.to_yaml()).unwrap(), config);
+    }
+
+    #[test]
+    fn unset_later_sections_are_not_rendered() {
+        let yaml = Config::default().to_yaml();
+        assert!(
+            !yaml.contains("snapshots") && !yaml.contains("auth"),
+            "{yaml}"
+        );
     }
 
     #[test]
@@ -461,6 +527,24 @@ mod tests {
     fn out_of_range_names_the_key() {
         let err = Config::parse("serve:\n  readTimeout: 0s\n  cacheMaxEntries: 1\n  cacheTtl: {product: 1s, pricing: 1s, inventory: 1s, fulfillment: 1s}\n").unwrap_err();
         assert!(err.to_string().contains("serve.readTimeout"), "{err}");
+    }
+
+    #[test]
+    fn import_dir_and_token_files_parse_and_must_be_absolute() {
+        let config = Config::parse(
+            "snapshots: {importDir: /import}\nauth: {ingestTokenFile: /t/ingest, adminTokenFile: /t/admin}\n",
+        )
+        .unwrap();
+        assert_eq!(config.snapshots.import_dir, Some(PathBuf::from("/import")));
+        assert_eq!(config.auth.read_token_file, None);
+        assert_eq!(Config::parse(&config.to_yaml()).unwrap(), config);
+        let err = Config::parse("snapshots: {importDir: import}\n").unwrap_err();
+        assert!(err.to_string().contains("snapshots.importDir"), "{err}");
+        let err = Config::parse("auth: {adminTokenFile: token}\n").unwrap_err();
+        assert!(err.to_string().contains("auth.adminTokenFile"), "{err}");
+        // The token itself has no key: a typo'd inline token fails instead of being used.
+        let err = Config::parse("auth: {adminToken: s3cret}\n").unwrap_err();
+        assert!(err.to_string().contains("adminToken"), "{err}");
     }
 
     #[test]

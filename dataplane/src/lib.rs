@@ -6,6 +6,7 @@
 //! what changed; `serve` answers single-partition reads. `snapshot` loads baselines.
 
 pub mod app;
+pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod currency;

@@ -8,8 +8,9 @@
 //! version. Streaming updates live in their own layer and are merged over whichever baseline is
 //! active, field by field, by version: baseline fields carry the snapshot's `as_of` time.
 
-use std::io::BufRead;
-use std::path::{Path, PathBuf};
+use std::fs::File;
+use std::io::{BufRead, Seek};
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -60,6 +61,106 @@ pub enum SnapshotError {
     Store(#[from] StoreError),
 }
 
+/// Why a `?path=` was refused. Messages never show where a path resolved to: that would reveal
+/// the layout outside the import directory.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// No `snapshots.importDir` is configured.
+    #[error(
+        "path: loading files from the server is disabled; set snapshots.importDir, or upload the snapshot as the request body"
+    )]
+    Disabled,
+    /// The path has a `..` component.
+    #[error("path: must not contain `..`")]
+    ParentComponent,
+    /// The path (or a symlink on it) leads outside the import directory.
+    #[error("path: {0:?} is outside snapshots.importDir")]
+    Outside(String),
+    /// Nothing readable there.
+    #[error("path: {0:?} is not a readable file in snapshots.importDir")]
+    Unreadable(String),
+}
+
+/// `snapshots.importDir` as configured and as resolved (symlinks followed) at start. Requests
+/// may name files under either spelling; what they resolve to must be under the resolved one.
+#[derive(Clone, Debug)]
+pub struct ImportDir {
+    configured: PathBuf,
+    resolved: PathBuf,
+}
+
+impl ImportDir {
+    /// Resolves `configured`, which must be an existing directory.
+    pub fn resolve(configured: &Path) -> std::io::Result<Self> {
+        let resolved = configured.canonicalize()?;
+        if !resolved.is_dir() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotADirectory,
+                "not a directory",
+            ));
+        }
+        Ok(Self {
+            configured: configured.to_owned(),
+            resolved,
+        })
+    }
+
+    /// The directory with every symlink resolved.
+    pub fn resolved(&self) -> &Path {
+        &self.resolved
+    }
+}
+
+/// Opens `requested` (absolute, or relative to the import directory) if it is a regular file
+/// that resolves inside the import directory, following symlinks. The file is opened once here
+/// and read through that handle, so swapping the path afterwards changes nothing.
+pub fn open_import(
+    dir: Option<&ImportDir>,
+    requested: &str,
+) -> Result<(PathBuf, File), ImportError> {
+    let dir = dir.ok_or(ImportError::Disabled)?;
+    let import_dir = dir.resolved.as_path();
+    let path = Path::new(requested);
+    if path.components().any(|c| c == Component::ParentDir) {
+        return Err(ImportError::ParentComponent);
+    }
+    let outside = || ImportError::Outside(requested.to_owned());
+    let unreadable = || ImportError::Unreadable(requested.to_owned());
+    // Checked before touching the file system, so that paths elsewhere are refused the same
+    // way whether they exist or not.
+    let joined = import_dir.join(path);
+    if !joined.starts_with(import_dir) && !joined.starts_with(&dir.configured) {
+        return Err(outside());
+    }
+    let resolved = joined.canonicalize().map_err(|_| unreadable())?;
+    if !resolved.starts_with(import_dir) {
+        return Err(outside());
+    }
+    if !resolved.metadata().is_ok_and(|m| m.is_file()) {
+        return Err(unreadable());
+    }
+    let file = File::open(&resolved).map_err(|_| unreadable())?;
+    // A directory on the way could have been swapped for a symlink between the check and the
+    // open; where the kernel can tell what was opened, check that too.
+    if let Some(opened) = opened_path(&file)
+        && !opened.starts_with(import_dir)
+    {
+        return Err(outside());
+    }
+    Ok((resolved, file))
+}
+
+#[cfg(target_os = "linux")]
+fn opened_path(file: &File) -> Option<PathBuf> {
+    use std::os::fd::AsRawFd;
+    std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).ok()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn opened_path(_: &File) -> Option<PathBuf> {
+    None
+}
+
 /// The snapshot lifecycle and the active version.
 pub struct Snapshots {
     store: Arc<dyn Store>,
@@ -71,8 +172,10 @@ pub struct Snapshots {
 
 /// What to load.
 pub struct LoadRequest {
-    /// NDJSON file of records.
+    /// NDJSON file of records (for messages and removal).
     pub file: PathBuf,
+    /// The file, opened once and read through this handle.
+    pub input: File,
     /// Delete the file when done (uploads).
     pub remove_file: bool,
     /// Time the snapshot represents, epoch milliseconds.
@@ -94,6 +197,7 @@ impl Snapshots {
                     version = meta.version,
                     "discarding interrupted snapshot load"
                 );
+                store.remove_snapshot_dead_letters(meta.version)?;
                 store.discard_snapshot(meta.version)?;
             }
         }
@@ -154,7 +258,7 @@ impl Snapshots {
                     Ok(m) => tracing::info!(version, records = m.records, rejected = m.rejected, "snapshot active"),
                     Err(e) => {
                         tracing::error!(version, error = %e, "snapshot load failed; discarding it");
-                        if let Err(e) = this.store.discard_snapshot(version) {
+                        if let Err(e) = this.discard_failed(version) {
                             tracing::error!(version, error = %e, "discarding failed snapshot failed");
                         }
                     }
@@ -182,7 +286,7 @@ impl Snapshots {
         for rank in 0..=2 {
             let mut set = WriteSet::default();
             let mut staged: Vec<(EntityKey, Entity)> = Vec::new();
-            for_each_line(&request.file, |line_no, line| {
+            for_each_line(&request.file, &request.input, |line_no, line| {
                 let index = (line_no - 1) as usize;
                 if rank > 0 && ranks.get(index) != Some(&rank) {
                     return Ok(());
@@ -268,6 +372,19 @@ impl Snapshots {
         self.activate(version)?;
         self.collect_garbage(version)?;
         Ok(meta)
+    }
+
+    /// Deletes everything a failed load wrote: its dead letters first (they describe a version
+    /// that never existed, and hold the input's lines), then its baseline and metadata, so that
+    /// once the version is gone from the list nothing of it is left. Should the process die in
+    /// between, the version is still `loading` and [`Snapshots::open`] finishes the job.
+    fn discard_failed(&self, version: u64) -> Result<(), StoreError> {
+        let removed = self.store.remove_snapshot_dead_letters(version)?;
+        self.metrics
+            .dead_letters_stored
+            .set(self.store.dead_letter_count() as i64);
+        tracing::info!(version, removed, "removed the failed load's dead letters");
+        self.store.discard_snapshot(version)
     }
 
     fn flush(
@@ -419,17 +536,20 @@ pub fn lossy(raw: &[u8]) -> String {
     String::from_utf8_lossy(&raw[..raw.len().min(MAX_DEAD_LETTER_RAW)]).into_owned()
 }
 
-/// Calls `f(line_number, bytes)` for every non-blank line; lines need not be UTF-8.
+/// Calls `f(line_number, bytes)` for every non-blank line of `input` from its start; lines need
+/// not be UTF-8. `path` is for messages only: the file is never reopened by name.
 fn for_each_line(
     path: &Path,
+    input: &File,
     mut f: impl FnMut(u64, &[u8]) -> Result<(), SnapshotError>,
 ) -> Result<(), SnapshotError> {
     let io = |source| SnapshotError::Io {
         path: path.to_owned(),
         source,
     };
-    let mut reader =
-        std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path).map_err(io)?);
+    let mut handle = input.try_clone().map_err(io)?;
+    handle.rewind().map_err(io)?;
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, handle);
     let mut buf = Vec::new();
     let mut line_no = 0;
     loop {
@@ -443,5 +563,68 @@ fn for_each_line(
         if !line.iter().all(u8::is_ascii_whitespace) {
             f(line_no, line)?;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rules of `?path=` on a real directory tree, reached through a symlinked import dir
+    /// (as `/tmp` is on some systems, or a volume mount may be).
+    #[test]
+    fn import_paths_resolve_inside_the_directory_only() {
+        let root = std::env::temp_dir().join(format!("tw-import-{}", fastrand::u64(..)));
+        let real = root.join("real");
+        let outside = root.join("outside");
+        std::fs::create_dir_all(real.join("sub")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(real.join("a.ndjson"), "{}\n").unwrap();
+        std::fs::write(outside.join("secret"), "s3cret\n").unwrap();
+        std::os::unix::fs::symlink(&real, root.join("alias")).unwrap();
+        std::os::unix::fs::symlink(outside.join("secret"), real.join("out.ndjson")).unwrap();
+        std::os::unix::fs::symlink(real.join("a.ndjson"), real.join("in.ndjson")).unwrap();
+        let dir = ImportDir::resolve(&root.join("alias")).unwrap();
+        let open = |p: &str| open_import(Some(&dir), p).map(|(path, _)| path);
+
+        let inside = real.canonicalize().unwrap().join("a.ndjson");
+        for ok in [
+            "a.ndjson".to_owned(),
+            "./a.ndjson".to_owned(),
+            root.join("alias/a.ndjson").display().to_string(),
+            real.join("a.ndjson").display().to_string(),
+            "in.ndjson".to_owned(),
+        ] {
+            assert_eq!(open(&ok).unwrap(), inside, "{ok}");
+        }
+        for outside_path in [
+            "out.ndjson".to_owned(),
+            outside.join("secret").display().to_string(),
+            "/etc/passwd".to_owned(),
+            // Refused the same way whether or not it exists: no probing outside the directory.
+            outside.join("absent").display().to_string(),
+        ] {
+            assert!(
+                matches!(open(&outside_path), Err(ImportError::Outside(_))),
+                "{outside_path}"
+            );
+        }
+        for dotdot in ["../outside/secret", "sub/../a.ndjson"] {
+            assert!(
+                matches!(open(dotdot), Err(ImportError::ParentComponent)),
+                "{dotdot}"
+            );
+        }
+        for unreadable in ["absent.ndjson", "sub", ""] {
+            assert!(
+                matches!(open(unreadable), Err(ImportError::Unreadable(_))),
+                "{unreadable:?}"
+            );
+        }
+        assert!(matches!(
+            open_import(None, "a.ndjson"),
+            Err(ImportError::Disabled)
+        ));
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

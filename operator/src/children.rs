@@ -12,8 +12,8 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    HTTPGetAction, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource,
+    HTTPGetAction, KeyToPath, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext,
+    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource,
     SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
     VolumeResourceRequirements,
 };
@@ -25,7 +25,9 @@ use kube::{Resource, ResourceExt};
 use tailwarden_crds::RetailPipeline;
 use tailwarden_dataplane::config::{Config, INGEST_PORT, METRICS_PORT, SERVE_PORT};
 
-use crate::dataplane_config::{CASSANDRA_CREDENTIALS_DIR, DATA_DIR, KAFKA_CREDENTIALS_DIR};
+use crate::dataplane_config::{
+    CASSANDRA_CREDENTIALS_DIR, DATA_DIR, KAFKA_CREDENTIALS_DIR, TOKEN_FILE, token_dir, token_refs,
+};
 use crate::topology::Topology;
 
 /// The user the data-plane image runs as: any non-root UID works; 65532 is the distroless `nonroot`.
@@ -410,6 +412,29 @@ fn pod_template(
             });
             mounts.push(mount(volume, dir));
         }
+    }
+    // API tokens: each pod mounts only the tokens of the APIs its role serves, and only the
+    // referenced key, as the file the config names.
+    for (scope, secret) in token_refs(spec) {
+        let Some(secret) = secret.filter(|_| scope.served_by(role)) else {
+            continue;
+        };
+        let volume = format!("{}-token", scope.as_str());
+        volumes.push(Volume {
+            name: volume.clone(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.name.clone()),
+                items: Some(vec![KeyToPath {
+                    key: secret.key.clone(),
+                    path: TOKEN_FILE.into(),
+                    ..Default::default()
+                }]),
+                default_mode: Some(0o440),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        mounts.push(mount(&volume, &token_dir(scope)));
     }
     let mut ports = vec![];
     if matches!(role, Role::Ingest | Role::Standalone) {
@@ -808,6 +833,112 @@ mod tests {
                 "credentials never travel in environment variables"
             );
         }
+    }
+
+    /// Token Secrets for every scope.
+    fn with_tokens(mut p: RetailPipeline) -> RetailPipeline {
+        p.spec.dataplane.auth = serde_json::from_value(serde_json::json!({
+            "ingestTokenSecretRef": {"name": "shop-ingest", "key": "ingest-key"},
+            "adminTokenSecretRef": {"name": "shop-admin", "key": "admin-key"},
+            "readTokenSecretRef": {"name": "shop-read", "key": "read-key"}
+        }))
+        .unwrap();
+        p
+    }
+
+    /// The token volumes of a pod: (volume, Secret, key, mount path, read-only).
+    fn token_mounts(t: &PodTemplateSpec) -> Vec<(String, String, String, String, bool)> {
+        let pod = pod_spec(t);
+        let volumes = pod.volumes.as_ref().unwrap();
+        pod.containers[0]
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .filter(|m| m.name.ends_with("-token"))
+            .map(|m| {
+                let secret = volumes
+                    .iter()
+                    .find(|v| v.name == m.name)
+                    .and_then(|v| v.secret.as_ref())
+                    .unwrap();
+                let items = secret.items.as_ref().unwrap();
+                assert_eq!(items.len(), 1);
+                assert_eq!(items[0].path, "token");
+                (
+                    m.name.clone(),
+                    secret.secret_name.clone().unwrap(),
+                    items[0].key.clone(),
+                    m.mount_path.clone(),
+                    m.read_only == Some(true),
+                )
+            })
+            .collect()
+    }
+
+    fn token(scope: &str, secret: &str) -> (String, String, String, String, bool) {
+        (
+            format!("{scope}-token"),
+            secret.into(),
+            format!("{scope}-key"),
+            format!("/etc/tailwarden/tokens/{scope}"),
+            true,
+        )
+    }
+
+    #[test]
+    fn api_tokens_are_mounted_read_only_and_only_their_paths_are_in_the_config_map() {
+        let p = with_tokens(cassandra_pipeline("shop"));
+        let c = build(&p);
+        let Workloads::Distributed { ingest, serve } = &c.workloads else {
+            unreachable!()
+        };
+        // Each role mounts the tokens of the APIs it serves, nothing more.
+        assert_eq!(
+            token_mounts(&ingest.spec.as_ref().unwrap().template),
+            vec![token("ingest", "shop-ingest"), token("admin", "shop-admin")]
+        );
+        assert_eq!(
+            token_mounts(&serve.spec.as_ref().unwrap().template),
+            vec![token("read", "shop-read")]
+        );
+        let config = &c.config_map.data.as_ref().unwrap()["config.yaml"];
+        for file in ["ingest", "admin", "read"] {
+            assert!(
+                config.contains(&format!("/etc/tailwarden/tokens/{file}/token")),
+                "{config}"
+            );
+        }
+        // The operator never reads the Secrets; the ConfigMap names files, not Secrets or keys.
+        for secret in ["shop-ingest", "shop-admin", "shop-read", "-key"] {
+            assert!(!config.contains(secret), "{config}");
+        }
+        for t in templates(&c) {
+            let env = pod_spec(t).containers[0].env.clone().unwrap_or_default();
+            assert!(
+                env.is_empty(),
+                "tokens never travel in environment variables"
+            );
+        }
+
+        let standalone = with_tokens(pipeline("shop"));
+        assert_eq!(
+            token_mounts(&set_template(&build(&standalone))),
+            vec![
+                token("ingest", "shop-ingest"),
+                token("admin", "shop-admin"),
+                token("read", "shop-read")
+            ]
+        );
+        // Without references nothing is mounted.
+        assert!(token_mounts(&set_template(&build(&pipeline("shop")))).is_empty());
+    }
+
+    fn set_template(c: &Children) -> PodTemplateSpec {
+        let Workloads::Standalone(set) = &c.workloads else {
+            unreachable!()
+        };
+        set.spec.as_ref().unwrap().template.clone()
     }
 
     #[test]

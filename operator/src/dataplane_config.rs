@@ -2,10 +2,11 @@
 
 use std::path::PathBuf;
 
-use tailwarden_crds::RetailPipelineSpec;
+use tailwarden_crds::{RetailPipelineSpec, SecretKeyRef};
+use tailwarden_dataplane::auth::Scope;
 use tailwarden_dataplane::config::{
-    Batch, CacheTtls, Config, DeadLetter, Degradation, Ingest, KafkaTopics, Listen, Serve, Storage,
-    Streams,
+    Auth, Batch, CacheTtls, Config, DeadLetter, Degradation, Ingest, KafkaTopics, Listen, Serve,
+    Storage, Streams,
 };
 
 use crate::spec_error::{SpecError, duration};
@@ -16,6 +17,11 @@ pub const DATA_DIR: &str = "/var/lib/tailwarden";
 pub const CASSANDRA_CREDENTIALS_DIR: &str = "/etc/tailwarden/secrets/cassandra";
 /// Where Kafka credentials are mounted from their Secret.
 pub const KAFKA_CREDENTIALS_DIR: &str = "/etc/tailwarden/secrets/kafka";
+/// Where the API tokens are mounted from their Secrets: one directory per scope
+/// (`/etc/tailwarden/tokens/ingest`, …), each holding the Secret's key as the file `token`.
+pub const TOKENS_DIR: &str = "/etc/tailwarden/tokens";
+/// The file a token's Secret key is mounted as, inside its scope's directory.
+pub const TOKEN_FILE: &str = "token";
 /// Most updates queued per ingest worker: bounded memory, then 429.
 const QUEUE_CAPACITY: usize = 100_000;
 /// Read deadline: comfortably inside the default P99 objective, so reads fail fast instead of queueing.
@@ -100,6 +106,8 @@ pub fn render(spec: &RetailPipelineSpec, pause_non_critical: bool) -> Result<Con
             latency_bounds_seconds: latency_bounds(spec)?,
         },
         degradation: Degradation { pause_non_critical },
+        snapshots: Default::default(),
+        auth: auth(spec),
     })
 }
 
@@ -116,6 +124,38 @@ fn latency_bounds(spec: &RetailPipelineSpec) -> Result<Vec<f64>, SpecError> {
     bounds.sort_by(f64::total_cmp);
     bounds.dedup();
     Ok(bounds)
+}
+
+/// The Secret key referenced for each scope's token, if any.
+pub fn token_refs(spec: &RetailPipelineSpec) -> [(Scope, Option<&SecretKeyRef>); 3] {
+    let auth = spec.dataplane.auth.as_ref();
+    Scope::ALL.map(|scope| {
+        let secret = auth.and_then(|a| match scope {
+            Scope::Ingest => a.ingest_token_secret_ref.as_ref(),
+            Scope::Admin => a.admin_token_secret_ref.as_ref(),
+            Scope::Read => a.read_token_secret_ref.as_ref(),
+        });
+        (scope, secret)
+    })
+}
+
+/// The directory a scope's token Secret is mounted at.
+pub fn token_dir(scope: Scope) -> String {
+    format!("{TOKENS_DIR}/{}", scope.as_str())
+}
+
+/// The config names the mounted token files only; the tokens stay in their Secrets.
+fn auth(spec: &RetailPipelineSpec) -> Auth {
+    let mut auth = Auth::default();
+    for (scope, secret) in token_refs(spec) {
+        let file = secret.map(|_| PathBuf::from(token_dir(scope)).join(TOKEN_FILE));
+        match scope {
+            Scope::Ingest => auth.ingest_token_file = file,
+            Scope::Admin => auth.admin_token_file = file,
+            Scope::Read => auth.read_token_file = file,
+        }
+    }
+    auth
 }
 
 fn positive(field: &str, value: i64) -> Result<u64, SpecError> {
@@ -160,6 +200,35 @@ mod tests {
         assert!(!config.degradation.pause_non_critical);
         // What the operator writes, the data plane reads back unchanged.
         assert_eq!(Config::parse(&config.to_yaml()).unwrap(), config);
+    }
+
+    #[test]
+    fn api_tokens_are_mounted_file_paths_never_inline() {
+        let mut s = spec();
+        s.dataplane.auth = serde_json::from_value(serde_json::json!({
+            "ingestTokenSecretRef": {"name": "shop-tokens", "key": "ingest"},
+            "adminTokenSecretRef": {"name": "shop-admin", "key": "token"}
+        }))
+        .unwrap();
+        let config = render(&s, false).unwrap();
+        assert_eq!(
+            config.auth.ingest_token_file,
+            Some(PathBuf::from("/etc/tailwarden/tokens/ingest/token"))
+        );
+        assert_eq!(
+            config.auth.admin_token_file,
+            Some(PathBuf::from("/etc/tailwarden/tokens/admin/token"))
+        );
+        assert_eq!(config.auth.read_token_file, None);
+        let yaml = config.to_yaml();
+        // The Secrets' names and keys are the kubelet's business, not the workers'.
+        assert!(
+            !yaml.contains("shop-tokens") && !yaml.contains("shop-admin"),
+            "{yaml}"
+        );
+        assert_eq!(Config::parse(&yaml).unwrap(), config);
+        // Without a reference the config has no auth at all (open, as before).
+        assert!(!render(&spec(), false).unwrap().to_yaml().contains("auth"));
     }
 
     #[test]

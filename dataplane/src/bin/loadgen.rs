@@ -24,6 +24,7 @@ use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
+use hyper::header::HeaderValue;
 use hyper_util::rt::TokioIo;
 
 #[derive(Parser)]
@@ -99,6 +100,13 @@ struct RunArgs {
     /// read API until it is visible; reports event-to-visible latency.
     #[arg(long, default_value_t = 0)]
     probe_rate: u64,
+    /// File holding the ingest bearer token (`auth.ingestTokenFile` of the data plane), sent
+    /// with every write.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// File holding the read bearer token (`auth.readTokenFile`), sent with every read.
+    #[arg(long)]
+    read_token_file: Option<PathBuf>,
 }
 
 /// Zipf-distributed ranks 0..n by inverse CDF lookup.
@@ -224,6 +232,35 @@ struct Shared {
     zipf: Zipf,
     run_id: u64,
     sequence: AtomicU64,
+    /// `Authorization` of writes, from `--token-file`.
+    write_auth: Option<HeaderValue>,
+    /// `Authorization` of reads, from `--read-token-file`.
+    read_auth: Option<HeaderValue>,
+}
+
+/// `Bearer <token>` from a token file (surrounding whitespace dropped, as the data plane does),
+/// marked sensitive so that it is never printed.
+fn bearer(file: Option<&PathBuf>) -> anyhow::Result<Option<HeaderValue>> {
+    let Some(file) = file else {
+        return Ok(None);
+    };
+    let bytes = std::fs::read(file)
+        .map_err(|e| anyhow::anyhow!("cannot read token file {}: {e}", file.display()))?;
+    let mut value = HeaderValue::from_bytes(&[b"Bearer ", bytes.trim_ascii()].concat())
+        .map_err(|_| anyhow::anyhow!("token file {} holds an invalid token", file.display()))?;
+    value.set_sensitive(true);
+    Ok(Some(value))
+}
+
+/// Adds `auth` as the `Authorization` header, if any.
+fn authorized(
+    mut builder: hyper::http::request::Builder,
+    auth: &Option<HeaderValue>,
+) -> hyper::http::request::Builder {
+    if let Some(v) = auth {
+        builder = builder.header(hyper::header::AUTHORIZATION, v.clone());
+    }
+    builder
 }
 
 fn read_path(shared: &Shared, mix: &[(u32, &'static str)], rng: &mut fastrand::Rng) -> String {
@@ -305,10 +342,13 @@ async fn worker(
             continue;
         }
         let request = match &work {
-            Work::Read { mix } => Request::get(read_path(&shared, mix, &mut rng))
-                .header("host", addr.to_string())
-                .body(Full::new(Bytes::new())),
-            Work::Write { batch } => Request::post("/v1/updates")
+            Work::Read { mix } => authorized(
+                Request::get(read_path(&shared, mix, &mut rng)),
+                &shared.read_auth,
+            )
+            .header("host", addr.to_string())
+            .body(Full::new(Bytes::new())),
+            Work::Write { batch } => authorized(Request::post("/v1/updates"), &shared.write_auth)
                 .header("host", addr.to_string())
                 .header("content-type", "application/x-ndjson")
                 .body(Full::new(Bytes::from(write_body(
@@ -360,7 +400,7 @@ async fn probe(shared: &Shared, n: u64) -> anyhow::Result<Option<Duration>> {
         r#"{{"event_id":"probe-{}-{n}","class":"inventory","schema_version":2,"key":{{"product_id":"{product}","location":"S0"}},"event_time":{now},"sequence":{n},"payload":{{"quantity":{n}}}}}"#,
         shared.run_id
     );
-    let request = Request::post("/v1/updates")
+    let request = authorized(Request::post("/v1/updates"), &shared.write_auth)
         .header("host", shared.args.ingest.to_string())
         .header("content-type", "application/x-ndjson")
         .body(Full::new(Bytes::from(body)))?;
@@ -374,9 +414,12 @@ async fn probe(shared: &Shared, n: u64) -> anyhow::Result<Option<Duration>> {
     resp.into_body().collect().await?;
     let expected = format!(r#""quantity":{n}"#);
     while event.elapsed() < Duration::from_secs(30) {
-        let request = Request::get(format!("/v1/inventory/{product}/S0"))
-            .header("host", shared.args.serve.to_string())
-            .body(Full::new(Bytes::new()))?;
+        let request = authorized(
+            Request::get(format!("/v1/inventory/{product}/S0")),
+            &shared.read_auth,
+        )
+        .header("host", shared.args.serve.to_string())
+        .body(Full::new(Bytes::new()))?;
         reader.ready().await?;
         let body = reader
             .send_request(request)
@@ -507,6 +550,8 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         zipf: Zipf::new(args.keys.max(1), args.zipf),
         run_id: fastrand::u64(..),
         sequence: AtomicU64::new(0),
+        write_auth: bearer(args.token_file.as_ref())?,
+        read_auth: bearer(args.read_token_file.as_ref())?,
         args: args.clone(),
     });
     let started = Instant::now();

@@ -11,17 +11,21 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde_json::{Value, json};
 
+use crate::auth::{self, Guards};
 use crate::ingest::admission::Admission;
 use crate::ingest::body::{BodyError, format, split};
 use crate::ingest::{Item, Job, JobResult, Outcome};
 use crate::metrics::{ClassLabel, CodeLabel, Metrics};
 use crate::model::{format_time, now_ms};
 use crate::schema::{Mode, parse_record};
-use crate::snapshot::{LoadRequest, SnapshotError, Snapshots, lossy};
+use crate::snapshot::{
+    ImportDir, ImportError, LoadRequest, SnapshotError, Snapshots, lossy, open_import,
+};
 use crate::store::{DeadLetter, DeadLetterSource, Store};
 
 /// Errors listed per response at most; the counts are always complete.
@@ -51,14 +55,19 @@ pub struct IngestState {
     pub snapshots: Arc<Snapshots>,
     /// Where uploads are spooled.
     pub spool_dir: PathBuf,
+    /// `snapshots.importDir`, resolved: the only place `?path=` may read from.
+    pub import_dir: Option<ImportDir>,
 }
 
 type Shared = State<Arc<IngestState>>;
 
-/// The write routes.
-pub fn router(state: Arc<IngestState>) -> Router {
-    Router::new()
+/// The write routes: bulk updates need the ingest token, everything else the admin token
+/// (dead letters hold raw records, snapshots and the switch change what every reader sees).
+pub fn router(state: Arc<IngestState>, guards: &Guards) -> Router {
+    let ingest = Router::new()
         .route("/v1/updates", post(updates))
+        .route_layer(from_fn_with_state(guards.ingest.clone(), auth::require));
+    let admin = Router::new()
         .route("/v1/deadletter", get(dead_letters))
         .route("/v1/deadletter/count", get(dead_letter_count))
         .route("/v1/deadletter/replay", post(replay_dead_letters))
@@ -68,7 +77,8 @@ pub fn router(state: Arc<IngestState>) -> Router {
             "/v1/admin/degradation",
             put(set_degradation).get(get_degradation),
         )
-        .with_state(state)
+        .route_layer(from_fn_with_state(guards.admin.clone(), auth::require));
+    ingest.merge(admin).with_state(state)
 }
 
 fn error(status: StatusCode, code: &str, message: impl std::fmt::Display) -> Response {
@@ -385,7 +395,8 @@ async fn list_snapshots(State(s): Shared) -> Response {
     }
 }
 
-/// Starts a load from `?path=` on the server, or from the uploaded NDJSON body.
+/// Starts a load from `?path=` (inside `snapshots.importDir` only), or from the uploaded NDJSON
+/// body.
 async fn load_snapshot(
     State(s): Shared,
     Query(q): Query<HashMap<String, String>>,
@@ -408,25 +419,41 @@ async fn load_snapshot(
             }
         },
     };
-    let (file, remove_file) = match q.get("path") {
-        Some(p) => (PathBuf::from(p), false),
-        None => match spool(&s.spool_dir, body).await {
-            Ok(f) => (f, true),
-            Err(e) => return error(StatusCode::BAD_REQUEST, "upload_failed", e),
+    let request = match q.get("path") {
+        Some(p) => match open_import(s.import_dir.as_ref(), p) {
+            Ok((file, input)) => LoadRequest {
+                file,
+                input,
+                remove_file: false,
+                as_of_ms,
+                max_rejected_ratio,
+            },
+            Err(e @ ImportError::Disabled) => {
+                return error(StatusCode::FORBIDDEN, "import_disabled", e);
+            }
+            Err(e @ (ImportError::ParentComponent | ImportError::Outside(_))) => {
+                return error(StatusCode::FORBIDDEN, "path_not_allowed", e);
+            }
+            Err(e @ ImportError::Unreadable(_)) => {
+                return error(StatusCode::BAD_REQUEST, "bad_parameter", e);
+            }
         },
-    };
-    if !file.is_file() {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "bad_parameter",
-            format!("path: {} is not a readable file", file.display()),
-        );
-    }
-    let request = LoadRequest {
-        file,
-        remove_file,
-        as_of_ms,
-        max_rejected_ratio,
+        None => {
+            let spooled = spool(&s.spool_dir, body).await.and_then(|f| {
+                let input = std::fs::File::open(&f).map_err(|e| e.to_string())?;
+                Ok((f, input))
+            });
+            match spooled {
+                Ok((file, input)) => LoadRequest {
+                    file,
+                    input,
+                    remove_file: true,
+                    as_of_ms,
+                    max_rejected_ratio,
+                },
+                Err(e) => return error(StatusCode::BAD_REQUEST, "upload_failed", e),
+            }
+        }
     };
     match s.snapshots.begin(request) {
         Ok(meta) => (StatusCode::ACCEPTED, Json(json!(meta))).into_response(),

@@ -439,6 +439,9 @@ mod tests {
         fn dead_letter_count(&self) -> u64 {
             self.inner.dead_letter_count()
         }
+        fn remove_snapshot_dead_letters(&self, v: u64) -> Result<u64, StoreError> {
+            self.inner.remove_snapshot_dead_letters(v)
+        }
         fn deferred(&self, limit: usize) -> Result<Vec<(u64, Update)>, StoreError> {
             self.inner.deferred(limit)
         }

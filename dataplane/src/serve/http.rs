@@ -10,10 +10,12 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
+use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
+use crate::auth::{self, Guard};
 use crate::cache::Cache;
 use crate::metrics::{ClassLabel, Metrics, RequestLabels};
 use crate::model::{Class, EntityKey, SubKey, now_ms};
@@ -47,8 +49,8 @@ struct BadRequest(String);
 
 type Shared = State<Arc<ServeState>>;
 
-/// The read routes.
-pub fn router(state: Arc<ServeState>) -> Router {
+/// The read routes, behind the read token when one is configured.
+pub fn router(state: Arc<ServeState>, guard: Guard) -> Router {
     Router::new()
         .route("/v1/products/{product_id}", get(product))
         .route("/v1/prices/{product_id}", get(price))
@@ -58,6 +60,7 @@ pub fn router(state: Arc<ServeState>) -> Router {
         .route("/v1/categories/{id}", get(category))
         .route("/v1/brands/{id}", get(brand))
         .route("/v1/attributes/{id}", get(attribute))
+        .route_layer(from_fn_with_state(guard, auth::require))
         .with_state(state)
 }
 

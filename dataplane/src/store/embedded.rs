@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
 use super::{
-    DeadLetter, DedupEntries, Layer, SnapshotMeta, SnapshotState, Store, StoreError, WriteSet,
+    DeadLetter, DeadLetterSource, DedupEntries, Layer, SnapshotMeta, SnapshotState, Store,
+    StoreError, WriteSet,
 };
 use crate::model::{Class, Entity, EntityKey, SubKey, Update, time_key};
 
@@ -264,6 +265,40 @@ impl Store for EmbeddedStore {
 
     fn dead_letter_count(&self) -> u64 {
         self.dead_letter_count.load(Ordering::Relaxed)
+    }
+
+    fn remove_snapshot_dead_letters(&self, version: u64) -> Result<u64, StoreError> {
+        /// Only the source is decoded; the raw record is skipped.
+        #[derive(serde::Deserialize)]
+        struct Source {
+            source: DeadLetterSource,
+        }
+        let mut removed = 0_u64;
+        let mut batch = self.db.batch();
+        for guard in self.dead_letters.iter() {
+            let (k, v) = guard.into_inner().map_err(engine)?;
+            let Source { source } = Self::decode("deadletter", &v)?;
+            if matches!(source, DeadLetterSource::Snapshot { version: of, .. } if of == version) {
+                batch.remove(&self.dead_letters, k);
+                removed += 1;
+            }
+            if batch.len() >= 10_000 {
+                std::mem::replace(&mut batch, self.db.batch())
+                    .commit()
+                    .map_err(engine)?;
+            }
+        }
+        batch
+            .durability(Some(PersistMode::SyncAll))
+            .commit()
+            .map_err(engine)?;
+        // Clamped like `commit`: a retention trim racing this may have removed some already.
+        let _ = self
+            .dead_letter_count
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                Some(c.saturating_sub(removed))
+            });
+        Ok(removed)
     }
 
     fn deferred(&self, limit: usize) -> Result<Vec<(u64, Update)>, StoreError> {

@@ -147,6 +147,9 @@ pub trait Store: Send + Sync + 'static {
     fn dead_letters(&self, after: u64, limit: usize) -> Result<Vec<(u64, DeadLetter)>, StoreError>;
     /// Number of stored dead letters.
     fn dead_letter_count(&self) -> u64;
+    /// Deletes the dead letters of snapshot `version` (a failed or interrupted load); returns
+    /// how many.
+    fn remove_snapshot_dead_letters(&self, version: u64) -> Result<u64, StoreError>;
 
     /// Deferred non-critical updates, oldest first.
     fn deferred(&self, limit: usize) -> Result<Vec<(u64, Update)>, StoreError>;

@@ -15,6 +15,8 @@ pub struct Server {
     pub serve: String,
     pub metrics: String,
     args: Vec<String>,
+    /// Where stderr (the JSON log) goes; discarded when `None`.
+    log: Option<PathBuf>,
 }
 
 /// A free TCP port on loopback, never handed out twice by this process.
@@ -48,6 +50,21 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// A fresh directory that is removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> Self {
+        Self(temp_dir(name))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Polls `f` until it returns `Some` or the deadline passes.
 pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut f: F) -> T
 where
@@ -67,6 +84,11 @@ where
 impl Server {
     /// Starts on `dir` and waits until ready.
     pub async fn start(dir: &Path, extra: &[&str]) -> Server {
+        Self::start_logging(dir, extra, None).await
+    }
+
+    /// Starts on `dir` with its log written to `log`, and waits until ready.
+    pub async fn start_logging(dir: &Path, extra: &[&str], log: Option<PathBuf>) -> Server {
         let mut s = Server {
             child: Command::new("true").spawn().unwrap(),
             dir: dir.to_owned(),
@@ -74,6 +96,7 @@ impl Server {
             serve: String::new(),
             metrics: String::new(),
             args: extra.iter().map(|s| s.to_string()).collect(),
+            log,
         };
         s.restart().await;
         s
@@ -102,7 +125,10 @@ impl Server {
             .args(&self.args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(match &self.log {
+                Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+                None => Stdio::null(),
+            })
             .spawn()
             .unwrap();
         let url = format!("{}/healthz", self.metrics);
@@ -178,6 +204,43 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Writes a data-plane config file into `dir` and returns its path (for `--config`).
+pub fn write_config(dir: &Path, yaml: &str) -> PathBuf {
+    let path = dir.join("config.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+/// A response as the tests look at it.
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    /// The body as text (error bodies must never echo a token).
+    pub text: String,
+    pub json: Value,
+}
+
+/// Sends `method url` with an optional bearer token and body.
+pub async fn send(method: &str, url: &str, token: Option<&str>, body: &str) -> Answer {
+    let mut r = reqwest::Client::new()
+        .request(method.parse().unwrap(), url)
+        .header("content-type", "application/x-ndjson")
+        .body(body.to_owned());
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    let r = r.send().await.unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let text = r.text().await.unwrap();
+    Answer {
+        status,
+        headers,
+        json: serde_json::from_str(&text).unwrap_or(Value::Null),
+        text,
     }
 }
 
