@@ -331,6 +331,10 @@ pub fn evaluate(ctx: &Context<'_>, readings: &Readings) -> Result<Outcome, SpecE
                 .collect()
         })
         .unwrap_or_default();
+    // Queries answer in any order: a stable list keeps an unchanged verdict unchanged, so it does
+    // not trigger a reconcile on every pass.
+    missing.sort();
+    missing.dedup();
     // Only a topology that can scale gets replica decisions: the standalone worker is one pod.
     let scalable = Topology::of(spec) == Topology::Distributed;
     let verdict = Verdict {
@@ -609,6 +613,23 @@ mod tests {
             v.ingest.unwrap().reason.contains("stalest class pricing"),
             "the ingest decision names the class"
         );
+    }
+
+    #[test]
+    fn missing_data_is_reported_the_same_whatever_order_queries_fail_in() {
+        let s = spec();
+        let state = ScalingState::default();
+        let failing = |order: [&str; 2]| Readings {
+            failures: order.iter().map(|q| format!("query failed: {q}")).collect(),
+            ..Readings::default()
+        };
+        let a = evaluate(&ctx(&s, &state), &failing(["a", "b"]))
+            .unwrap()
+            .verdict;
+        let b = evaluate(&ctx(&s, &state), &failing(["b", "a"]))
+            .unwrap()
+            .verdict;
+        assert_eq!(a.missing, b.missing);
     }
 
     #[test]
