@@ -40,6 +40,9 @@ pub struct RetailPipelineStatus {
     /// The error budget as of the last evaluation.
     #[serde(default)]
     pub budget: BudgetStatus,
+    /// What freezes rollouts, what a freeze holds back, and the freeze annotations' state.
+    #[serde(default)]
+    pub rollout: RolloutStatus,
     /// The last decisions, oldest first, at most [`DECISION_HISTORY`]: Events expire after an
     /// hour, this history stays with the pipeline.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -60,6 +63,85 @@ impl RetailPipelineStatus {
         self.decisions.push(decision);
         let excess = self.decisions.len().saturating_sub(DECISION_HISTORY);
         self.decisions.drain(..excess);
+    }
+}
+
+/// Rollouts: the error budget's freeze, the manual freeze and override annotations, and what a
+/// freeze keeps from the workers.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// Whether the error budget's gate is closed. Kept apart from the manual freeze, so that the
+    /// gate's hysteresis and a restarted operator see the budget's state alone.
+    #[serde(default)]
+    pub budget_frozen: bool,
+    /// Changes a freeze keeps from the workers, e.g. `version 1.0.0 -> 1.1.0` or
+    /// `config ingest.batch.linger`; they roll out when the freeze ends.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held_back: Vec<String>,
+    /// The `tailwarden.io/rollout-freeze` annotation: in effect, or why not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manual_freeze: Option<MarkStatus>,
+    /// The `tailwarden.io/rollout-freeze-override` annotation: in effect, or why not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freeze_override: Option<MarkStatus>,
+}
+
+/// One freeze annotation as the operator read it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MarkStatus {
+    /// Whether it is in effect, or why not.
+    pub state: MarkState,
+    /// The annotation's value: why it was set.
+    pub reason: String,
+    /// Who set it (its `-by` annotation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// Its expiry (its `-until` annotation), as written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+}
+
+impl MarkStatus {
+    /// Whether the annotation is in effect.
+    pub fn active(mark: Option<&MarkStatus>) -> bool {
+        mark.is_some_and(|m| m.state == MarkState::Active)
+    }
+}
+
+/// How far ahead a freeze annotation's expiry may lie, in days: an override is an emergency
+/// measure, not a permanent bypass (the text of [`MarkState::ExpiryTooFar`] says the same).
+pub const MARK_MAX_DAYS_AHEAD: i64 = 7;
+
+/// Whether a freeze annotation is in effect, or why it has no effect.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MarkState {
+    /// In effect until its expiry.
+    Active,
+    /// Its expiry has passed.
+    Expired,
+    /// It has no `-until` annotation.
+    NoExpiry,
+    /// Its `-until` annotation is not an RFC 3339 time.
+    InvalidExpiry,
+    /// Its expiry is further ahead than the operator allows.
+    ExpiryTooFar,
+    /// It has no `-by` annotation naming who set it.
+    NoActor,
+}
+
+impl MarkState {
+    /// Why the annotation has no effect, in words; None when it is in effect.
+    pub fn why_not(self) -> Option<&'static str> {
+        match self {
+            MarkState::Active => None,
+            MarkState::Expired => Some("its expiry has passed"),
+            MarkState::NoExpiry => Some("it has no -until annotation"),
+            MarkState::InvalidExpiry => Some("its -until annotation is not an RFC 3339 time"),
+            MarkState::ExpiryTooFar => Some("its expiry is more than 7 days ahead"),
+            MarkState::NoActor => Some("it has no -by annotation naming who set it"),
+        }
     }
 }
 

@@ -80,6 +80,34 @@ pub struct Children {
     pub disruption_budgets: Vec<PodDisruptionBudget>,
 }
 
+impl Children {
+    /// The pod template of each workload, by role.
+    pub fn templates_mut(&mut self) -> Vec<(Role, &mut PodTemplateSpec)> {
+        match &mut self.workloads {
+            Workloads::Standalone(sts) => sts
+                .spec
+                .as_mut()
+                .map(|s| (Role::Standalone, &mut s.template))
+                .into_iter()
+                .collect(),
+            Workloads::Distributed { ingest, serve } => {
+                [(Role::Ingest, ingest), (Role::Serve, serve)]
+                    .into_iter()
+                    .filter_map(|(role, d)| d.spec.as_mut().map(|s| (role, &mut s.template)))
+                    .collect()
+            }
+        }
+    }
+
+    /// The data-plane config file's text.
+    pub fn config_yaml_mut(&mut self) -> Option<&mut String> {
+        self.config_map.data.as_mut()?.get_mut(CONFIG_FILE)
+    }
+}
+
+/// The key of the data-plane config in the ConfigMap.
+pub const CONFIG_FILE: &str = "config.yaml";
+
 /// Names of a pipeline's children, one place for every `<pipeline>-<suffix>` rule.
 pub mod names {
     /// The ConfigMap.
@@ -152,7 +180,7 @@ pub fn desired(pipeline: &RetailPipeline, plan: &Plan) -> Children {
     let name = pipeline.name_any();
     let config_map = ConfigMap {
         metadata: meta(pipeline, version, names::config_map(&name), None),
-        data: Some(BTreeMap::from([("config.yaml".to_owned(), config_yaml)])),
+        data: Some(BTreeMap::from([(CONFIG_FILE.to_owned(), config_yaml)])),
         ..Default::default()
     };
     let (workloads, pod_roles) = match Topology::of(&pipeline.spec) {

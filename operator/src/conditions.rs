@@ -1,8 +1,9 @@
 //! The pipeline's status, computed from what was observed: a pure function.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use tailwarden_crds::{Decision, RetailPipelineStatus, RoleStatus};
+use tailwarden_crds::{Decision, MarkStatus, RetailPipelineStatus, RoleStatus, RolloutStatus};
 
+use crate::freeze_annotations::describe;
 use crate::rollout::RolloutPlan;
 use crate::spec_error::SpecError;
 use crate::topology::Topology;
@@ -77,6 +78,8 @@ pub struct Observation {
     pub verdict: Option<Verdict>,
     /// The rollout plan that was applied.
     pub rollout: RolloutPlan,
+    /// The budget's freeze, the freeze annotations and what is held back.
+    pub rollout_status: RolloutStatus,
     /// Whether the monitoring objects were applied, or why not.
     pub monitoring: Result<(), String>,
 }
@@ -155,22 +158,18 @@ pub fn status(
             now,
         ),
     }
+    freeze_condition(&mut conditions, obs, now);
     match &obs.verdict {
         Some(verdict) => slo_conditions(&mut conditions, verdict, obs, now),
         None => {
-            for type_ in [
-                ROLLOUT_FROZEN,
-                BUDGET_EXHAUSTED,
-                DEGRADED,
-                METRICS_AVAILABLE,
-            ] {
+            for type_ in [BUDGET_EXHAUSTED, DEGRADED, METRICS_AVAILABLE] {
                 if !conditions.iter().any(|c| c.type_ == type_) {
                     upsert(
                         &mut conditions,
                         type_,
                         "Unknown",
-                        "NotEvaluated",
-                        "the SLO engine has not evaluated this pipeline yet".into(),
+                        NOT_EVALUATED,
+                        NOT_EVALUATED_MESSAGE.into(),
                         obs.generation,
                         now,
                     );
@@ -188,7 +187,7 @@ pub fn status(
             .scaling_limit()
             .map(|why| format!("Unavailable: {why}")),
         current_version: if spec_applied && !workloads.iter().any(|w| w.rolling()) {
-            Some(obs.version.clone())
+            Some(obs.rollout.version.clone())
         } else {
             previous.current_version.clone()
         },
@@ -202,8 +201,72 @@ pub fn status(
             .verdict
             .as_ref()
             .map_or(previous.budget, |v| v.budget.clone()),
+        rollout: obs.rollout_status.clone(),
         decisions: previous.decisions,
     }
+}
+
+const NOT_EVALUATED: &str = "NotEvaluated";
+const NOT_EVALUATED_MESSAGE: &str = "the SLO engine has not evaluated this pipeline yet";
+/// The RolloutFrozen reason when only a manual freeze holds.
+pub const MANUAL_FREEZE: &str = "ManualFreeze";
+
+/// Marks a closed gate that a dry run does not enforce.
+fn dry_note(verdict: &Verdict, closed: bool) -> &'static str {
+    if verdict.dry_run && closed {
+        " (dry run: not enforced)"
+    } else {
+        ""
+    }
+}
+
+/// RolloutFrozen: whether the budget's gate or a manual freeze holds rollouts, why, what the freeze
+/// annotations do, and what is held back. Without a verdict the budget's part is left as it was.
+fn freeze_condition(conditions: &mut Vec<Condition>, obs: &Observation, now: jiff::Timestamp) {
+    let r = &obs.rollout_status;
+    let manual = MarkStatus::active(r.manual_freeze.as_ref());
+    let mut parts = vec![];
+    let (status, reason) = match &obs.verdict {
+        Some(v) => {
+            let gate = &v.gates.freeze;
+            parts.push(format!("{}{}", gate.reason, dry_note(v, gate.closed)));
+            match (gate.closed, manual) {
+                (false, true) => ("True", MANUAL_FREEZE),
+                (closed, _) => (bool_str(closed), gate.code),
+            }
+        }
+        None if manual => ("True", MANUAL_FREEZE),
+        None => match conditions.iter().find(|c| c.type_ == ROLLOUT_FROZEN) {
+            Some(c) if c.reason != MANUAL_FREEZE => return,
+            _ => {
+                parts.push(NOT_EVALUATED_MESSAGE.into());
+                ("Unknown", NOT_EVALUATED)
+            }
+        },
+    };
+    if let Some(m) = &r.manual_freeze {
+        parts.push(format!("manual freeze {}", describe(m)));
+    }
+    if let Some(m) = &r.freeze_override {
+        let effect = if obs.rollout.overridden {
+            ", letting rollouts through the error budget's freeze"
+        } else {
+            ""
+        };
+        parts.push(format!("freeze override {}{effect}", describe(m)));
+    }
+    if !r.held_back.is_empty() {
+        parts.push(format!("held back: {}", r.held_back.join(", ")));
+    }
+    upsert(
+        conditions,
+        ROLLOUT_FROZEN,
+        status,
+        reason,
+        parts.join("; "),
+        obs.generation,
+        now,
+    );
 }
 
 /// The conditions the SLO engine's verdict sets.
@@ -214,41 +277,13 @@ fn slo_conditions(
     now: jiff::Timestamp,
 ) {
     let generation = obs.generation;
-    let dry = |closed: bool| {
-        if verdict.dry_run && closed {
-            " (dry run: not enforced)"
-        } else {
-            ""
-        }
-    };
-    let freeze = &verdict.gates.freeze;
-    let mut message = format!("{}{}", freeze.reason, dry(freeze.closed));
-    if obs.rollout.held_back {
-        message.push_str(&format!("; version {} is held back", obs.version));
-    }
-    if obs.rollout.overridden {
-        message.push_str(&format!(
-            "; the {} annotation let version {} through",
-            crate::rollout::OVERRIDE_ANNOTATION,
-            obs.version
-        ));
-    }
-    upsert(
-        conditions,
-        ROLLOUT_FROZEN,
-        bool_str(freeze.closed),
-        freeze.code,
-        message,
-        generation,
-        now,
-    );
     let degrade = &verdict.gates.degrade;
     upsert(
         conditions,
         DEGRADED,
         bool_str(degrade.closed),
         degrade.code,
-        format!("{}{}", degrade.reason, dry(degrade.closed)),
+        format!("{}{}", degrade.reason, dry_note(verdict, degrade.closed)),
         generation,
         now,
     );
@@ -406,9 +441,10 @@ mod tests {
             rollout: RolloutPlan {
                 version: "1.2.0".into(),
                 paused: false,
-                held_back: false,
+                hold: false,
                 overridden: false,
             },
+            rollout_status: RolloutStatus::default(),
             monitoring: Err("monitoring.coreos.com CRDs are not installed".into()),
         }
     }
@@ -518,7 +554,7 @@ mod tests {
     fn the_verdict_sets_the_slo_conditions() {
         let mut o = obs(ready(1), ready(1));
         o.verdict = Some(verdict(Some(0.0), true, vec![]));
-        o.rollout.held_back = true;
+        o.rollout_status.held_back = vec!["version 1.1.0 -> 1.2.0".into()];
         let s = status(None, &o, at(0));
         let frozen = condition(&s, ROLLOUT_FROZEN).unwrap();
         assert_eq!(
@@ -526,13 +562,57 @@ mod tests {
             ("True", "BudgetBelowThreshold")
         );
         assert!(
-            frozen.message.contains("version 1.2.0 is held back"),
+            frozen
+                .message
+                .ends_with("; held back: version 1.1.0 -> 1.2.0"),
             "{}",
             frozen.message
         );
+        assert_eq!(s.rollout.held_back, ["version 1.1.0 -> 1.2.0"]);
         assert_eq!(condition(&s, BUDGET_EXHAUSTED).unwrap().status, "True");
         assert_eq!(condition(&s, METRICS_AVAILABLE).unwrap().status, "True");
         assert!(is_true(Some(&s), ROLLOUT_FROZEN));
+    }
+
+    #[test]
+    fn a_manual_freeze_sets_rollout_frozen_with_or_without_a_verdict() {
+        let mut o = obs(ready(1), ready(1));
+        o.rollout_status.manual_freeze = Some(MarkStatus {
+            state: tailwarden_crds::MarkState::Active,
+            reason: "peak sale".into(),
+            by: Some("alice".into()),
+            until: Some("2026-12-03T00:00:00Z".into()),
+        });
+        let s = status(None, &o, at(0));
+        let c = condition(&s, ROLLOUT_FROZEN).unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", MANUAL_FREEZE)
+        );
+        assert!(
+            c.message
+                .contains("manual freeze set by alice until 2026-12-03T00:00:00Z: peak sale"),
+            "{}",
+            c.message
+        );
+        o.verdict = Some(verdict(Some(0.9), false, vec![]));
+        let c = condition(&status(Some(&s), &o, at(1)), ROLLOUT_FROZEN)
+            .unwrap()
+            .clone();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", MANUAL_FREEZE)
+        );
+        // Once it ends, without a verdict, the condition no longer claims a manual freeze.
+        o.verdict = None;
+        o.rollout_status.manual_freeze = None;
+        let c = condition(&status(Some(&s), &o, at(2)), ROLLOUT_FROZEN)
+            .unwrap()
+            .clone();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("Unknown", "NotEvaluated")
+        );
     }
 
     #[test]

@@ -4,12 +4,13 @@
 //! `tailwarden_operator_decisions_total{kind}` metric. Kinds are one enum ([`DecisionKind`]), so
 //! the three always agree and the metric's cardinality stays bounded.
 
-use tailwarden_crds::{DecisionInputs, DecisionKind, RetailPipelineStatus};
+use tailwarden_crds::{
+    DecisionInputs, DecisionKind, MarkStatus, RetailPipelineStatus, RolloutStatus,
+};
 
-use crate::conditions::{DEGRADED, ROLLOUT_FROZEN, is_true};
-use crate::rollout::RolloutPlan;
+use crate::conditions::{DEGRADED, is_true};
+use crate::freeze_annotations::describe;
 use crate::verdict::Verdict;
-use tailwarden_slo::gate::GateState;
 
 /// One decision.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,8 +30,6 @@ pub struct Decision {
 pub struct Applied<'a> {
     /// The verdict it acts on.
     pub verdict: &'a Verdict,
-    /// The rollout plan.
-    pub rollout: &'a RolloutPlan,
     /// Serve replicas applied; None where the topology cannot scale serve.
     pub serve_replicas: Option<i32>,
     /// Ingest replicas applied; see `serve_replicas`.
@@ -89,51 +88,122 @@ pub fn decisions(previous: Option<&RetailPipelineStatus>, applied: &Applied<'_>)
             push(kind, scale.reason.clone(), inputs);
         }
     }
-    // A gate's decision is its transition against the condition in the previous status.
-    let gate_transition = |type_: &str, gate: &GateState, closing, opening| {
-        (gate.closed != is_true(previous, type_)).then(|| {
-            (
-                if gate.closed { closing } else { opening },
-                gate.reason.clone(),
-            )
-        })
+    // A gate's decision is its transition against its state in the previous status.
+    let transition = |was: bool, closed: bool, closing, opening| {
+        (closed != was).then_some(if closed { closing } else { opening })
     };
-    if let Some((kind, reason)) = gate_transition(
-        ROLLOUT_FROZEN,
-        &v.gates.freeze,
+    let freeze = &v.gates.freeze;
+    if let Some(kind) = transition(
+        previous.is_some_and(|s| s.rollout.budget_frozen),
+        freeze.closed,
         DecisionKind::FreezeRollout,
         DecisionKind::ResumeRollout,
     ) {
-        push(kind, reason, inputs(v));
+        push(kind, freeze.reason.clone(), inputs(v));
     }
-    if applied.rollout.overridden {
-        push(
-            DecisionKind::OverrideFreeze,
-            format!(
-                "{}; the override annotation lets version {} through",
-                v.gates.freeze.reason, applied.rollout.version
-            ),
-            DecisionInputs {
-                version: Some(applied.rollout.version.clone()),
-                ..inputs(v)
-            },
-        );
-    }
-    if let Some((kind, reason)) = gate_transition(
-        DEGRADED,
-        &v.gates.degrade,
+    let degrade = &v.gates.degrade;
+    if let Some(kind) = transition(
+        is_true(previous, DEGRADED),
+        degrade.closed,
         DecisionKind::Degrade,
         DecisionKind::Restore,
     ) {
-        push(kind, reason, inputs(v));
+        push(kind, degrade.reason.clone(), inputs(v));
     }
     out
+}
+
+/// The decisions that follow the freeze annotations: a manual freeze starting or ending, and an
+/// override starting or ending to apply to the budget's freeze. Each carries who set the
+/// annotation and its expiry. A changed reason, actor or expiry is a new decision.
+pub fn freeze_annotations(
+    previous: Option<&RolloutStatus>,
+    now: &RolloutStatus,
+    dry_run: bool,
+) -> Vec<Decision> {
+    let was = previous.cloned().unwrap_or_default();
+    let budget = |s: &RolloutStatus| s.budget_frozen && !dry_run;
+    let mut out = vec![];
+    let mut push = |kind, reason: String, mark: &MarkStatus| {
+        out.push(Decision {
+            kind,
+            reason,
+            inputs: DecisionInputs {
+                actor: mark.by.clone(),
+                until: mark.until.clone(),
+                ..DecisionInputs::default()
+            },
+            dry_run: false,
+        })
+    };
+    match (in_effect(&was.manual_freeze), in_effect(&now.manual_freeze)) {
+        (before, Some(mark)) if before != Some(mark) => push(
+            DecisionKind::FreezeRollout,
+            format!("manual freeze {}", describe(mark)),
+            mark,
+        ),
+        (Some(before), None) => {
+            let still = if budget(now) {
+                "; the error budget's freeze still applies"
+            } else {
+                ""
+            };
+            let ended = now.manual_freeze.as_ref().unwrap_or(before);
+            push(
+                DecisionKind::ResumeRollout,
+                format!("manual freeze ended: {}{still}", ended_text(ended)),
+                ended,
+            )
+        }
+        _ => {}
+    }
+    // An override matters while the budget freezes and no manual freeze holds.
+    let applies = |s: &RolloutStatus| budget(s) && in_effect(&s.manual_freeze).is_none();
+    let before = in_effect(&was.freeze_override).filter(|_| applies(&was));
+    let after = in_effect(&now.freeze_override).filter(|_| applies(now));
+    match (before, after) {
+        (before, Some(mark)) if before != Some(mark) => push(
+            DecisionKind::OverrideFreeze,
+            format!(
+                "freeze override {}: rollouts go through the error budget's freeze",
+                describe(mark)
+            ),
+            mark,
+        ),
+        (Some(before), None) if applies(now) => {
+            let ended = now.freeze_override.as_ref().unwrap_or(before);
+            push(
+                DecisionKind::FreezeRollout,
+                format!(
+                    "freeze override ended: {}; the error budget's freeze applies again",
+                    ended_text(ended)
+                ),
+                ended,
+            )
+        }
+        _ => {}
+    }
+    out
+}
+
+fn in_effect(mark: &Option<MarkStatus>) -> Option<&MarkStatus> {
+    mark.as_ref().filter(|m| MarkStatus::active(Some(m)))
+}
+
+/// An annotation that stopped being in effect: removed, or why it no longer counts.
+fn ended_text(mark: &MarkStatus) -> String {
+    if MarkStatus::active(Some(mark)) {
+        format!("removed ({})", describe(mark))
+    } else {
+        describe(mark)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::verdict::Scale;
+    use tailwarden_crds::MarkState;
 
     fn verdict(frozen: bool, serve: Option<i32>) -> Verdict {
         Verdict {
@@ -145,40 +215,24 @@ mod tests {
         }
     }
 
-    fn plan() -> RolloutPlan {
-        RolloutPlan {
-            version: "1".into(),
-            paused: false,
-            held_back: false,
-            overridden: false,
-        }
-    }
-
     fn frozen_status() -> RetailPipelineStatus {
         let mut status = RetailPipelineStatus::default();
-        crate::conditions::upsert(
-            &mut status.conditions,
-            ROLLOUT_FROZEN,
-            "True",
-            "X",
-            String::new(),
-            None,
-            jiff::Timestamp::UNIX_EPOCH,
-        );
+        status.rollout.budget_frozen = true;
         status
+    }
+
+    fn applied(v: &Verdict, replicas: Option<i32>) -> Applied<'_> {
+        Applied {
+            verdict: v,
+            serve_replicas: replicas,
+            ingest_replicas: replicas.map(|_| 1),
+        }
     }
 
     #[test]
     fn a_scale_and_a_freeze_are_reported_once() {
         let v = verdict(true, Some(4));
-        let p = plan();
-        let applied = Applied {
-            verdict: &v,
-            rollout: &p,
-            serve_replicas: Some(4),
-            ingest_replicas: Some(1),
-        };
-        let made = decisions(None, &applied);
+        let made = decisions(None, &applied(&v, Some(4)));
         let kinds: Vec<_> = made.iter().map(|d| d.kind).collect();
         assert_eq!(
             kinds,
@@ -188,55 +242,122 @@ mod tests {
         // The next pass sees them in the status and reports nothing new.
         let mut status = frozen_status();
         status.serve.desired_replicas = 4;
-        assert!(decisions(Some(&status), &applied).is_empty());
+        assert!(decisions(Some(&status), &applied(&v, Some(4))).is_empty());
     }
 
     #[test]
     fn a_role_that_cannot_scale_gets_no_scaling_decision() {
         let v = verdict(false, Some(2));
-        let p = plan();
-        let applied = Applied {
-            verdict: &v,
-            rollout: &p,
-            serve_replicas: None,
-            ingest_replicas: None,
-        };
         let mut status = RetailPipelineStatus::default();
         status.serve.desired_replicas = 1;
-        assert!(decisions(Some(&status), &applied).is_empty());
+        assert!(decisions(Some(&status), &applied(&v, None)).is_empty());
     }
 
     #[test]
-    fn unfreezing_and_overriding_are_decisions() {
+    fn unfreezing_is_a_decision() {
         let v = verdict(false, None);
-        let status = frozen_status();
-        let p = plan();
-        let applied = Applied {
-            verdict: &v,
-            rollout: &p,
-            serve_replicas: Some(1),
-            ingest_replicas: Some(1),
-        };
         assert_eq!(
-            decisions(Some(&status), &applied)[0].kind,
+            decisions(Some(&frozen_status()), &applied(&v, Some(1)))[0].kind,
             DecisionKind::ResumeRollout
         );
-        let frozen = verdict(true, None);
-        let over = RolloutPlan {
-            overridden: true,
-            ..plan()
-        };
-        let applied = Applied {
-            verdict: &frozen,
-            rollout: &over,
-            serve_replicas: Some(1),
-            ingest_replicas: Some(1),
-        };
-        let made = decisions(Some(&status), &applied);
-        let o = made
-            .iter()
-            .find(|d| d.kind == DecisionKind::OverrideFreeze)
-            .expect("an override decision");
-        assert_eq!(o.inputs.version.as_deref(), Some("1"));
+    }
+
+    fn mark(by: &str, state: MarkState) -> Option<MarkStatus> {
+        Some(MarkStatus {
+            state,
+            reason: "CVE fix".into(),
+            by: Some(by.into()),
+            until: Some("2026-12-02T14:00:00Z".into()),
+        })
+    }
+
+    fn rollout(
+        budget: bool,
+        manual: Option<MarkStatus>,
+        over: Option<MarkStatus>,
+    ) -> RolloutStatus {
+        RolloutStatus {
+            budget_frozen: budget,
+            held_back: vec![],
+            manual_freeze: manual,
+            freeze_override: over,
+        }
+    }
+
+    fn kinds(d: &[Decision]) -> Vec<DecisionKind> {
+        d.iter().map(|d| d.kind).collect()
+    }
+
+    #[test]
+    fn a_manual_freeze_starts_and_ends_with_actor_and_expiry() {
+        let none = rollout(false, None, None);
+        let on = rollout(false, mark("alice", MarkState::Active), None);
+        let made = freeze_annotations(Some(&none), &on, false);
+        assert_eq!(kinds(&made), [DecisionKind::FreezeRollout]);
+        assert_eq!(made[0].inputs.actor.as_deref(), Some("alice"));
+        assert_eq!(
+            made[0].inputs.until.as_deref(),
+            Some("2026-12-02T14:00:00Z")
+        );
+        assert!(made[0].reason.contains("CVE fix"), "{}", made[0].reason);
+        assert!(freeze_annotations(Some(&on), &on, false).is_empty(), "once");
+        let by_bob = rollout(false, mark("bob", MarkState::Active), None);
+        assert_eq!(
+            kinds(&freeze_annotations(Some(&on), &by_bob, false)),
+            [DecisionKind::FreezeRollout],
+            "a new actor is a new decision"
+        );
+        let expired = rollout(true, mark("alice", MarkState::Expired), None);
+        let ended = freeze_annotations(Some(&on), &expired, false);
+        assert_eq!(kinds(&ended), [DecisionKind::ResumeRollout]);
+        assert!(
+            ended[0].reason.contains("its expiry has passed"),
+            "{}",
+            ended[0].reason
+        );
+        assert!(
+            ended[0].reason.ends_with("still applies"),
+            "{}",
+            ended[0].reason
+        );
+        let removed = freeze_annotations(Some(&on), &none, false);
+        assert!(
+            removed[0].reason.contains("removed"),
+            "{}",
+            removed[0].reason
+        );
+    }
+
+    #[test]
+    fn an_override_counts_only_against_the_budgets_freeze() {
+        let over = mark("alice", MarkState::Active);
+        let healthy = rollout(false, None, over.clone());
+        assert!(
+            freeze_annotations(None, &healthy, false).is_empty(),
+            "nothing to override"
+        );
+        let frozen = rollout(true, None, over.clone());
+        let made = freeze_annotations(Some(&healthy), &frozen, false);
+        assert_eq!(kinds(&made), [DecisionKind::OverrideFreeze]);
+        assert_eq!(made[0].inputs.actor.as_deref(), Some("alice"));
+        assert!(freeze_annotations(Some(&frozen), &frozen, false).is_empty());
+        assert!(
+            freeze_annotations(Some(&healthy), &frozen, true).is_empty(),
+            "a dry run enforces no freeze to override"
+        );
+        let expired = rollout(true, None, mark("alice", MarkState::Expired));
+        let ended = freeze_annotations(Some(&frozen), &expired, false);
+        assert_eq!(kinds(&ended), [DecisionKind::FreezeRollout]);
+        assert!(
+            ended[0].reason.contains("applies again"),
+            "{}",
+            ended[0].reason
+        );
+        let manual = rollout(true, mark("bob", MarkState::Active), over);
+        assert_eq!(
+            kinds(&freeze_annotations(Some(&frozen), &manual, false)),
+            [DecisionKind::FreezeRollout],
+            "a manual freeze takes over; the override no longer applies, without a second decision"
+        );
     }
 }

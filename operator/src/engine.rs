@@ -28,7 +28,7 @@ use tailwarden_slo::rules::slos;
 use tailwarden_slo::scaling::ScalingState;
 use tracing::{info, warn};
 
-use crate::conditions::{DEGRADED, ROLLOUT_FROZEN, is_true};
+use crate::conditions::{DEGRADED, is_true};
 use crate::evaluation::{self, Readings, objectives, read_windows};
 use crate::metrics::Metrics;
 use crate::verdict::Verdicts;
@@ -228,7 +228,7 @@ impl Engine {
                 status.map(|s| s.ingest.desired_replicas),
                 p.spec.ingest.replicas.min,
             ),
-            was_frozen: is_true(status, ROLLOUT_FROZEN),
+            was_frozen: status.is_some_and(|s| s.rollout.budget_frozen),
             was_degraded: is_true(status, DEGRADED),
             serve_state: &serve_state,
             ingest_state: &ingest_state,

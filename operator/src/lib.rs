@@ -10,6 +10,8 @@ pub mod decisions;
 pub mod engine;
 pub mod error;
 pub mod evaluation;
+pub mod freeze_annotations;
+pub mod held_back;
 pub mod leader;
 pub mod metrics;
 pub mod monitoring;

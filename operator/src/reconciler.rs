@@ -158,17 +158,25 @@ pub async fn reconcile(pipeline: Arc<RetailPipeline>, ctx: Arc<Context>) -> Resu
     // Observe: what the workloads run now, so a reconcile never undoes scaling or a freeze.
     let live = observe_live(&ctx.client, &ns, &name, topology).await?;
     let verdict = ctx.verdicts.get(&ns, &name);
+    let now = jiff::Timestamp::now();
     // Plan.
-    let plan = plan::plan(&pipeline, &live, verdict.as_ref());
+    let plan = plan::plan(&pipeline, &live, verdict.as_ref(), now);
     // Apply.
     let (workloads, monitoring) = apply_plan(&ctx, &pipeline, &ns, &plan).await?;
     // Report.
     report(&ctx, &pipeline, &plan, verdict, workloads, monitoring).await?;
-    Ok(Action::requeue(if plan.apply.is_err() {
-        ErrorClass::Spec.backoff()
-    } else {
-        RESYNC
-    }))
+    Ok(Action::requeue(next_pass(&plan, now)))
+}
+
+/// When to reconcile again without an event: soon after a spec error, at the latest when a freeze
+/// annotation expires, and at the resync otherwise.
+fn next_pass(plan: &Plan, now: jiff::Timestamp) -> Duration {
+    if plan.apply.is_err() {
+        return ErrorClass::Spec.backoff();
+    }
+    plan.recheck_at
+        .and_then(|at| Duration::try_from(at.duration_since(now)).ok())
+        .map_or(RESYNC, |wait| (wait + Duration::from_secs(1)).min(RESYNC))
 }
 
 /// Applies the plan's children and monitoring, or, for an unusable spec, only observes what runs.
@@ -187,8 +195,7 @@ async fn apply_plan(
     let client = &ctx.client;
     match &plan.apply {
         Ok(apply) => {
-            let desired = children::desired(pipeline, &apply.children);
-            let observed = apply_children(client, ns, &desired).await?;
+            let observed = apply_children(client, ns, &apply.children).await?;
             prune_other_topology(ctx, pipeline, ns, plan.topology).await?;
             let monitoring = apply_monitoring(
                 client,
@@ -232,6 +239,7 @@ async fn report(
         spec_error: plan.apply.as_ref().err().cloned(),
         verdict,
         rollout: plan.rollout.clone(),
+        rollout_status: plan.rollout_status.clone(),
         monitoring,
     };
     let mut status = conditions::status(previous, &obs, now);
@@ -286,54 +294,52 @@ async fn observe_live(
     name: &str,
     topology: Topology,
 ) -> Result<Live, Error> {
-    let template_version = |t: &k8s_openapi::api::core::v1::PodTemplateSpec| {
+    let config = get_opt(
+        &Api::<ConfigMap>::namespaced(client.clone(), ns),
+        &names::config_map(name),
+    )
+    .await?
+    .and_then(|cm| cm.data?.remove(children::CONFIG_FILE));
+    let mut live = Live {
+        config,
+        ..Live::default()
+    };
+    match topology {
+        Topology::Distributed => {
+            let api = Api::<Deployment>::namespaced(client.clone(), ns);
+            for role in [Role::Serve, Role::Ingest] {
+                let Some(d) = get_opt(&api, &names::workload(name, role)).await? else {
+                    continue;
+                };
+                live.in_flight |= observe_deployment(&d).rolling();
+                let Some(spec) = d.spec else { continue };
+                *match role {
+                    Role::Serve => &mut live.serve_replicas,
+                    _ => &mut live.ingest_replicas,
+                } = spec.replicas;
+                live.templates.push((role, spec.template));
+            }
+        }
+        Topology::Standalone => {
+            let api = Api::<StatefulSet>::namespaced(client.clone(), ns);
+            if let Some(sts) = get_opt(&api, &names::workload(name, Role::Standalone)).await? {
+                live.in_flight = observe_stateful_set(&sts).rolling();
+                if let Some(spec) = sts.spec {
+                    live.templates.push((Role::Standalone, spec.template));
+                }
+            }
+        }
+    }
+    // The version of the first workload (serve before ingest): both run one version but mid-rollout.
+    live.version = live.templates.iter().find_map(|(_, t)| {
         t.metadata
             .as_ref()?
             .labels
             .as_ref()?
             .get(children::VERSION_LABEL)
             .cloned()
-    };
-    Ok(match topology {
-        Topology::Distributed => {
-            let api = Api::<Deployment>::namespaced(client.clone(), ns);
-            let ingest = get_opt(&api, &names::workload(name, Role::Ingest)).await?;
-            let serve = get_opt(&api, &names::workload(name, Role::Serve)).await?;
-            let replicas = |d: &Option<Deployment>| {
-                d.as_ref()
-                    .and_then(|d| d.spec.as_ref())
-                    .and_then(|s| s.replicas)
-            };
-            let version = [&serve, &ingest]
-                .into_iter()
-                .flatten()
-                .find_map(|d| d.spec.as_ref().and_then(|s| template_version(&s.template)));
-            let in_flight = [&serve, &ingest]
-                .into_iter()
-                .flatten()
-                .any(|d| observe_deployment(d).rolling());
-            Live {
-                ingest_replicas: replicas(&ingest),
-                serve_replicas: replicas(&serve),
-                version,
-                in_flight,
-            }
-        }
-        Topology::Standalone => {
-            let api = Api::<StatefulSet>::namespaced(client.clone(), ns);
-            let sts = get_opt(&api, &names::workload(name, Role::Standalone)).await?;
-            Live {
-                version: sts
-                    .as_ref()
-                    .and_then(|s| s.spec.as_ref())
-                    .and_then(|s| template_version(&s.template)),
-                in_flight: sts
-                    .as_ref()
-                    .is_some_and(|s| observe_stateful_set(s).rolling()),
-                ..Live::default()
-            }
-        }
-    })
+    });
+    Ok(live)
 }
 
 /// Applies every child and returns what the workloads report (ingest, serve).

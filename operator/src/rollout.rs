@@ -1,11 +1,10 @@
-//! Which data-plane version to run, given the error-budget freeze: a pure function.
+//! Whether workers may be rolled, given the error budget's freeze and the freeze annotations: a
+//! pure function.
 //!
-//! While rollouts are frozen a version change in the spec is not rolled out: the workloads keep
-//! the template of the version they run, and a rollout already in flight is paused. An override
-//! annotation lets an emergency fix through; the reconciler records that in an Event.
-
-/// Annotation that lets a version change through a freeze; its value says why.
-pub const OVERRIDE_ANNOTATION: &str = "tailwarden.io/rollout-freeze-override";
+//! While rollouts are frozen nothing that restarts workers rolls out (version, config, pod
+//! template): the workloads keep what they run, and a rollout already in flight is paused. Replica
+//! changes and degradation still apply, as they are the remedy. A manual freeze holds whatever the
+//! budget says; an override lets rollouts through the budget's freeze only.
 
 /// What the reconciler knows when it plans a rollout.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,10 +15,12 @@ pub struct RolloutInput<'a> {
     pub running_version: Option<&'a str>,
     /// Whether the live workloads are still replacing pods.
     pub in_flight: bool,
-    /// Whether the error budget freezes rollouts.
-    pub frozen: bool,
-    /// The override annotation's value, if set.
-    pub override_reason: Option<&'a str>,
+    /// Whether the error budget's freeze is enforced.
+    pub budget_frozen: bool,
+    /// Whether a manual freeze annotation is in effect.
+    pub manual_freeze: bool,
+    /// Whether a freeze override annotation is in effect.
+    pub override_active: bool,
 }
 
 /// The plan.
@@ -29,42 +30,32 @@ pub struct RolloutPlan {
     pub version: String,
     /// Whether to pause the Deployments' rollout.
     pub paused: bool,
-    /// The spec's version is held back by the freeze.
-    pub held_back: bool,
-    /// A freeze was overridden to let the spec's version through.
+    /// Rollouts are frozen: the workloads keep their live pod templates and config.
+    pub hold: bool,
+    /// The override lets rollouts through the budget's freeze.
     pub overridden: bool,
 }
 
 /// Plans the rollout.
 pub fn plan(input: &RolloutInput<'_>) -> RolloutPlan {
-    let change_pending = input
-        .running_version
-        .is_some_and(|running| running != input.spec_version);
-    let overridden = input.frozen && input.override_reason.is_some();
-    if input.frozen && !overridden {
-        if change_pending {
-            return RolloutPlan {
-                version: input
-                    .running_version
-                    .unwrap_or(input.spec_version)
-                    .to_owned(),
-                paused: false,
-                held_back: true,
-                overridden: false,
-            };
-        }
+    let overridden = input.budget_frozen && input.override_active && !input.manual_freeze;
+    let hold = input.manual_freeze || (input.budget_frozen && !input.override_active);
+    if hold {
         return RolloutPlan {
-            version: input.spec_version.to_owned(),
+            version: input
+                .running_version
+                .unwrap_or(input.spec_version)
+                .to_owned(),
             paused: input.in_flight,
-            held_back: false,
-            overridden: false,
+            hold,
+            overridden,
         };
     }
     RolloutPlan {
         version: input.spec_version.to_owned(),
         paused: false,
-        held_back: false,
-        overridden: overridden && (change_pending || input.in_flight),
+        hold,
+        overridden,
     }
 }
 
@@ -72,68 +63,92 @@ pub fn plan(input: &RolloutInput<'_>) -> RolloutPlan {
 mod tests {
     use super::*;
 
-    fn input(
-        running: Option<&'static str>,
-        in_flight: bool,
-        frozen: bool,
-        over: Option<&'static str>,
-    ) -> RolloutInput<'static> {
+    fn input(running: Option<&'static str>, in_flight: bool) -> RolloutInput<'static> {
         RolloutInput {
             spec_version: "2.0",
             running_version: running,
             in_flight,
-            frozen,
-            override_reason: over,
+            budget_frozen: false,
+            manual_freeze: false,
+            override_active: false,
+        }
+    }
+
+    fn budget_frozen(i: RolloutInput<'static>) -> RolloutInput<'static> {
+        RolloutInput {
+            budget_frozen: true,
+            ..i
         }
     }
 
     #[test]
     fn unfrozen_runs_the_spec_version() {
-        let p = plan(&input(Some("1.0"), false, false, None));
+        let p = plan(&input(Some("1.0"), false));
         assert_eq!(
-            (p.version.as_str(), p.paused, p.held_back),
+            (p.version.as_str(), p.paused, p.hold),
             ("2.0", false, false)
         );
     }
 
     #[test]
     fn frozen_holds_the_running_version() {
-        let p = plan(&input(Some("1.0"), false, true, None));
-        assert_eq!(
-            (p.version.as_str(), p.paused, p.held_back),
-            ("1.0", false, true)
-        );
+        let p = plan(&budget_frozen(input(Some("1.0"), false)));
+        assert_eq!((p.version.as_str(), p.paused, p.hold), ("1.0", false, true));
     }
 
     #[test]
     fn frozen_pauses_a_rollout_in_flight() {
-        let p = plan(&input(Some("2.0"), true, true, None));
-        assert_eq!(
-            (p.version.as_str(), p.paused, p.held_back),
-            ("2.0", true, false)
-        );
+        let p = plan(&budget_frozen(input(Some("2.0"), true)));
+        assert_eq!((p.version.as_str(), p.paused, p.hold), ("2.0", true, true));
         assert!(
-            !plan(&input(Some("2.0"), false, true, None)).paused,
+            !plan(&budget_frozen(input(Some("2.0"), false))).paused,
             "nothing to pause"
         );
     }
 
     #[test]
     fn a_new_pipeline_starts_on_the_spec_version_even_when_frozen() {
-        let p = plan(&input(None, false, true, None));
-        assert_eq!((p.version.as_str(), p.held_back), ("2.0", false));
+        let p = plan(&budget_frozen(input(None, false)));
+        assert_eq!(p.version.as_str(), "2.0");
     }
 
     #[test]
-    fn the_override_lets_the_change_through_and_is_reported() {
-        let p = plan(&input(Some("1.0"), false, true, Some("CVE fix")));
+    fn the_override_lets_changes_through_the_budgets_freeze_only() {
+        let over = RolloutInput {
+            override_active: true,
+            ..budget_frozen(input(Some("1.0"), false))
+        };
+        let p = plan(&over);
         assert_eq!(
-            (p.version.as_str(), p.paused, p.held_back, p.overridden),
+            (p.version.as_str(), p.paused, p.hold, p.overridden),
             ("2.0", false, false, true)
         );
-        assert!(
-            !plan(&input(Some("2.0"), false, true, Some("x"))).overridden,
-            "nothing to override"
+        let manual = RolloutInput {
+            manual_freeze: true,
+            ..over
+        };
+        let p = plan(&manual);
+        assert_eq!(
+            (p.version.as_str(), p.hold, p.overridden),
+            ("1.0", true, false),
+            "a manual freeze is lifted by removing it, not by the override"
         );
+        let idle = RolloutInput {
+            override_active: true,
+            ..input(Some("1.0"), false)
+        };
+        assert!(
+            !plan(&idle).overridden,
+            "an override without a budget freeze overrides nothing"
+        );
+    }
+
+    #[test]
+    fn a_manual_freeze_holds_with_a_healthy_budget() {
+        let p = plan(&RolloutInput {
+            manual_freeze: true,
+            ..input(Some("1.0"), true)
+        });
+        assert_eq!((p.version.as_str(), p.paused, p.hold), ("1.0", true, true));
     }
 }

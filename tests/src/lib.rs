@@ -16,6 +16,7 @@ use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use tailwarden_crds::RetailPipeline;
 
+pub mod helm;
 pub mod operator_process;
 pub mod prometheus;
 pub mod scrape_target;

@@ -188,15 +188,8 @@ async fn engine_numbers_match_hand_computed_values_from_real_prometheus() {
     let mut frozen = pipeline();
     frozen.status = Some(Default::default());
     let status = frozen.status.as_mut().unwrap();
-    tailwarden_operator::conditions::upsert(
-        &mut status.conditions,
-        "RolloutFrozen",
-        "True",
-        "FastBurn",
-        String::new(),
-        None,
-        jiff::Timestamp::now(),
-    );
+    // The budget's freeze as the previous pass recorded it.
+    status.rollout.budget_frozen = true;
     status.serve.desired_replicas = 4;
     drop(prometheus);
     let report = engine.pass(&[Arc::new(frozen)], now).await;

@@ -139,18 +139,18 @@ async fn a_fast_burn_freezes_a_version_change_until_the_budget_recovers() {
         .patch("shop", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
-    let held = wait_for("the held-back version to be reported", T, || async {
+    wait_for("the held-back version to be reported", T, || async {
         let p = s.api.get("shop").await.ok()?;
         let status = p.status?;
         let c = status
             .conditions
             .iter()
             .find(|c| c.type_ == "RolloutFrozen")?;
-        (status.observed_generation == Some(2) && c.message.contains("2.0.0 is held back"))
-            .then(|| c.message.clone())
+        (status.observed_generation == Some(2)
+            && c.message.contains("held back: version 1.0.0 -> 2.0.0"))
+        .then(|| c.message.clone())
     })
     .await;
-    assert!(held.contains("held back"), "{held}");
     assert_eq!(
         image(&s.deployments, "shop-serve").await.as_deref(),
         Some("example.com/tailwarden/dataplane:1.0.0")
@@ -300,7 +300,7 @@ async fn a_dry_run_decides_and_reports_without_acting() {
 
 #[tokio::test]
 #[ignore = "needs the local cluster and Prometheus: run tests/run.sh"]
-async fn the_override_annotation_lets_an_emergency_fix_through_a_freeze() {
+async fn the_freeze_holds_every_rollout_until_an_accountable_override_lets_it_through() {
     let s = setup(
         "override",
         json!({"slos": {"availability": {"targetPercent": 99.0}}}),
@@ -311,12 +311,65 @@ async fn the_override_annotation_lets_an_emergency_fix_through_a_freeze() {
         ..Traffic::healthy()
     });
     wait_condition(&s.api, "RolloutFrozen", "True", None).await;
-    let patch = json!({
-        "metadata": {"annotations": {"tailwarden.io/rollout-freeze-override": "hotfix for the 5xx burst"}},
-        "spec": {"dataplane": {"version": "1.0.1"}},
-    });
+    let template_hash = || async {
+        let d = s.deployments.get("shop-serve").await.ok()?;
+        d.spec?
+            .template
+            .metadata?
+            .annotations?
+            .remove("tailwarden.io/config-hash")
+    };
+    let hash_before = template_hash()
+        .await
+        .expect("the serve template has a config hash");
+    // A version and a config change while frozen: neither rolls, and the status lists both.
+    let change = json!({"spec": {"dataplane": {"version": "1.0.1"}, "ingest": {"batch": {"linger": "40ms"}}}});
     s.api
-        .patch("shop", &PatchParams::default(), &Patch::Merge(&patch))
+        .patch("shop", &PatchParams::default(), &Patch::Merge(&change))
+        .await
+        .unwrap();
+    let held = wait_for(
+        "the status to list what the freeze holds back",
+        T,
+        || async {
+            let status = s.api.get("shop").await.ok()?.status?;
+            (status.rollout.held_back.len() == 2).then_some(status.rollout.held_back)
+        },
+    )
+    .await;
+    assert_eq!(
+        held,
+        ["version 1.0.0 -> 1.0.1", "config ingest.batch.linger"]
+    );
+    assert_eq!(template_hash().await.as_deref(), Some(hash_before.as_str()));
+    assert_eq!(
+        image(&s.deployments, "shop-serve").await.as_deref(),
+        Some("example.com/tailwarden/dataplane:1.0.0")
+    );
+    // An override without an expiry has no effect, and the status says so.
+    let unsigned = json!({"metadata": {"annotations": {
+        "tailwarden.io/rollout-freeze-override": "hotfix for the 5xx burst",
+        "tailwarden.io/rollout-freeze-override-by": "alice",
+    }}});
+    s.api
+        .patch("shop", &PatchParams::default(), &Patch::Merge(&unsigned))
+        .await
+        .unwrap();
+    wait_for(
+        "the status to say why the override has no effect",
+        T,
+        || async {
+            let status = s.api.get("shop").await.ok()?.status?;
+            let state = status.rollout.freeze_override?.state;
+            (state == tailwarden_crds::MarkState::NoExpiry).then_some(())
+        },
+    )
+    .await;
+    // With its expiry it lets both changes through, recorded with who and until when.
+    let until = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1)).to_string();
+    let expiry = json!({"metadata": {"annotations": {"tailwarden.io/rollout-freeze-override-until": until}}});
+    s.api
+        .patch("shop", &PatchParams::default(), &Patch::Merge(&expiry))
         .await
         .unwrap();
     wait_for("the fix to roll out through the freeze", T, || async {
@@ -324,7 +377,17 @@ async fn the_override_annotation_lets_an_emergency_fix_through_a_freeze() {
             .then_some(())
     })
     .await;
+    assert_ne!(template_hash().await.as_deref(), Some(hash_before.as_str()));
     let why = event_note(&s, "OverrideFreeze").await;
-    assert!(why.contains("1.0.1"), "{why}");
+    assert!(why.contains("set by alice until"), "{why}");
+    let status = s.api.get("shop").await.unwrap().status.unwrap();
+    let decision = status
+        .decisions
+        .iter()
+        .rev()
+        .find(|d| d.kind == tailwarden_crds::DecisionKind::OverrideFreeze)
+        .expect("the override is in the decision history");
+    assert_eq!(decision.inputs.actor.as_deref(), Some("alice"));
+    assert_eq!(decision.inputs.until.as_deref(), Some(until.as_str()));
     delete_namespace(&s.client, &s.ns).await;
 }
