@@ -31,6 +31,7 @@ use tracing::{info, warn};
 use crate::conditions::{DEGRADED, is_true};
 use crate::evaluation::{self, Readings, objectives, read_windows};
 use crate::metrics::Metrics;
+use crate::prometheus_access::{self, PrometheusAccess, TlsMaterial};
 use crate::verdict::Verdicts;
 
 /// Every live query groups by these labels, which scraping attaches to the data plane's series.
@@ -51,6 +52,8 @@ pub struct EngineConfig {
     /// backlog slope). Short, so a breach shows within a pass or two and the two quantile
     /// queries, the costliest of a pass, read few samples; it needs at least 4 scrapes.
     pub signal_window: Duration,
+    /// TLS trust, client certificate and credentials for Prometheus, read from files each pass.
+    pub access: PrometheusAccess,
 }
 
 impl Default for EngineConfig {
@@ -61,6 +64,7 @@ impl Default for EngineConfig {
             query_timeout: Duration::from_secs(10),
             concurrency: 8,
             signal_window: Duration::from_secs(120),
+            access: PrometheusAccess::default(),
         }
     }
 }
@@ -96,7 +100,8 @@ enum Target {
 
 /// The SLO engine.
 pub struct Engine {
-    http: reqwest::Client,
+    /// The HTTP client and the TLS material it was built from; rebuilt when the files change.
+    http: Mutex<(TlsMaterial, reqwest::Client)>,
     config: EngineConfig,
     verdicts: Verdicts,
     metrics: Arc<Metrics>,
@@ -106,12 +111,11 @@ pub struct Engine {
 impl Engine {
     /// An engine that writes into `verdicts`.
     pub fn new(config: EngineConfig, verdicts: Verdicts, metrics: Arc<Metrics>) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(config.query_timeout)
-            .build()
-            .expect("a plain HTTP client always builds");
+        let plain = TlsMaterial::default();
+        let http = prometheus_access::client(&plain, config.query_timeout)
+            .expect("a client without TLS files always builds");
         Self {
-            http,
+            http: Mutex::new((plain, http)),
             config,
             verdicts,
             metrics,
@@ -261,7 +265,18 @@ impl Engine {
             .iter()
             .map(|p| (key(p), Readings::default()))
             .collect();
-        let prometheus = match Prometheus::from(self.http.clone(), url) {
+        let (http, authorization) = match self.http_client() {
+            Ok(c) => c,
+            Err(err) => {
+                let why = format!("Prometheus access settings unusable: {err}");
+                warn!(error = %err, "Prometheus access settings unusable");
+                for r in readings.values_mut() {
+                    r.failures.push(why.clone());
+                }
+                return readings;
+            }
+        };
+        let prometheus = match Prometheus::from(http, url) {
             Ok(client) => client,
             Err(err) => {
                 for r in readings.values_mut() {
@@ -272,8 +287,9 @@ impl Engine {
             }
         };
         let at = now.timestamp();
+        let auth = authorization.as_ref();
         let recorded = self
-            .read_recorded(&prometheus, pipelines, now, report)
+            .read_recorded(&prometheus, auth, pipelines, now, report)
             .await;
         for ((ns, pipeline, slo, window), value) in &recorded {
             let Some(r) = readings.get_mut(&(ns.clone(), pipeline.clone())) else {
@@ -291,7 +307,7 @@ impl Engine {
         }
         let queries = distinct_queries(pipelines, now, self.config.signal_window, &recorded);
         report.queries += queries.len();
-        let results = self.send(&prometheus, queries, at).await;
+        let results = self.send(&prometheus, auth, queries, at).await;
         for (query, targets, result) in results {
             let series = match result {
                 Ok(r) => match r.data() {
@@ -303,7 +319,11 @@ impl Engine {
                 },
                 Err(err) => {
                     report.failed_queries += 1;
-                    let why = format!("query failed ({err}): {}", truncate(&query));
+                    let why = format!(
+                        "query failed ({}): {}",
+                        prometheus_access::describe(&err),
+                        truncate(&query)
+                    );
                     for r in readings.values_mut() {
                         if !r.failures.contains(&why) {
                             r.failures.push(why.clone());
@@ -337,6 +357,7 @@ impl Engine {
     async fn read_recorded(
         &self,
         prometheus: &Prometheus,
+        authorization: Option<&reqwest::header::HeaderValue>,
         pipelines: &[&Arc<RetailPipeline>],
         now: DateTime<Utc>,
         report: &mut PassReport,
@@ -355,7 +376,10 @@ impl Engine {
             .collect();
         report.queries += queries.len();
         let mut recorded = Recorded::new();
-        for (_, window, result) in self.send(prometheus, queries, now.timestamp()).await {
+        for (_, window, result) in self
+            .send(prometheus, authorization, queries, now.timestamp())
+            .await
+        {
             let Ok(result) = result else {
                 report.failed_queries += 1;
                 continue;
@@ -384,6 +408,7 @@ impl Engine {
     async fn send<T>(
         &self,
         prometheus: &Prometheus,
+        authorization: Option<&reqwest::header::HeaderValue>,
         queries: Vec<(String, T)>,
         at: i64,
     ) -> Vec<(
@@ -394,17 +419,38 @@ impl Engine {
         let timeout = self.config.query_timeout.as_millis() as i64;
         futures::stream::iter(queries)
             .map(|(query, targets)| async move {
-                let result = prometheus
-                    .query(query.as_str())
-                    .at(at)
-                    .timeout(timeout)
-                    .get()
-                    .await;
+                let mut request = prometheus.query(query.as_str()).at(at).timeout(timeout);
+                if let Some(value) = authorization {
+                    request = request.header(reqwest::header::AUTHORIZATION, value.clone());
+                }
+                let result = request.get().await;
                 (query, targets, result)
             })
             .buffer_unordered(self.config.concurrency.max(1))
             .collect()
             .await
+    }
+}
+
+impl Engine {
+    /// The HTTP client for this pass and the `Authorization` header to send, from the access
+    /// files as they are now: a rotated credential is used at once, and a changed CA or client
+    /// certificate rebuilds the client.
+    fn http_client(
+        &self,
+    ) -> Result<
+        (reqwest::Client, Option<reqwest::header::HeaderValue>),
+        prometheus_access::AccessError,
+    > {
+        let access = &self.config.access;
+        let tls = access.tls_material()?;
+        let authorization = access.authorization()?;
+        let mut cached = self.http.lock().expect("http lock is never poisoned");
+        if cached.0 != tls {
+            let client = prometheus_access::client(&tls, self.config.query_timeout)?;
+            *cached = (tls, client);
+        }
+        Ok((cached.1.clone(), authorization))
     }
 }
 

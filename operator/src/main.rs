@@ -1,6 +1,7 @@
 //! The operator binary: flags, logging, leader election and graceful shutdown around the controller.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -8,6 +9,7 @@ use clap::Parser;
 use tailwarden_operator::engine::EngineConfig;
 use tailwarden_operator::leader::{Elector, LeaseConfig};
 use tailwarden_operator::metrics::Metrics;
+use tailwarden_operator::prometheus_access::PrometheusAccess;
 use tailwarden_operator::reconciler::{self, Context};
 use tailwarden_operator::server::{self, Health};
 use tokio::sync::watch;
@@ -42,6 +44,25 @@ struct Args {
     /// Prometheus of pipelines that do not set `spec.prometheus.url`.
     #[arg(long, env = "TAILWARDEN_PROMETHEUS_URL")]
     prometheus_url: Option<String>,
+    /// PEM file of the CA(s) that sign Prometheus's serving certificate; trusted instead of the
+    /// system roots. Re-read every pass.
+    #[arg(long, env = "TAILWARDEN_PROMETHEUS_CA_FILE")]
+    prometheus_ca_file: Option<PathBuf>,
+    /// PEM client certificate presented to Prometheus (mutual TLS); needs --prometheus-key-file.
+    #[arg(long, env = "TAILWARDEN_PROMETHEUS_CERT_FILE")]
+    prometheus_cert_file: Option<PathBuf>,
+    /// PEM private key of --prometheus-cert-file.
+    #[arg(long, env = "TAILWARDEN_PROMETHEUS_KEY_FILE")]
+    prometheus_key_file: Option<PathBuf>,
+    /// File holding a bearer token for Prometheus (re-read every pass, so rotation works).
+    #[arg(long, env = "TAILWARDEN_PROMETHEUS_BEARER_TOKEN_FILE")]
+    prometheus_bearer_token_file: Option<PathBuf>,
+    /// File holding the basic-auth user name for Prometheus; needs the password file.
+    #[arg(long, env = "TAILWARDEN_PROMETHEUS_BASIC_AUTH_USERNAME_FILE")]
+    prometheus_basic_auth_username_file: Option<PathBuf>,
+    /// File holding the basic-auth password for Prometheus (re-read every pass).
+    #[arg(long, env = "TAILWARDEN_PROMETHEUS_BASIC_AUTH_PASSWORD_FILE")]
+    prometheus_basic_auth_password_file: Option<PathBuf>,
     /// How often the SLO engine evaluates every pipeline (at least 5s).
     #[arg(long, env = "TAILWARDEN_EVALUATION_INTERVAL", default_value = "15s", value_parser = parse_interval)]
     evaluation_interval: std::time::Duration,
@@ -81,6 +102,19 @@ async fn main() -> anyhow::Result<()> {
         .with_current_span(false)
         .init();
     let args = Args::parse();
+    let access = PrometheusAccess {
+        ca_file: args.prometheus_ca_file.clone(),
+        cert_file: args.prometheus_cert_file.clone(),
+        key_file: args.prometheus_key_file.clone(),
+        bearer_token_file: args.prometheus_bearer_token_file.clone(),
+        basic_auth_username_file: args.prometheus_basic_auth_username_file.clone(),
+        basic_auth_password_file: args.prometheus_basic_auth_password_file.clone(),
+    };
+    // Settings that could never work stop the operator at once, naming the flag.
+    if let Err(err) = access.validate() {
+        error!(error = %err, "invalid Prometheus access settings");
+        anyhow::bail!("invalid Prometheus access settings: {err}");
+    }
     let identity = args
         .identity
         .clone()
@@ -116,6 +150,7 @@ async fn main() -> anyhow::Result<()> {
         default_prometheus: args.prometheus_url.clone(),
         interval: args.evaluation_interval,
         signal_window: args.signal_window,
+        access: access.clone(),
         ..EngineConfig::default()
     });
 

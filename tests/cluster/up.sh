@@ -83,7 +83,7 @@ kubectl=$bin/kubectl
 
 # Fresh state every time: old etcd data or certs would not match new ports/keys.
 rm -rf "$state/etcd" "$pki" "$logs" "$pids" "$state/kubeconfig" "$state/env" \
-  "$state"/*.kubeconfig "$state/manifests" "$state/kwok.yaml"
+  "$state"/*.kubeconfig "$state/manifests" "$state/kwok.yaml" "$state/audit-policy.yaml"
 mkdir -p "$pki" "$logs" "$pids" "$state/manifests"
 
 # --- free ports ---------------------------------------------------------------
@@ -249,6 +249,21 @@ start etcd etcd --name tailwarden --data-dir "$state/etcd" \
 # 3.4 lacks it, so such watches failed at once. kwok always watches from "0":
 # its caches went stale and every other node-lease renewal hit a conflict.
 read -r -a extra_api_args <<<"${TAILWARDEN_APISERVER_ARGS:-}"
+# Audit log of ServiceAccount requests (Metadata level: who, verb, resource, response code and the
+# authorization decision; no bodies), for tests that compare what a component calls with what its
+# RBAC grants (tests/tests/rbac.rs). kcm's controllers (kube-system ServiceAccounts), the
+# components' own users and the admin are not logged, so the file stays small.
+cat >"$state/audit-policy.yaml" <<'EOF'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+  - level: None
+    userGroups: ["system:serviceaccounts:kube-system"]
+  - level: Metadata
+    userGroups: ["system:serviceaccounts"]
+  - level: None
+EOF
 start kube-apiserver "$bin/kube-apiserver" \
   --etcd-servers="http://127.0.0.1:$etcd_port" \
   --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$api_port" \
@@ -267,6 +282,9 @@ start kube-apiserver "$bin/kube-apiserver" \
   --allow-privileged=true \
   --profiling=false \
   --cert-dir="$pki/apiserver" \
+  --audit-policy-file="$state/audit-policy.yaml" \
+  --audit-log-path="$logs/audit.log" --audit-log-format=json --audit-log-mode=blocking \
+  --audit-log-maxsize=0 \
   "${extra_api_args[@]}"
 
 wait_for "kube-apiserver /readyz" "$kubectl" get --raw /readyz
@@ -394,7 +412,8 @@ wait_for "$pv_count PVs Available" pvs_available
     "TAILWARDEN_KCM_PORT=$kcm_port" \
     "TAILWARDEN_SCHEDULER_PORT=$sched_port" \
     "TAILWARDEN_KWOK_PORT=$kwok_port" \
-    "TAILWARDEN_PV_COUNT=$pv_count"; do
+    "TAILWARDEN_PV_COUNT=$pv_count" \
+    "TAILWARDEN_AUDIT_LOG=$logs/audit.log"; do
     printf 'export %s=%q\n' "${kv%%=*}" "${kv#*=}"
   done
 } >"$state/env"

@@ -54,31 +54,45 @@ impl Prometheus {
         Self::start(dir, &scrape_config(target, &rule_files), READY_WITHIN).await
     }
 
+    /// Like [`Prometheus::scraping`], serving its API as `web_config` (a `--web.config.file`: TLS,
+    /// client certificates, basic auth) says. `https` tells whether it sets `tls_server_config`.
+    /// Readiness is read from the log, since the API may need credentials.
+    pub async fn scraping_with_web_config(
+        target: std::net::SocketAddr,
+        web_config: &str,
+        https: bool,
+    ) -> Self {
+        let dir = fresh_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("web.yml");
+        std::fs::write(&file, web_config).unwrap();
+        let prometheus = Self::launch(
+            dir,
+            &scrape_config(target, ""),
+            &[format!("--web.config.file={}", file.display())],
+            if https { "https" } else { "http" },
+        );
+        crate::wait_for("Prometheus to be ready", READY_WITHIN, || async {
+            let log = prometheus.log();
+            let pid = prometheus.pid();
+            // A process that exited stays a zombie (state Z) until it is waited for.
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let state = stat.rsplit_once(") ").map(|(_, rest)| &rest[..1]);
+            assert!(
+                matches!(state, Some(s) if s != "Z" && s != "X"),
+                "Prometheus exited:\n{log}"
+            );
+            log.contains("Server is ready to receive web requests")
+                .then_some(())
+        })
+        .await;
+        prometheus
+    }
+
     /// Serves the TSDB under `dir/data` with the configuration `config_text`, waiting up to
     /// `ready_within` for readiness (a large backfilled TSDB takes minutes to open).
     pub async fn start(dir: PathBuf, config_text: &str, ready_within: Duration) -> Self {
-        let data = dir.join("data");
-        std::fs::create_dir_all(&data).unwrap();
-        let config = dir.join("prometheus.yml");
-        std::fs::write(&config, config_text).unwrap();
-        let port = crate::free_port();
-        let url = format!("http://127.0.0.1:{port}");
-        let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", data.display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--storage.tsdb.retention.time=400d")
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("prometheus starts: install it with tests/prometheus/install.sh");
-        let prometheus = Self {
-            url,
-            child,
-            dir,
-            keep: false,
-        };
+        let prometheus = Self::launch(dir, config_text, &[], "http");
         let ready = format!("{}/-/ready", prometheus.url);
         crate::wait_for("Prometheus to be ready", ready_within, || async {
             let ok = reqwest::get(&ready).await.ok()?.status().is_success();
@@ -86,6 +100,32 @@ impl Prometheus {
         })
         .await;
         prometheus
+    }
+
+    fn launch(dir: PathBuf, config_text: &str, extra_args: &[String], scheme: &str) -> Self {
+        let data = dir.join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let config = dir.join("prometheus.yml");
+        std::fs::write(&config, config_text).unwrap();
+        let port = crate::free_port();
+        let url = format!("{scheme}://127.0.0.1:{port}");
+        let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", data.display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--storage.tsdb.retention.time=400d")
+            .args(extra_args)
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("prometheus starts: install it with tests/prometheus/install.sh");
+        Self {
+            url,
+            child,
+            dir,
+            keep: false,
+        }
     }
 
     /// Stops the server now (the test goes on without Prometheus).

@@ -30,46 +30,53 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{/*
-Rules on namespaced resources: exactly what the operator calls.
-- retailpipelines: the controller lists and watches them; get/patch for reads and metadata.
+Rules on namespaced resources: exactly the calls the operator makes (tests/tests/rbac.rs compares
+them with the apiserver's audit log of a run through a pipeline's whole lifecycle).
+- retailpipelines: the controller lists and watches them (it reads them only from its cache).
 - retailpipelines/status: written with server-side apply (patch).
 - retailpipelines/finalizers: update, so children may carry blockOwnerDeletion owner references
-  when the OwnerReferencesPermissionEnforcement admission plugin is on.
-- children: observed (get/list/watch), server-side applied (create/patch), pruned (delete).
+  when the OwnerReferencesPermissionEnforcement admission plugin is on (no request of its own).
+- Deployments, StatefulSets, PodDisruptionBudgets: watched (list/watch), read before a topology
+  switch (get), server-side applied (patch; create when the apply creates the object), and the
+  other topology's ones deleted (delete).
+- Services, ConfigMaps: watched and server-side applied; both topologies keep them, so the operator
+  never deletes them (garbage collection does, through the owner reference).
 - events.k8s.io events: the kube-runtime Recorder creates an Event and patches it when it repeats.
-- monitoring.coreos.com: per-pipeline PrometheusRule and PodMonitor when those CRDs exist.
+- monitoring.coreos.com: the per-pipeline PrometheusRule and PodMonitor, server-side applied when
+  those CRDs exist; never read or deleted (garbage collection does).
 No secrets, no pods, no wildcards.
 */}}
 {{- define "tailwarden.namespacedRules" -}}
 - apiGroups: ["tailwarden.io"]
   resources: ["retailpipelines"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch"]
 - apiGroups: ["tailwarden.io"]
   resources: ["retailpipelines/status"]
-  verbs: ["get", "patch"]
+  verbs: ["patch"]
 - apiGroups: ["tailwarden.io"]
   resources: ["retailpipelines/finalizers"]
   verbs: ["update"]
 - apiGroups: ["apps"]
   resources: ["deployments", "statefulsets"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-- apiGroups: [""]
-  resources: ["services", "configmaps"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["services", "configmaps"]
+  verbs: ["list", "watch", "create", "patch"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
 - apiGroups: ["monitoring.coreos.com"]
   resources: ["prometheusrules", "podmonitors"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["create", "patch"]
 {{- end }}
 
-{{/* Cluster-scoped and read-only: detecting whether the monitoring.coreos.com CRDs exist. */}}
+{{/* Cluster-scoped and read-only: whether the two monitoring.coreos.com CRDs exist (a get of each, by name). */}}
 {{- define "tailwarden.clusterRules" -}}
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
-  verbs: ["get", "list", "watch"]
+  resourceNames: ["prometheusrules.monitoring.coreos.com", "podmonitors.monitoring.coreos.com"]
+  verbs: ["get"]
 {{- end }}
