@@ -197,6 +197,9 @@ pub async fn run(
         metrics
             .ingest_queue_capacity
             .set(config.ingest.queue_capacity as i64);
+        metrics
+            .ingest_retry_after
+            .set(i64::from(crate::ingest::http::RETRY_AFTER_SECONDS));
         let state = Arc::new(IngestState {
             store: store.clone(),
             metrics: metrics.clone(),
@@ -204,6 +207,7 @@ pub async fn run(
                 config.ingest.queue_capacity,
                 MAX_INGEST_REQUESTS,
                 metrics.ingest_queue_depth.clone(),
+                metrics.ingest_refused_records.clone(),
             ),
             jobs: tx,
             max_body_bytes,

@@ -70,6 +70,12 @@ pub struct Metrics {
     pub ingest_queue_depth: Gauge,
     /// Admission limit on queued records.
     pub ingest_queue_capacity: Gauge,
+    /// Records of writes refused with 429 (estimated from the mean batch when refused before
+    /// the body is read).
+    pub ingest_refused_records: Counter,
+    /// The Retry-After of a 429: refused records per second times this is the backlog producers
+    /// hold.
+    pub ingest_retry_after: Gauge,
     /// Deferred non-critical updates waiting for `pauseNonCritical` to clear.
     pub ingest_deferred: Gauge,
     /// Unknown fields seen (kept or ignored per the unknown-field policy).
@@ -168,6 +174,8 @@ impl Metrics {
             ingest_received: Family::default(),
             ingest_queue_depth: Gauge::default(),
             ingest_queue_capacity: Gauge::default(),
+            ingest_refused_records: Counter::default(),
+            ingest_retry_after: Gauge::default(),
             ingest_deferred: Gauge::default(),
             ingest_unknown_fields: Family::default(),
             ingest_commit_duration: Histogram::new(READ_BUCKETS),
@@ -220,6 +228,16 @@ impl Metrics {
             "ingest_queue_capacity_records",
             "Most records admitted before 429",
             m.ingest_queue_capacity.clone(),
+        );
+        registry.register(
+            "ingest_refused_records",
+            "Records of writes refused with 429 (the mean batch when refused unread)",
+            m.ingest_refused_records.clone(),
+        );
+        registry.register(
+            "ingest_retry_after_seconds",
+            "Retry-After of a 429",
+            m.ingest_retry_after.clone(),
         );
         registry.register(
             "ingest_deferred_records",

@@ -511,7 +511,10 @@ fn distinct_queries(
         promql::freshness_lag_by_class("", GROUPING),
         Target::FreshnessLag,
     );
-    add(promql::queue_depth("", GROUPING), Target::Backlog);
+    add(
+        promql::ingest_backlog("", signal_window, GROUPING),
+        Target::Backlog,
+    );
     add(
         promql::queue_depth_slope("", signal_window, GROUPING),
         Target::BacklogSlope,

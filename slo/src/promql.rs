@@ -23,6 +23,10 @@ pub const INGEST_RECEIVED: &str = "tailwarden_ingest_received_timestamp_seconds"
 pub const INGEST_RECORDS: &str = "tailwarden_ingest_records_total";
 /// Records admitted and not yet durable (a gauge per worker).
 pub const INGEST_QUEUE_DEPTH: &str = "tailwarden_ingest_queue_depth_records";
+/// Records of writes refused with 429 (a counter per worker).
+pub const INGEST_REFUSED: &str = "tailwarden_ingest_refused_records_total";
+/// The Retry-After of a worker's 429, seconds.
+pub const INGEST_RETRY_AFTER: &str = "tailwarden_ingest_retry_after_seconds";
 
 /// The `slo` label value of the freshness SLO, whose windows read its own 5m recording.
 pub const FRESHNESS_SLO: &str = "freshness";
@@ -246,11 +250,17 @@ pub fn accepted_rate(selector: &str, window: Duration, grouping: &str) -> String
     )
 }
 
-/// Ingest backlog in records, summed over workers.
-pub fn queue_depth(selector: &str, grouping: &str) -> String {
+/// Ingest backlog in records, summed over workers: the records admitted and not yet durable,
+/// plus the records producers hold after a 429. The admission queue alone is capped at its
+/// capacity, so it could never show demand beyond it; a producer retries a refused record every
+/// Retry-After seconds, so `refused/s × Retry-After` is how many it holds. Workers that export no
+/// refusals count only their queue.
+pub fn ingest_backlog(selector: &str, window: Duration, grouping: &str) -> String {
+    let sel = matchers(&[selector]);
+    let queued = format!("sum by ({grouping}) ({INGEST_QUEUE_DEPTH}{{{sel}}})");
     format!(
-        "sum by ({grouping}) ({INGEST_QUEUE_DEPTH}{{{}}})",
-        matchers(&[selector])
+        "{queued} + (sum by ({grouping}) (rate({INGEST_REFUSED}{{{sel}}}[{}]) * {INGEST_RETRY_AFTER}{{{sel}}}) or 0 * {queued})",
+        prom_duration(window)
     )
 }
 
@@ -444,8 +454,8 @@ mod tests {
             r#"sum by (namespace, pipeline) (rate(tailwarden_ingest_records_total{namespace="shop",pipeline="web",outcome="accepted"}[5m]))"#
         );
         assert_eq!(
-            queue_depth("", BY),
-            "sum by (namespace, pipeline) (tailwarden_ingest_queue_depth_records{})"
+            ingest_backlog("", M5, BY),
+            "sum by (namespace, pipeline) (tailwarden_ingest_queue_depth_records{}) + (sum by (namespace, pipeline) (rate(tailwarden_ingest_refused_records_total{}[5m]) * tailwarden_ingest_retry_after_seconds{}) or 0 * sum by (namespace, pipeline) (tailwarden_ingest_queue_depth_records{}))"
         );
         assert_eq!(
             queue_depth_slope(SEL, M5, BY),

@@ -766,7 +766,8 @@ fn live_queries_evaluate_to_hand_computed_values() {
         promql_expr_test: vec![
             at_2h(promql::request_rate("", m5, by), 10_000.0 / 60.0),
             at_2h(promql::accepted_rate("", m5, by), 100_000.0 / 60.0),
-            at_2h(promql::queue_depth("", by), 7_200.0),
+            // No refusal series (an older worker): the backlog is the queue alone.
+            at_2h(promql::ingest_backlog("", m5, by), 7_200.0),
             at_2h(promql::queue_depth_slope("", m5, by), 1.0),
             at_2h(promql::latency_quantile("", product, 0.99, m5, by), 0.184),
             at_2h(
@@ -779,5 +780,42 @@ fn live_queries_evaluate_to_hand_computed_values() {
                 0.0,
             ),
         ],
+    });
+}
+
+/// The ingest backlog counts what producers hold after a 429: a worker whose queue is pinned at
+/// its capacity (100,000, the default `targetBacklogPerReplica`) and refuses 1,200,000 records a
+/// minute (20,000/s) with a Retry-After of 2 s has 100,000 + 20,000 × 2 = 140,000 records waiting,
+/// so the backlog crosses its target under the default config. Its queue alone never could.
+#[test]
+#[ignore = "needs promtool: tests/run.sh"]
+fn refused_writes_count_as_backlog_beyond_the_queue() {
+    let m5 = Duration::from_secs(300);
+    let objectives = Objectives::reference();
+    let shop_web = r#"namespace="shop",pipeline="web""#;
+    let by = rules::GROUPING;
+    run_case("refused", &objectives, |_| {
+        let mut input_series = vec![
+            series(
+                "tailwarden_ingest_queue_depth_records",
+                "",
+                "100000+0x60".into(),
+            ),
+            series("tailwarden_ingest_retry_after_seconds", "", "2+0x60".into()),
+        ];
+        input_series.push(series(
+            "tailwarden_ingest_refused_records_total",
+            "",
+            counter(&[(60, 1_200_000.0)]),
+        ));
+        Case {
+            interval: "1m",
+            input_series,
+            alert_rule_test: vec![],
+            promql_expr_test: vec![
+                rounded_at(30, &promql::ingest_backlog("", m5, by), shop_web, 140_000.0),
+                rounded_at(30, &promql::queue_depth_slope("", m5, by), shop_web, 0.0),
+            ],
+        }
     });
 }

@@ -211,12 +211,22 @@ pub fn kubectl() -> PathBuf {
 
 /// The operator binary (`TAILWARDEN_OPERATOR_BIN`, else next to the test executable).
 pub fn operator_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os("TAILWARDEN_OPERATOR_BIN") {
+    workspace_bin("TAILWARDEN_OPERATOR_BIN", "tailwarden-operator")
+}
+
+/// The data-plane binary (`TAILWARDEN_DATAPLANE_BIN`, else next to the test executable).
+pub fn dataplane_bin() -> PathBuf {
+    workspace_bin("TAILWARDEN_DATAPLANE_BIN", "tailwarden-dataplane")
+}
+
+/// A binary of the workspace: `env` if set, else `name` in the target directory of this test.
+fn workspace_bin(env: &str, name: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env) {
         return PathBuf::from(path);
     }
     let exe = std::env::current_exe().expect("test executable path");
     exe.parent()
         .and_then(|deps| deps.parent())
-        .map(|dir| dir.join("tailwarden-operator"))
+        .map(|dir| dir.join(name))
         .expect("target directory")
 }

@@ -29,12 +29,11 @@ async fn as_user(user: &str) -> Client {
     Client::try_from(config).expect("an impersonating client")
 }
 
-fn admission_api(client: &Client, kind: &str) -> Api<DynamicObject> {
+fn admission_api(client: &Client, kind: &str, plural: &str) -> Api<DynamicObject> {
     let gvk = GroupVersionKind::gvk("admissionregistration.k8s.io", "v1", kind);
-    let plural = format!("{}s", kind.to_lowercase());
     Api::all_with(
         client.clone(),
-        &ApiResource::from_gvk_with_plural(&gvk, &plural),
+        &ApiResource::from_gvk_with_plural(&gvk, plural),
     )
 }
 
@@ -84,8 +83,16 @@ async fn only_the_requesting_user_can_sign_a_freeze_annotation() {
     binding.data["spec"]["matchResources"] =
         json!({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}});
     let ssa = PatchParams::apply("tailwarden-tests").force();
-    let policies = admission_api(&admin, "ValidatingAdmissionPolicy");
-    let bindings = admission_api(&admin, "ValidatingAdmissionPolicyBinding");
+    let policies = admission_api(
+        &admin,
+        "ValidatingAdmissionPolicy",
+        "validatingadmissionpolicies",
+    );
+    let bindings = admission_api(
+        &admin,
+        "ValidatingAdmissionPolicyBinding",
+        "validatingadmissionpolicybindings",
+    );
     let policy_name = policy.metadata.name.clone().unwrap();
     let binding_name = binding.metadata.name.clone().unwrap();
     policies

@@ -75,7 +75,7 @@ const NAMESPACED_RULES: &[(&str, &str, &[&str])] = &[
     ("apps", "statefulsets", PRUNED_CHILD_VERBS),
     ("policy", "poddisruptionbudgets", PRUNED_CHILD_VERBS),
     ("", "services", KEPT_CHILD_VERBS),
-    ("", "configmaps", KEPT_CHILD_VERBS),
+    ("", "configmaps", READ_CHILD_VERBS),
     ("events.k8s.io", "events", &["create", "patch"]),
     ("monitoring.coreos.com", "prometheusrules", APPLIED_VERBS),
     ("monitoring.coreos.com", "podmonitors", APPLIED_VERBS),
@@ -84,6 +84,8 @@ const NAMESPACED_RULES: &[(&str, &str, &[&str])] = &[
 const PRUNED_CHILD_VERBS: &[&str] = &["get", "list", "watch", "create", "patch", "delete"];
 /// Children that both topologies keep: watched and applied, never read by name or deleted.
 const KEPT_CHILD_VERBS: &[&str] = &["list", "watch", "create", "patch"];
+/// The ConfigMap: kept like the Services, and read by name for the live config a freeze keeps.
+const READ_CHILD_VERBS: &[&str] = &["get", "list", "watch", "create", "patch"];
 /// Objects that are only server-side applied.
 const APPLIED_VERBS: &[&str] = &["create", "patch"];
 /// The two Prometheus Operator CRDs, the only ones the operator reads (by name).
@@ -963,7 +965,6 @@ async fn operator_runs_with_only_the_charts_permissions(prefix: &str, single_nam
         ("get", "tailwarden.io", "retailpipelines", ns, None),
         ("patch", "tailwarden.io", "retailpipelines", ns, None),
         ("get", "tailwarden.io", "retailpipelines/status", ns, None),
-        ("get", "", "configmaps", ns, None),
         ("delete", "", "services", ns, None),
         ("delete", "", "configmaps", ns, None),
         ("get", "monitoring.coreos.com", "prometheusrules", ns, None),

@@ -40,7 +40,8 @@ them with the apiserver's audit log of a run through a pipeline's whole lifecycl
   switch (get), server-side applied (patch; create when the apply creates the object), and the
   other topology's ones deleted (delete).
 - Services, ConfigMaps: watched and server-side applied; both topologies keep them, so the operator
-  never deletes them (garbage collection does, through the owner reference).
+  never deletes them (garbage collection does, through the owner reference). The ConfigMap is also
+  read by name (get): while rollouts are frozen the operator keeps its live config.
 - events.k8s.io events: the kube-runtime Recorder creates an Event and patches it when it repeats.
 - monitoring.coreos.com: the per-pipeline PrometheusRule and PodMonitor, server-side applied when
   those CRDs exist; never read or deleted (garbage collection does).
@@ -63,8 +64,11 @@ No secrets, no pods, no wildcards.
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
-  resources: ["services", "configmaps"]
+  resources: ["services"]
   verbs: ["list", "watch", "create", "patch"]
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]

@@ -30,8 +30,8 @@ use crate::store::{DeadLetter, DeadLetterSource, Store};
 
 /// Errors listed per response at most; the counts are always complete.
 const MAX_LISTED_ERRORS: usize = 100;
-/// Seconds a client should wait after a 429.
-const RETRY_AFTER_SECONDS: &str = "1";
+/// Seconds a client should wait after a 429 (also exported, for the backlog signal).
+pub const RETRY_AFTER_SECONDS: u16 = 1;
 /// Default share of rejected records that fails a snapshot load.
 const DEFAULT_MAX_REJECTED_RATIO: f64 = 0.01;
 
@@ -93,7 +93,7 @@ fn too_busy(why: &str) -> Response {
     let mut r = error(StatusCode::TOO_MANY_REQUESTS, "backpressure", why);
     r.headers_mut().insert(
         header::RETRY_AFTER,
-        header::HeaderValue::from_static(RETRY_AFTER_SECONDS),
+        header::HeaderValue::from(RETRY_AFTER_SECONDS),
     );
     r
 }
@@ -111,7 +111,10 @@ impl IngestState {
         job.dead_letter_ids = dead_letter_ids;
         match self.jobs.try_send(job) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Err(too_busy("writer queue is full")),
+            Err(TrySendError::Full(job)) => {
+                self.admission.refuse(Some(job.items.len()));
+                return Err(too_busy("writer queue is full"));
+            }
             Err(TrySendError::Disconnected(_)) => {
                 return Err(error(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -143,6 +146,7 @@ async fn updates(State(s): Shared, headers: HeaderMap, body: Body) -> Response {
 
 async fn ingest(s: &Arc<IngestState>, headers: &HeaderMap, body: Body) -> Response {
     let Some(_slot) = s.admission.request() else {
+        s.admission.refuse(None);
         return too_busy("ingest queue is full");
     };
     let declared = headers
@@ -194,6 +198,7 @@ async fn ingest(s: &Arc<IngestState>, headers: &HeaderMap, body: Body) -> Respon
         );
     }
     let Some(_permit) = s.admission.records(items.len()) else {
+        s.admission.refuse(Some(items.len()));
         return too_busy("ingest queue is full");
     };
     let errors: Vec<Value> = items
