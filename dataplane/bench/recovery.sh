@@ -4,7 +4,8 @@
 # once after kill -9, with a fresh start (empty data dir) as the yardstick. Release build.
 # Usage: dataplane/bench/recovery.sh [milestone ...]   (default: 1000000 10000000 50000000)
 # Environment: BENCH_DIR (work dir), BENCH_RATE (updates/s requested, default 150000),
-# BENCH_TOPUP (updates ingested between the SIGTERM and the kill -9 measurement, default 500000).
+# BENCH_TOPUP (updates ingested between the SIGTERM and the kill -9 measurement, default 500000),
+# BENCH_ARGS (extra server flags, e.g. "--store-flush-mb 16").
 set -euo pipefail
 T=${CARGO_TARGET_DIR:-$HOME/.cache/tailwarden/target-dataplane}/release
 W=${BENCH_DIR:-/tmp/tailwarden-bench-recovery}
@@ -33,7 +34,7 @@ ready_ms=""
 start() {
   local t0 t1
   t0=$(date +%s%N)
-  "$T/tailwarden-dataplane" --config "$CONF" --data-dir "$1" 2>>"$W/server.log" &
+  "$T/tailwarden-dataplane" --config "$CONF" --data-dir "$1" ${BENCH_ARGS:-} 2>>"$W/server.log" &
   server_pid=$!
   until curl -sf -o /dev/null 127.0.0.1:29090/readyz; do
     kill -0 "$server_pid" 2>/dev/null || { echo "server exited; see $W/server.log" >&2; exit 1; }

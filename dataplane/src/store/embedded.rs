@@ -11,8 +11,8 @@
 //! writes spread over a dozen keyspaces the journal grew for hundreds of MB, low-volume keyspaces
 //! (`dedup`, `meta`, `deadletter`) pinned every sealed journal, and a clean shutdown flushed
 //! nothing: each start replayed the whole history since the first write (issue #7). So the store
-//! flushes all memtables itself after every `flush_bytes` written ([`FlushBudget`]), at open
-//! (what a crash left unflushed) and at clean shutdown ([`Store::flush`]), and caps the journals
+//! flushes all memtables itself after every `flush_bytes` written ([`FlushBudget`], which also
+//! counts what a crash left unflushed) and at clean shutdown ([`Store::flush`]), and caps the journals
 //! at fjall's minimum `max_journaling_size`. Durability is unchanged: a flush only copies what
 //! the synced journal already holds into table files.
 
@@ -144,16 +144,17 @@ impl EmbeddedStore {
             baseline,
             dead_letters,
             deferred,
+            // What the last run left only in the journal counts against the budget, so replay
+            // cannot pile up over a crash loop; it is not flushed right away, which would compete
+            // for the CPU with the rest of the start.
             flush: FlushBudget {
                 limit: flush_bytes.max(1),
-                unflushed: AtomicU64::new(0),
+                unflushed: AtomicU64::new(replayed_bytes),
             },
             replayed_bytes,
         };
-        // What the last run left only in the journal goes to tables now (in the background), so
-        // that a crash loop does not pile up replay from one start to the next.
-        if replayed_bytes > 0 {
-            store.start_flush()?;
+        if replayed_bytes >= store.flush.limit {
+            store.spend(0);
         }
         tracing::info!(
             replayed_bytes,
