@@ -47,6 +47,10 @@ struct Cli {
     /// Block cache of the embedded store, MiB.
     #[arg(long, env = "TAILWARDEN_STORE_CACHE_MB", default_value_t = 256)]
     store_cache_mb: u64,
+    /// MiB written after which the store flushes its memtables: the most a start after a crash
+    /// replays from the journal.
+    #[arg(long, env = "TAILWARDEN_STORE_FLUSH_MB", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    store_flush_mb: u64,
     /// Entity states the writer keeps in memory for hot keys.
     #[arg(
         long,
@@ -78,6 +82,7 @@ fn main() -> ExitCode {
         dedup_window: cli.dedup_window,
         require_snapshot: cli.require_snapshot,
         store_cache_bytes: cli.store_cache_mb << 20,
+        store_flush_bytes: cli.store_flush_mb << 20,
         writer_cache_entries: cli.writer_cache_entries,
         // An explicit --pause-non-critical wins over the file, so the file is not watched then.
         watch_config: cli

@@ -4,9 +4,21 @@
 //! followed by `fdatasync` of the journal (`PersistMode::SyncData`) before `commit` returns, so
 //! an acknowledged batch survives a process crash or power loss. On open, fjall replays its
 //! journal; a torn tail batch is dropped whole, never half-applied.
+//!
+//! Restart time: fjall re-inserts every journaled write that is not yet in a table file into the
+//! memtables at open, and only rotates (and later deletes) a journal when a memtable flush finds
+//! it past 64 MB. Left alone, a memtable flushes only at 64 MiB *per keyspace*, so with the
+//! writes spread over a dozen keyspaces the journal grew for hundreds of MB, low-volume keyspaces
+//! (`dedup`, `meta`, `deadletter`) pinned every sealed journal, and a clean shutdown flushed
+//! nothing: each start replayed the whole history since the first write (issue #7). So the store
+//! flushes all memtables itself after every `flush_bytes` written ([`FlushBudget`], which also
+//! counts what a crash left unflushed) and at clean shutdown ([`Store::flush`]), and caps the journals
+//! at fjall's minimum `max_journaling_size`. Durability is unchanged: a flush only copies what
+//! the synced journal already holds into table files.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
@@ -17,6 +29,12 @@ use super::{
 use crate::model::{Class, Entity, EntityKey, SubKey, Update, time_key};
 
 const ACTIVE_SNAPSHOT: &[u8] = b"snapshot.active";
+/// Journaled bytes after which every memtable is flushed, unless configured otherwise: about the
+/// most a crash leaves for the next start to re-insert (plus flushes still in flight).
+pub const DEFAULT_FLUSH_BYTES: u64 = 32 << 20;
+/// fjall's smallest journal cap (it rejects less): once sealed journals reach it, fjall flushes
+/// the keyspaces that pin the oldest one, a second line behind [`DEFAULT_FLUSH_BYTES`].
+const MAX_JOURNALING_BYTES: u64 = 64 << 20;
 const SNAPSHOT_META_PREFIX: &[u8] = b"snapshot.meta.";
 
 /// The fjall-backed [`Store`].
@@ -32,6 +50,24 @@ pub struct EmbeddedStore {
     dead_letter_count: AtomicU64,
     next_deferred: AtomicU64,
     deferred_count: AtomicU64,
+    flush: FlushBudget,
+    replayed_bytes: u64,
+}
+
+/// Counts the bytes written since the last flush of all memtables; crossing `limit` triggers the
+/// next one. The count is of keys and values, which is what fjall's memtables and journal hold
+/// (the journal adds a few bytes of framing per entry).
+struct FlushBudget {
+    limit: u64,
+    unflushed: AtomicU64,
+}
+
+impl FlushBudget {
+    /// Adds `bytes`; true for exactly one caller each time the budget is used up.
+    fn spend(&self, bytes: u64) -> bool {
+        let total = self.unflushed.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        total >= self.limit && self.unflushed.swap(0, Ordering::Relaxed) >= self.limit
+    }
 }
 
 fn engine(e: impl std::fmt::Display) -> StoreError {
@@ -61,12 +97,23 @@ fn class_index(class: Class) -> usize {
 }
 
 impl EmbeddedStore {
-    /// Opens (or creates) the store under `path` with a block cache of `cache_bytes`.
+    /// Opens (or creates) the store under `path` with a block cache of `cache_bytes` and the
+    /// default flush budget.
     pub fn open(path: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
+        Self::open_with(path, cache_bytes, DEFAULT_FLUSH_BYTES)
+    }
+
+    /// Opens (or creates) the store under `path`; all memtables are flushed after every
+    /// `flush_bytes` written, which bounds what the next start replays after a crash.
+    pub fn open_with(path: &Path, cache_bytes: u64, flush_bytes: u64) -> Result<Self, StoreError> {
+        let started = Instant::now();
         let db = Database::builder(path)
             .cache_size(cache_bytes)
+            .max_journaling_size(MAX_JOURNALING_BYTES)
             .open()
             .map_err(engine)?;
+        // What recovery re-inserted into memtables: the journal fjall had to replay.
+        let replayed_bytes = db.write_buffer_size();
         let open = |name: &str| {
             db.keyspace(name, KeyspaceCreateOptions::default)
                 .map_err(engine)
@@ -97,8 +144,61 @@ impl EmbeddedStore {
             baseline,
             dead_letters,
             deferred,
+            // What the last run left only in the journal counts against the budget, so replay
+            // cannot pile up over a crash loop; it is not flushed right away, which would compete
+            // for the CPU with the rest of the start.
+            flush: FlushBudget {
+                limit: flush_bytes.max(1),
+                unflushed: AtomicU64::new(replayed_bytes),
+            },
+            replayed_bytes,
         };
+        if replayed_bytes >= store.flush.limit {
+            store.spend(0);
+        }
+        tracing::info!(
+            replayed_bytes,
+            open_ms = started.elapsed().as_millis() as u64,
+            "store opened"
+        );
         Ok(store)
+    }
+
+    /// Bytes that recovery re-inserted into memtables from the journal at open: what the
+    /// previous run had not flushed to table files.
+    pub fn replayed_bytes(&self) -> u64 {
+        self.replayed_bytes
+    }
+
+    fn keyspaces(&self) -> impl Iterator<Item = &Keyspace> {
+        self.stream.iter().chain(&self.baseline).chain([
+            &self.dedup,
+            &self.dead_letters,
+            &self.deferred,
+            &self.meta,
+        ])
+    }
+
+    /// Seals every non-empty memtable and queues it for flushing; returns at once. Once the
+    /// flushes are done, fjall deletes the journals they covered.
+    // `rotate_memtable` is `#[doc(hidden)]` in fjall 3.1 (its tests use it): the public API has
+    // no flush, and its only trigger, a per-keyspace memtable size, is fixed when a keyspace is
+    // created and never fires for the low-volume ones that pin the journal.
+    fn start_flush(&self) -> Result<(), StoreError> {
+        for ks in self.keyspaces() {
+            ks.rotate_memtable().map_err(engine)?;
+        }
+        Ok(())
+    }
+
+    /// Adds `bytes` written to the flush budget and starts a flush when it is used up. A failed
+    /// flush start is logged, not returned: the write it follows is already durable.
+    fn spend(&self, bytes: u64) {
+        if self.flush.spend(bytes)
+            && let Err(e) = self.start_flush()
+        {
+            tracing::warn!(error = %e, "starting a memtable flush failed");
+        }
     }
 
     fn keyspace(&self, layer: Layer, class: Class) -> &Keyspace {
@@ -166,18 +266,19 @@ impl Store for EmbeddedStore {
     fn commit(&self, set: &WriteSet) -> Result<u64, StoreError> {
         let mut batch = self.db.batch();
         let mut writes = 0_u64;
+        // Keys and values, for the flush budget; removals count their 8-byte id keys.
+        let mut bytes = 0_u64;
         for (layer, key, entity) in &set.entities {
             let value = serde_json::to_vec(entity).map_err(engine)?;
-            batch.insert(
-                self.keyspace(*layer, key.class),
-                Self::stored_key(*layer, &key.to_bytes()),
-                value,
-            );
+            let stored = Self::stored_key(*layer, &key.to_bytes());
+            bytes += (stored.len() + value.len()) as u64;
+            batch.insert(self.keyspace(*layer, key.class), stored, value);
             writes += 1;
         }
         if let Some((id, hashes)) = &set.dedup {
-            let bytes: Vec<u8> = hashes.iter().flat_map(|h| h.to_le_bytes()).collect();
-            batch.insert(&self.dedup, id_key(*id), bytes);
+            let value: Vec<u8> = hashes.iter().flat_map(|h| h.to_le_bytes()).collect();
+            bytes += 8 + value.len() as u64;
+            batch.insert(&self.dedup, id_key(*id), value);
             writes += 1;
         }
         for id in &set.dedup_expired {
@@ -188,6 +289,7 @@ impl Store for EmbeddedStore {
             .fetch_add(set.dead_letters.len() as u64, Ordering::Relaxed);
         for (i, dl) in set.dead_letters.iter().enumerate() {
             let value = serde_json::to_vec(dl).map_err(engine)?;
+            bytes += 8 + value.len() as u64;
             batch.insert(&self.dead_letters, id_key(first_dead + i as u64), value);
             writes += 1;
         }
@@ -199,6 +301,7 @@ impl Store for EmbeddedStore {
             .fetch_add(set.deferred.len() as u64, Ordering::Relaxed);
         for (i, u) in set.deferred.iter().enumerate() {
             let value = serde_json::to_vec(u).map_err(engine)?;
+            bytes += 8 + value.len() as u64;
             batch.insert(&self.deferred, id_key(first_deferred + i as u64), value);
             writes += 1;
         }
@@ -207,6 +310,9 @@ impl Store for EmbeddedStore {
         }
         let durability = set.durable.then_some(PersistMode::SyncData);
         batch.durability(durability).commit().map_err(engine)?;
+        let removed =
+            set.dedup_expired.len() + set.dead_letters_removed.len() + set.deferred_removed.len();
+        self.spend(bytes + 8 * removed as u64);
         // Counts track what is stored; removals of absent ids (a replay racing a trim) are
         // clamped rather than trusted.
         let adjust = |count: &AtomicU64, add: usize, remove: usize| {
@@ -279,6 +385,7 @@ impl Store for EmbeddedStore {
             let (k, v) = guard.into_inner().map_err(engine)?;
             let Source { source } = Self::decode("deadletter", &v)?;
             if matches!(source, DeadLetterSource::Snapshot { version: of, .. } if of == version) {
+                self.spend(k.len() as u64);
                 batch.remove(&self.dead_letters, k);
                 removed += 1;
             }
@@ -361,7 +468,9 @@ impl Store for EmbeddedStore {
         for ks in &self.baseline {
             let mut batch = self.db.batch();
             for guard in ks.prefix(prefix) {
-                batch.remove(ks, guard.key().map_err(engine)?);
+                let key = guard.key().map_err(engine)?;
+                self.spend(key.len() as u64);
+                batch.remove(ks, key);
                 if batch.len() >= 10_000 {
                     std::mem::replace(&mut batch, self.db.batch())
                         .commit()
@@ -378,6 +487,29 @@ impl Store for EmbeddedStore {
             .durability(Some(PersistMode::SyncAll))
             .commit()
             .map_err(engine)
+    }
+
+    /// fjall's close flushes nothing, so without this the next open would re-insert every write
+    /// since the last flush.
+    fn flush(&self, deadline: Duration) -> Result<(), StoreError> {
+        let started = Instant::now();
+        self.flush.unflushed.store(0, Ordering::Relaxed);
+        self.start_flush()?;
+        // `sealed_memtable_count` is `#[doc(hidden)]` like `rotate_memtable`: the queued flushes
+        // are done when no keyspace has a sealed memtable left.
+        while self.keyspaces().any(|ks| ks.sealed_memtable_count() > 0) {
+            if started.elapsed() >= deadline {
+                return Err(StoreError::Engine(format!(
+                    "memtables not flushed within {deadline:?}; the journal still holds them"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        tracing::info!(
+            flush_ms = started.elapsed().as_millis() as u64,
+            "store memtables flushed"
+        );
+        Ok(())
     }
 }
 
@@ -449,6 +581,102 @@ mod tests {
             store.get(Layer::Baseline(2), &key).unwrap(),
             Some(entity(2))
         );
+    }
+
+    /// `batches` durable write sets of 100 product states of ~2.5 KiB each (~250 KiB a set), each
+    /// with a dedup entry as the writer adds one: the low-volume keyspace that used to pin the
+    /// journal.
+    fn write_products(store: &EmbeddedStore, batches: usize) {
+        let filler = "x".repeat(2_500);
+        for b in 0..batches {
+            let mut set = WriteSet {
+                durable: true,
+                dedup: Some((b as u64 + 1, vec![b as u64; 100])),
+                ..Default::default()
+            };
+            for i in 0..100 {
+                let mut e = entity(i);
+                e.fields.insert(
+                    "name".into(),
+                    Field {
+                        value: filler.clone().into(),
+                        version: Version {
+                            event_time_ms: 0,
+                            sequence: 0,
+                            event_hash: 0,
+                        },
+                    },
+                );
+                let key = EntityKey {
+                    class: Class::Product,
+                    id: format!("P{b}-{i}"),
+                    sub: None,
+                };
+                set.entities.push((Layer::Stream, key, e));
+            }
+            store.commit(&set).unwrap();
+        }
+    }
+
+    fn wait_for_flushes(store: &EmbeddedStore) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while store.keyspaces().any(|ks| ks.sealed_memtable_count() > 0) {
+            assert!(Instant::now() < deadline, "flushes did not finish");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The restart-time proxy for a crash: dropping the store without `flush` leaves exactly
+    /// what kill -9 leaves (every batch is synced; fjall flushes nothing on drop), and what the
+    /// next open re-inserts from the journal stays within the flush budget, not the ~10 MiB
+    /// written. Before the budget, all of it was replayed.
+    #[test]
+    fn a_crash_replays_no_more_than_the_flush_budget() {
+        let dir = tempdir();
+        let budget = 1 << 20;
+        let store = EmbeddedStore::open_with(&dir, 1 << 20, budget).unwrap();
+        write_products(&store, 40);
+        wait_for_flushes(&store);
+        drop(store);
+
+        let store = EmbeddedStore::open_with(&dir, 1 << 20, budget).unwrap();
+        // The budget plus one write set (~260 KiB) and memtable overhead.
+        assert!(
+            store.replayed_bytes() <= 2 * budget,
+            "replayed {} bytes after ~10 MiB written with a {budget}-byte budget",
+            store.replayed_bytes()
+        );
+        let key = EntityKey {
+            class: Class::Product,
+            id: "P39-99".into(),
+            sub: None,
+        };
+        assert!(store.get(Layer::Stream, &key).unwrap().is_some());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A clean shutdown flushes everything: the next open replays nothing, and every write is
+    /// still there.
+    #[test]
+    fn a_clean_shutdown_leaves_nothing_to_replay() {
+        let dir = tempdir();
+        let store = EmbeddedStore::open(&dir, 1 << 20).unwrap();
+        write_products(&store, 20);
+        store.flush(Duration::from_secs(30)).unwrap();
+        drop(store);
+
+        let store = EmbeddedStore::open(&dir, 1 << 20).unwrap();
+        assert_eq!(store.replayed_bytes(), 0);
+        for b in [0, 19] {
+            let key = EntityKey {
+                class: Class::Product,
+                id: format!("P{b}-99"),
+                sub: None,
+            };
+            assert!(store.get(Layer::Stream, &key).unwrap().is_some());
+        }
+        assert_eq!(store.dedup_window(10_000).unwrap().0.len(), 20);
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     /// A fresh directory under the target's temp dir, removed at the next run.
