@@ -23,13 +23,14 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use prometheus_http_query::Client as Prometheus;
 use prometheus_http_query::response::Data;
 use tailwarden_crds::RetailPipeline;
+use tailwarden_slo::objective::slos;
 use tailwarden_slo::promql;
-use tailwarden_slo::rules::slos;
 use tailwarden_slo::scaling::ScalingState;
+use tailwarden_slo::window::read_windows;
 use tracing::{info, warn};
 
 use crate::conditions::{DEGRADED, is_true};
-use crate::evaluation::{self, Readings, objectives, read_windows};
+use crate::evaluation::{self, Readings, objectives};
 use crate::metrics::Metrics;
 use crate::prometheus_access::{self, PrometheusAccess, TlsMaterial};
 use crate::verdict::Verdicts;
