@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use jiff::Timestamp;
 use tailwarden_crds::{
     AlertHolds as SpecHolds, BudgetStatus, BurnRate, RetailPipelineSpec, SliStatus,
     WindowKind as SpecWindow,
@@ -72,7 +72,7 @@ pub struct Context<'a> {
     /// The evaluation interval, which sets the ingest breach horizon.
     pub interval: Duration,
     /// Now.
-    pub now: DateTime<Utc>,
+    pub now: Timestamp,
 }
 
 /// The outcome: the verdict and the autoscalers' new memory.
@@ -304,7 +304,7 @@ pub fn evaluate(ctx: &Context<'_>, readings: &Readings) -> Result<Outcome, SpecE
         },
         missing,
         dry_run: scaling.dry_run,
-        evaluated_at: ctx.now.to_rfc3339(),
+        evaluated_at: ctx.now.to_string(),
     };
     Ok(Outcome {
         verdict,
@@ -383,7 +383,7 @@ mod tests {
             serve_state: state,
             ingest_state: state,
             interval: Duration::from_secs(15),
-            now: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+            now: Timestamp::from_second(1_800_000_000).unwrap(),
         }
     }
 

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Datelike, Utc};
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
 
 use crate::burn::{BurnWindow, Severity, windows};
 use crate::objective::{Objectives, WindowKind};
@@ -20,18 +21,19 @@ pub fn period(objectives: &Objectives) -> Duration {
 
 /// The window the budget is counted over at `now`: the rolling window, or, for calendar months,
 /// the month so far (UTC), at least five minutes so the first minutes of a month have data.
-pub fn budget_window(objectives: &Objectives, now: DateTime<Utc>) -> Duration {
+pub fn budget_window(objectives: &Objectives, now: Timestamp) -> Duration {
     match objectives.window_kind {
         WindowKind::Rolling => objectives.window,
         WindowKind::CalendarMonth => {
             let start = now
-                .date_naive()
-                .with_day(1)
-                .and_then(|d| d.and_hms_opt(0, 0, 0))
-                .map(|t| t.and_utc())
+                .to_zoned(TimeZone::UTC)
+                .date()
+                .first_of_month()
+                .to_zoned(TimeZone::UTC)
+                .map(|t| t.timestamp())
                 .unwrap_or(now);
             // Whole minutes, so the window is a valid PromQL range that pipelines can share.
-            let secs = (now - start).num_seconds().max(300) as u64 / 60 * 60;
+            let secs = now.duration_since(start).as_secs().max(300) as u64 / 60 * 60;
             Duration::from_secs(secs)
         }
     }
@@ -39,7 +41,7 @@ pub fn budget_window(objectives: &Objectives, now: DateTime<Utc>) -> Duration {
 
 /// Every window the engine reads each SLO over at `now`: the page-alert pairs and the budget
 /// window.
-pub fn read_windows(objectives: &Objectives, now: DateTime<Utc>) -> Vec<Duration> {
+pub fn read_windows(objectives: &Objectives, now: Timestamp) -> Vec<Duration> {
     let mut all = page_windows(period(objectives));
     all.push(budget_window(objectives, now));
     all
@@ -67,9 +69,7 @@ mod tests {
     #[test]
     fn calendar_months_count_the_month_so_far() {
         let mut o = Objectives::reference();
-        let now = DateTime::parse_from_rfc3339("2026-11-23T10:00:30Z")
-            .unwrap()
-            .to_utc();
+        let now = "2026-11-23T10:00:30Z".parse::<Timestamp>().unwrap();
         assert_eq!(
             budget_window(&o, now),
             Duration::from_secs(30 * DAY),
@@ -80,18 +80,14 @@ mod tests {
             budget_window(&o, now),
             Duration::from_secs(22 * DAY + 10 * 3600)
         );
-        let first_minute = DateTime::parse_from_rfc3339("2026-12-01T00:00:40Z")
-            .unwrap()
-            .to_utc();
+        let first_minute = "2026-12-01T00:00:40Z".parse::<Timestamp>().unwrap();
         assert_eq!(budget_window(&o, first_minute), Duration::from_secs(300));
     }
 
     #[test]
     fn the_engine_reads_the_page_pairs_and_the_budget_window() {
         let mut o = Objectives::reference();
-        let now = DateTime::parse_from_rfc3339("2026-11-23T10:00:30Z")
-            .unwrap()
-            .to_utc();
+        let now = "2026-11-23T10:00:30Z".parse::<Timestamp>().unwrap();
         let mins = |w: Vec<Duration>| w.iter().map(|d| d.as_secs() / 60).collect::<Vec<_>>();
         assert_eq!(mins(read_windows(&o, now)), [5, 30, 60, 360, 30 * 24 * 60]);
         o.window_kind = WindowKind::CalendarMonth;

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use jiff::Timestamp;
 
 use super::stabilize::settle;
 use super::{
@@ -125,7 +125,7 @@ pub fn decide_ingest(
     obs: &IngestObservation,
     current: u32,
     state: &ScalingState,
-    now: DateTime<Utc>,
+    now: Timestamp,
 ) -> (ScaleDecision, ScalingState) {
     let rec = match policy.invalid() {
         Some(why) => Recommendation::invalid(why, current),

@@ -6,7 +6,7 @@ use super::{
     Recommendation, ScaleDecision, ScalingState, Signal, Want, count, largest, nonneg, num, pct,
     secs, trim,
 };
-use chrono::{DateTime, Utc};
+use jiff::Timestamp;
 
 /// Serve (read) scaling policy: P99 headroom, request rate and the error budget.
 #[derive(Debug, Clone, PartialEq)]
@@ -133,7 +133,7 @@ pub fn decide_serve(
     obs: &ServeObservation,
     current: u32,
     state: &ScalingState,
-    now: DateTime<Utc>,
+    now: Timestamp,
 ) -> (ScaleDecision, ScalingState) {
     let rec = match policy.invalid() {
         Some(why) => Recommendation::invalid(why, current),

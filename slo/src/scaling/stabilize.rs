@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use jiff::{SignedDuration, Timestamp};
 
 use super::{Direction, Recommendation, ScaleDecision, secs};
 
@@ -89,13 +89,13 @@ impl Limits {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ScalingState {
     /// Recommendations (time, replicas), oldest first, pruned to the longer stabilization window.
-    recommendations: Vec<(DateTime<Utc>, u32)>,
+    recommendations: Vec<(Timestamp, u32)>,
     /// Start of the current unbroken run of evaluations with every required signal present.
-    complete_since: Option<DateTime<Utc>>,
+    complete_since: Option<Timestamp>,
     /// When replicas were last raised.
-    last_scale_up: Option<DateTime<Utc>>,
+    last_scale_up: Option<Timestamp>,
     /// When replicas were last lowered.
-    last_scale_down: Option<DateTime<Utc>>,
+    last_scale_down: Option<Timestamp>,
     /// Ingest only: records/s per replica measured the last time the workers were saturated.
     learned_capacity: Option<f64>,
 }
@@ -105,12 +105,12 @@ impl Eq for ScalingState {}
 
 impl ScalingState {
     /// When replicas were last raised by a decision, if since the operator started.
-    pub fn last_scale_up(&self) -> Option<DateTime<Utc>> {
+    pub fn last_scale_up(&self) -> Option<Timestamp> {
         self.last_scale_up
     }
 
     /// When replicas were last lowered by a decision, if since the operator started.
-    pub fn last_scale_down(&self) -> Option<DateTime<Utc>> {
+    pub fn last_scale_down(&self) -> Option<Timestamp> {
         self.last_scale_down
     }
 
@@ -122,7 +122,7 @@ impl ScalingState {
     }
 
     /// Since when every required signal has been present without a gap, if it is now.
-    pub fn complete_since(&self) -> Option<DateTime<Utc>> {
+    pub fn complete_since(&self) -> Option<Timestamp> {
         self.complete_since
     }
 }
@@ -132,7 +132,7 @@ pub(super) fn settle(
     limits: &Limits,
     current: u32,
     state: &ScalingState,
-    now: DateTime<Utc>,
+    now: Timestamp,
     rec: Recommendation,
 ) -> (ScaleDecision, ScalingState) {
     let (min, max) = limits.bounds();
@@ -246,7 +246,7 @@ pub(super) fn settle(
     // rec_n < current: only after a full window of complete data (restart, data gaps).
     let seen = next
         .complete_since
-        .map(|since| seconds(now - since))
+        .map(|since| seconds(now, since))
         .unwrap_or(0.0);
     if seen < down.stabilization_window.as_secs_f64() {
         let because = format!(
@@ -283,12 +283,12 @@ pub(super) fn settle(
 /// Seconds of cooldown left, if any. A last change in the future (the clock stepped back) keeps
 /// a scale-down cooling (the safe side) but does not block a scale-up.
 fn cooldown_left(
-    last: Option<DateTime<Utc>>,
+    last: Option<Timestamp>,
     cooldown: Duration,
-    now: DateTime<Utc>,
+    now: Timestamp,
     block_if_future: bool,
 ) -> Option<f64> {
-    let elapsed = seconds(now - last?);
+    let elapsed = seconds(now, last?);
     let total = cooldown.as_secs_f64();
     if elapsed < 0.0 {
         return block_if_future.then_some(total);
@@ -297,15 +297,16 @@ fn cooldown_left(
 }
 
 /// `now − window`, saturating at the earliest representable time for absurd windows.
-fn window_start(now: DateTime<Utc>, window: Duration) -> DateTime<Utc> {
-    TimeDelta::from_std(window)
+fn window_start(now: Timestamp, window: Duration) -> Timestamp {
+    SignedDuration::try_from(window)
         .ok()
-        .and_then(|w| now.checked_sub_signed(w))
-        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+        .and_then(|w| now.checked_sub(w).ok())
+        .unwrap_or(Timestamp::MIN)
 }
 
-fn seconds(d: TimeDelta) -> f64 {
-    d.num_milliseconds() as f64 / 1000.0
+/// Seconds from `since` to `now`, to the millisecond (negative if `since` is later).
+fn seconds(now: Timestamp, since: Timestamp) -> f64 {
+    now.duration_since(since).as_millis() as f64 / 1000.0
 }
 
 #[cfg(test)]

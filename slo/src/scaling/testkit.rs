@@ -3,13 +3,14 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use jiff::{SignedDuration, Timestamp};
 use proptest::prelude::*;
 
 use super::*;
 
-pub fn at(secs: i64) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 23, 0, 0, 0).unwrap() + TimeDelta::seconds(secs)
+/// `secs` after 2026-11-23T00:00:00Z.
+pub fn at(secs: i64) -> Timestamp {
+    Timestamp::from_second(1_795_392_000).unwrap() + SignedDuration::from_secs(secs)
 }
 
 /// A healthy serve picture: P99 at `ratio` of a 200 ms bound, `rate` req/s, 90 % budget left.
@@ -111,7 +112,7 @@ pub fn simulate<S, O>(
     mut current: u32,
     steps: &[(i64, S)],
     mut observe: impl FnMut(i64, &S, u32) -> O,
-    decide: impl Fn(&O, u32, &ScalingState, DateTime<Utc>) -> (ScaleDecision, ScalingState),
+    decide: impl Fn(&O, u32, &ScalingState, Timestamp) -> (ScaleDecision, ScalingState),
     complete: impl Fn(&O) -> bool,
     budget_blocks: impl Fn(&O) -> bool,
 ) -> Vec<Eval> {
