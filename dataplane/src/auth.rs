@@ -16,48 +16,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::config::{Auth, ConfigError, Role};
-
-/// Which token a route needs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Scope {
-    /// Bulk update writes (`POST /v1/updates`).
-    Ingest,
-    /// Operations: dead letters, snapshots, the degradation switch.
-    Admin,
-    /// The read API.
-    Read,
-}
-
-impl Scope {
-    /// Every scope.
-    pub const ALL: [Scope; 3] = [Scope::Ingest, Scope::Admin, Scope::Read];
-
-    /// Whether a process of `role` serves this scope's routes (and so needs its token).
-    pub fn served_by(self, role: Role) -> bool {
-        match self {
-            Scope::Ingest | Scope::Admin => matches!(role, Role::Ingest | Role::Standalone),
-            Scope::Read => matches!(role, Role::Serve | Role::Standalone),
-        }
-    }
-
-    /// The name used in logs and error bodies.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scope::Ingest => "ingest",
-            Scope::Admin => "admin",
-            Scope::Read => "read",
-        }
-    }
-
-    /// The config key naming this scope's token file.
-    pub fn config_key(self) -> &'static str {
-        match self {
-            Scope::Ingest => "auth.ingestTokenFile",
-            Scope::Admin => "auth.adminTokenFile",
-            Scope::Read => "auth.readTokenFile",
-        }
-    }
-}
+pub use tailwarden_contract::auth::Scope;
 
 /// A token as read from its file. `Debug` never shows it.
 pub struct Token(Box<[u8]>);

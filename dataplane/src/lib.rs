@@ -8,7 +8,7 @@
 pub mod app;
 pub mod auth;
 pub mod cache;
-pub mod config;
+pub use tailwarden_contract::config;
 pub mod currency;
 pub mod dedup;
 pub mod feed;

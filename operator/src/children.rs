@@ -22,8 +22,8 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
+use tailwarden_contract::config::{Config, INGEST_PORT, METRICS_PORT, SERVE_PORT};
 use tailwarden_crds::RetailPipeline;
-use tailwarden_dataplane::config::{Config, INGEST_PORT, METRICS_PORT, SERVE_PORT};
 
 use crate::dataplane_config::{
     CASSANDRA_CREDENTIALS_DIR, DATA_DIR, KAFKA_CREDENTIALS_DIR, TOKEN_FILE, token_dir, token_refs,
@@ -40,7 +40,7 @@ pub const VERSION_LABEL: &str = "app.kubernetes.io/version";
 pub const CONFIG_HASH_ANNOTATION: &str = "tailwarden.io/config-hash";
 
 /// A workload role: the `app.kubernetes.io/component` label and the data plane's `--role`.
-pub use tailwarden_dataplane::config::Role;
+pub use tailwarden_contract::config::Role;
 
 /// Replica counts decided for the scalable roles (ignored by the standalone topology).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

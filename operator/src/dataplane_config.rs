@@ -2,12 +2,12 @@
 
 use std::path::PathBuf;
 
-use tailwarden_crds::{RetailPipelineSpec, SecretKeyRef};
-use tailwarden_dataplane::auth::Scope;
-use tailwarden_dataplane::config::{
+use tailwarden_contract::auth::Scope;
+use tailwarden_contract::config::{
     Auth, Batch, CacheTtls, Config, DeadLetter, Degradation, Ingest, KafkaTopics, Listen, Serve,
     Storage, Streams,
 };
+use tailwarden_crds::{RetailPipelineSpec, SecretKeyRef};
 
 use crate::spec_error::{SpecError, duration};
 

@@ -15,21 +15,22 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use futures::channel::mpsc::UnboundedSender;
+use jiff::Timestamp;
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 use prometheus_http_query::Client as Prometheus;
 use prometheus_http_query::response::Data;
 use tailwarden_crds::RetailPipeline;
+use tailwarden_slo::objective::slos;
 use tailwarden_slo::promql;
-use tailwarden_slo::rules::slos;
 use tailwarden_slo::scaling::ScalingState;
+use tailwarden_slo::window::read_windows;
 use tracing::{info, warn};
 
 use crate::conditions::{DEGRADED, is_true};
-use crate::evaluation::{self, Readings, objectives, read_windows};
+use crate::evaluation::{self, Readings, objectives};
 use crate::metrics::Metrics;
 use crate::prometheus_access::{self, PrometheusAccess, TlsMaterial};
 use crate::verdict::Verdicts;
@@ -124,7 +125,7 @@ impl Engine {
     }
 
     /// The PromQL a pass sends for these pipelines, once each (benchmarks time them one by one).
-    pub fn queries(&self, pipelines: &[Arc<RetailPipeline>], now: DateTime<Utc>) -> Vec<String> {
+    pub fn queries(&self, pipelines: &[Arc<RetailPipeline>], now: Timestamp) -> Vec<String> {
         let refs: Vec<_> = pipelines.iter().collect();
         distinct_queries(&refs, now, self.config.signal_window, &Recorded::new())
             .into_iter()
@@ -143,7 +144,7 @@ impl Engine {
         loop {
             tick.tick().await;
             let pipelines = store.state();
-            let report = self.pass(&pipelines, Utc::now()).await;
+            let report = self.pass(&pipelines, Timestamp::now()).await;
             if report.failed_queries > 0 {
                 warn!(
                     failed = report.failed_queries,
@@ -165,7 +166,7 @@ impl Engine {
     }
 
     /// One evaluation of `pipelines` as of `now`.
-    pub async fn pass(&self, pipelines: &[Arc<RetailPipeline>], now: DateTime<Utc>) -> PassReport {
+    pub async fn pass(&self, pipelines: &[Arc<RetailPipeline>], now: Timestamp) -> PassReport {
         let start = Instant::now();
         let mut report = PassReport::default();
         let live: Vec<_> = pipelines
@@ -213,7 +214,7 @@ impl Engine {
     }
 
     /// Evaluates one pipeline and stores its verdict; returns whether the verdict changed.
-    fn evaluate(&self, p: &RetailPipeline, readings: Readings, now: DateTime<Utc>) -> bool {
+    fn evaluate(&self, p: &RetailPipeline, readings: Readings, now: Timestamp) -> bool {
         let (ns, name) = key(p);
         let status = p.status.as_ref();
         let mut scaling = self.scaling.lock().expect("scaling lock is never poisoned");
@@ -258,7 +259,7 @@ impl Engine {
         &self,
         url: &str,
         pipelines: &[&Arc<RetailPipeline>],
-        now: DateTime<Utc>,
+        now: Timestamp,
         report: &mut PassReport,
     ) -> HashMap<(String, String), Readings> {
         let mut readings: HashMap<(String, String), Readings> = pipelines
@@ -286,7 +287,7 @@ impl Engine {
                 return readings;
             }
         };
-        let at = now.timestamp();
+        let at = now.as_second();
         let auth = authorization.as_ref();
         let recorded = self
             .read_recorded(&prometheus, auth, pipelines, now, report)
@@ -359,7 +360,7 @@ impl Engine {
         prometheus: &Prometheus,
         authorization: Option<&reqwest::header::HeaderValue>,
         pipelines: &[&Arc<RetailPipeline>],
-        now: DateTime<Utc>,
+        now: Timestamp,
         report: &mut PassReport,
     ) -> Recorded {
         let windows: BTreeSet<Duration> = pipelines
@@ -377,7 +378,7 @@ impl Engine {
         report.queries += queries.len();
         let mut recorded = Recorded::new();
         for (_, window, result) in self
-            .send(prometheus, authorization, queries, now.timestamp())
+            .send(prometheus, authorization, queries, now.as_second())
             .await
         {
             let Ok(result) = result else {
@@ -461,7 +462,7 @@ type Recorded = HashMap<(String, String, String, Duration), f64>;
 /// SLO definitions share queries, so defaults cost the same for one pipeline or a thousand.
 fn distinct_queries(
     pipelines: &[&Arc<RetailPipeline>],
-    now: DateTime<Utc>,
+    now: Timestamp,
     signal_window: Duration,
     recorded: &Recorded,
 ) -> Vec<(String, Vec<Target>)> {
@@ -576,13 +577,13 @@ mod tests {
             .collect();
         let q1 = distinct_queries(
             &one.iter().collect::<Vec<_>>(),
-            Utc::now(),
+            Timestamp::now(),
             SIGNAL,
             &Recorded::new(),
         );
         let q50 = distinct_queries(
             &many.iter().collect::<Vec<_>>(),
-            Utc::now(),
+            Timestamp::now(),
             SIGNAL,
             &Recorded::new(),
         );
@@ -602,7 +603,7 @@ mod tests {
     #[test]
     fn recorded_ratios_are_not_computed_again_from_raw_counters() {
         let (a, b) = (Arc::new(pipeline("a")), Arc::new(pipeline("b")));
-        let now = Utc::now();
+        let now = Timestamp::now();
         let objectives = objectives(&a.spec).unwrap();
         let windows = read_windows(&objectives, now);
         let mut recorded = Recorded::new();
@@ -631,7 +632,7 @@ mod tests {
         let ps = [Arc::new(pipeline("a")), Arc::new(custom)];
         let q = distinct_queries(
             &ps.iter().collect::<Vec<_>>(),
-            Utc::now(),
+            Timestamp::now(),
             SIGNAL,
             &Recorded::new(),
         );

@@ -8,69 +8,30 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use chrono::{DateTime, Datelike, Utc};
+use jiff::Timestamp;
 use tailwarden_crds::{
     AlertHolds as SpecHolds, BudgetStatus, BurnRate, RetailPipelineSpec, SliStatus,
     WindowKind as SpecWindow,
 };
-use tailwarden_slo::budget::{budget, burn_rate};
-use tailwarden_slo::burn::{Severity, prom_duration, windows};
+use tailwarden_slo::budget::{self, ErrorRatios, burn_rate};
+use tailwarden_slo::burn::prom_duration;
 use tailwarden_slo::gate::{self, GateInput};
-use tailwarden_slo::objective::{AlertHolds, LatencyObjective, Objectives, WindowKind};
-use tailwarden_slo::rules::{Slo, period, slos};
+use tailwarden_slo::objective::{AlertHolds, LatencyObjective, Objectives, WindowKind, slos};
 use tailwarden_slo::scaling::{
     Behavior, IngestObservation, IngestPolicy, LatencyReading, ScalingState, ServeObservation,
     ServePolicy, decide_ingest, decide_serve,
 };
+use tailwarden_slo::window::{budget_window, page_windows, period};
 
 use crate::spec_error::{SpecError, duration};
 use crate::topology::Topology;
 use crate::verdict::{Scale, Verdict};
 
-/// The window the budget is counted over at `now`: the rolling window, or, for calendar months,
-/// the month so far (UTC), at least five minutes so the first minutes of a month have data.
-pub fn budget_window(objectives: &Objectives, now: DateTime<Utc>) -> Duration {
-    match objectives.window_kind {
-        WindowKind::Rolling => objectives.window,
-        WindowKind::CalendarMonth => {
-            let start = now
-                .date_naive()
-                .with_day(1)
-                .and_then(|d| d.and_hms_opt(0, 0, 0))
-                .map(|t| t.and_utc())
-                .unwrap_or(now);
-            // Whole minutes, so the window is a valid PromQL range that pipelines can share.
-            let secs = (now - start).num_seconds().max(300) as u64 / 60 * 60;
-            Duration::from_secs(secs)
-        }
-    }
-}
-
-/// Every window the engine reads each SLO over at `now`: the page-alert pairs and the budget
-/// window.
-pub fn read_windows(objectives: &Objectives, now: DateTime<Utc>) -> Vec<Duration> {
-    let mut all = page_windows(period(objectives));
-    all.push(budget_window(objectives, now));
-    all
-}
-
-/// The page-alert pairs of a period: the burn-rate windows a fast burn is judged on.
-pub fn page_windows(period: Duration) -> Vec<Duration> {
-    let mut all: Vec<Duration> = windows(period)
-        .iter()
-        .filter(|w| w.severity == Severity::Page)
-        .flat_map(|w| [w.short, w.long])
-        .collect();
-    all.sort();
-    all.dedup();
-    all
-}
-
 /// What Prometheus said about one pipeline. Absent entries are missing data.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Readings {
     /// Error ratio per SLO name and window.
-    pub error_ratios: BTreeMap<String, BTreeMap<Duration, f64>>,
+    pub error_ratios: ErrorRatios,
     /// P95 latency in seconds per query class.
     pub p95: BTreeMap<String, f64>,
     /// P99 latency in seconds per query class.
@@ -111,7 +72,7 @@ pub struct Context<'a> {
     /// The evaluation interval, which sets the ingest breach horizon.
     pub interval: Duration,
     /// Now.
-    pub now: DateTime<Utc>,
+    pub now: Timestamp,
 }
 
 /// The outcome: the verdict and the autoscalers' new memory.
@@ -168,50 +129,19 @@ pub fn evaluate(ctx: &Context<'_>, readings: &Readings) -> Result<Outcome, SpecE
     let mut missing: Vec<String> = readings.failures.clone();
 
     // Budget and burn per SLO.
-    let mut worst: Option<(&Slo, f64)> = None;
-    let mut budget_known = true;
-    let mut page_burn = Some(false);
-    let mut budgets = vec![];
-    for slo in &all_slos {
-        let ratios = readings.error_ratios.get(&slo.name);
-        let ratio = |w: &Duration| ratios.and_then(|r| r.get(w)).copied();
-        match ratio(&budget_window) {
-            Some(r) => {
-                let b = budget(slo.target, r);
-                budgets.push((slo, b.remaining));
-                if worst.is_none_or(|(_, w)| b.remaining < w) {
-                    worst = Some((slo, b.remaining));
-                }
-            }
-            None => {
-                budget_known = false;
-                missing.push(format!(
-                    "{} error ratio over {}: no data",
-                    slo.name,
-                    prom_duration(period)
-                ));
-            }
-        }
-        for pair in windows(period)
-            .iter()
-            .filter(|w| w.severity == Severity::Page)
-        {
-            match (ratio(&pair.short), ratio(&pair.long)) {
-                (Some(s), Some(l)) => {
-                    if burn_rate(slo.target, s) > pair.factor
-                        && burn_rate(slo.target, l) > pair.factor
-                    {
-                        page_burn = page_burn.map(|_| true);
-                    }
-                }
-                // Unknown unless another pair already proves a fast burn.
-                _ if page_burn == Some(true) => {}
-                _ => page_burn = None,
-            }
-        }
+    let budget::Assessment {
+        worst,
+        remaining: budget_remaining,
+        page_burn,
+        unknown,
+    } = budget::assess(&all_slos, &readings.error_ratios, period, budget_window);
+    for slo in unknown {
+        missing.push(format!(
+            "{} error ratio over {}: no data",
+            slo.name,
+            prom_duration(period)
+        ));
     }
-    let budget_remaining =
-        budget_known.then(|| budgets.iter().map(|(_, r)| *r).fold(1.0, f64::min));
 
     // Gates.
     let policy = &spec.error_budget_policy;
@@ -374,7 +304,7 @@ pub fn evaluate(ctx: &Context<'_>, readings: &Readings) -> Result<Outcome, SpecE
         },
         missing,
         dry_run: scaling.dry_run,
-        evaluated_at: ctx.now.to_rfc3339(),
+        evaluated_at: ctx.now.to_string(),
     };
     Ok(Outcome {
         verdict,
@@ -453,7 +383,7 @@ mod tests {
             serve_state: state,
             ingest_state: state,
             interval: Duration::from_secs(15),
-            now: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+            now: Timestamp::from_second(1_800_000_000).unwrap(),
         }
     }
 
@@ -661,28 +591,6 @@ mod tests {
         assert_eq!(v.slis.availability_percent, Some(99.99));
         assert_eq!(v.slis.correctness_error_percent, Some(0.01));
         assert!(v.budget.remaining_percent.is_some());
-    }
-
-    #[test]
-    fn calendar_months_count_the_month_so_far() {
-        let mut o = objectives(&spec()).unwrap();
-        let now = DateTime::parse_from_rfc3339("2026-11-23T10:00:30Z")
-            .unwrap()
-            .to_utc();
-        assert_eq!(
-            budget_window(&o, now),
-            Duration::from_secs(30 * DAY),
-            "rolling by default"
-        );
-        o.window_kind = WindowKind::CalendarMonth;
-        assert_eq!(
-            budget_window(&o, now),
-            Duration::from_secs(22 * DAY + 10 * 3600)
-        );
-        let first_minute = DateTime::parse_from_rfc3339("2026-12-01T00:00:40Z")
-            .unwrap()
-            .to_utc();
-        assert_eq!(budget_window(&o, first_minute), Duration::from_secs(300));
     }
 
     #[test]

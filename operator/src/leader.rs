@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{ObjectMeta, PostParams};
@@ -57,7 +57,7 @@ pub enum Step {
 }
 
 /// Decides the next step from the Lease spec (None when the Lease does not exist).
-pub fn decide(lease: Option<&LeaseSpec>, identity: &str, now: DateTime<Utc>) -> Step {
+pub fn decide(lease: Option<&LeaseSpec>, identity: &str, now: Timestamp) -> Step {
     let Some(spec) = lease else {
         return Step::Acquire;
     };
@@ -69,9 +69,7 @@ pub fn decide(lease: Option<&LeaseSpec>, identity: &str, now: DateTime<Utc>) -> 
         return Step::Renew;
     }
     let expired = match (&spec.renew_time, spec.lease_duration_seconds) {
-        (Some(renewed), Some(secs)) => {
-            to_chrono(&renewed.0) + chrono::Duration::seconds(secs.into()) < now
-        }
+        (Some(renewed), Some(secs)) => renewed.0 + SignedDuration::from_secs(secs.into()) < now,
         _ => true,
     };
     if expired {
@@ -81,17 +79,6 @@ pub fn decide(lease: Option<&LeaseSpec>, identity: &str, now: DateTime<Utc>) -> 
             holder: holder.to_owned(),
         }
     }
-}
-
-fn to_chrono(t: &jiff::Timestamp) -> DateTime<Utc> {
-    DateTime::from_timestamp(t.as_second(), t.subsec_nanosecond() as u32).unwrap_or_default()
-}
-
-fn to_micro(t: DateTime<Utc>) -> MicroTime {
-    MicroTime(
-        jiff::Timestamp::new(t.timestamp(), t.timestamp_subsec_nanos() as i32)
-            .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
-    )
 }
 
 /// Takes part in the election for one Lease.
@@ -118,7 +105,7 @@ impl Elector {
     pub async fn try_lead(&self) -> Result<bool, Error> {
         let c = &self.config;
         let action = || format!("lease {}/{}", c.namespace, c.name);
-        let now = Utc::now();
+        let now = Timestamp::now();
         let current = self
             .api
             .get_opt(&c.name)
@@ -136,14 +123,14 @@ impl Elector {
         let spec = match &step {
             Step::Wait { .. } => return Ok(false),
             Step::Renew => LeaseSpec {
-                renew_time: Some(to_micro(now)),
+                renew_time: Some(MicroTime(now)),
                 ..previous
             },
             Step::Acquire => LeaseSpec {
                 holder_identity: Some(c.identity.clone()),
                 lease_duration_seconds: Some(c.lease_duration.as_secs() as i32),
-                acquire_time: Some(to_micro(now)),
-                renew_time: Some(to_micro(now)),
+                acquire_time: Some(MicroTime(now)),
+                renew_time: Some(MicroTime(now)),
                 lease_transitions: Some(
                     previous.lease_transitions.unwrap_or(0) + i32::from(current.is_some()),
                 ),
@@ -246,10 +233,10 @@ impl Elector {
 mod tests {
     use super::*;
 
-    fn held_by(holder: &str, renewed: DateTime<Utc>) -> LeaseSpec {
+    fn held_by(holder: &str, renewed: Timestamp) -> LeaseSpec {
         LeaseSpec {
             holder_identity: Some(holder.into()),
-            renew_time: Some(to_micro(renewed)),
+            renew_time: Some(MicroTime(renewed)),
             lease_duration_seconds: Some(10),
             ..Default::default()
         }
@@ -257,17 +244,17 @@ mod tests {
 
     #[test]
     fn a_missing_or_empty_lease_is_acquired() {
-        let now = Utc::now();
+        let now = Timestamp::now();
         assert_eq!(decide(None, "a", now), Step::Acquire);
         assert_eq!(decide(Some(&LeaseSpec::default()), "a", now), Step::Acquire);
     }
 
     #[test]
     fn the_holder_renews_and_others_wait_until_expiry() {
-        let t0 = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let t0 = Timestamp::from_second(1_700_000_000).unwrap();
         let lease = held_by("a", t0);
         assert_eq!(decide(Some(&lease), "a", t0), Step::Renew);
-        let later = |s| t0 + chrono::Duration::seconds(s);
+        let later = |s| t0 + SignedDuration::from_secs(s);
         assert_eq!(
             decide(Some(&lease), "b", later(9)),
             Step::Wait { holder: "a".into() }
@@ -281,12 +268,6 @@ mod tests {
             holder_identity: Some("a".into()),
             ..Default::default()
         };
-        assert_eq!(decide(Some(&lease), "b", Utc::now()), Step::Acquire);
-    }
-
-    #[test]
-    fn time_converts_losslessly_at_the_edge() {
-        let t = DateTime::from_timestamp(1_700_000_000, 123_456_000).unwrap();
-        assert_eq!(to_chrono(&to_micro(t).0), t);
+        assert_eq!(decide(Some(&lease), "b", Timestamp::now()), Step::Acquire);
     }
 }

@@ -7,6 +7,8 @@
 
 use std::time::Duration;
 
+use crate::budget::burn_rate;
+
 /// Who is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Severity {
@@ -37,6 +39,14 @@ pub struct BurnWindow {
     pub factor: f64,
     /// Page or ticket.
     pub severity: Severity,
+}
+
+impl BurnWindow {
+    /// Whether this alert's condition holds for an SLO of `target`: both windows' error ratios
+    /// burn the budget faster than `factor`.
+    pub fn fires(&self, target: f64, short_ratio: f64, long_ratio: f64) -> bool {
+        burn_rate(target, short_ratio) > self.factor && burn_rate(target, long_ratio) > self.factor
+    }
 }
 
 const DAY: u64 = 86_400;
@@ -131,6 +141,19 @@ mod tests {
             let share = w.factor * w.long.as_secs_f64() / slo.as_secs_f64();
             assert!((share - 0.02).abs() < 0.001, "{days}d: {share}");
         }
+    }
+
+    #[test]
+    fn a_pair_fires_only_when_both_windows_burn_faster_than_its_factor() {
+        let page = windows(Duration::from_secs(30 * DAY))[0];
+        // 99.9 %: 14.4x is an error ratio of 1.44 %.
+        assert!(page.fires(0.999, 0.015, 0.015));
+        assert!(
+            !page.fires(0.999, 0.015, 0.0144),
+            "exactly the factor does not fire"
+        );
+        assert!(!page.fires(0.999, 0.0, 0.5), "the short window confirms");
+        assert!(page.fires(1.0, 0.001, 0.001), "no budget: any error burns");
     }
 
     #[test]

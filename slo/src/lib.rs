@@ -10,3 +10,4 @@ pub mod objective;
 pub mod promql;
 pub mod rules;
 pub mod scaling;
+pub mod window;

@@ -14,8 +14,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::burn::{self, BurnWindow, prom_duration};
-use crate::objective::{AlertHolds, Objectives, WindowKind};
+use crate::objective::{AlertHolds, Objectives, Slo, slos};
 use crate::promql;
+use crate::window::period;
 
 /// Name of every burn-rate alert; `slo`, `severity`, `long` and `short` labels tell them apart.
 pub const BURN_ALERT: &str = "TailwardenErrorBudgetBurn";
@@ -60,121 +61,6 @@ pub struct Rule {
     /// Alert annotations.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
-}
-
-/// What an SLO measures.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Sli {
-    /// Reads answered with a 5xx.
-    Availability,
-    /// Reads of a query class slower than a bucket boundary.
-    Latency {
-        /// Query class label.
-        class: String,
-        /// Latency bound; must be a bucket boundary of the read histogram.
-        threshold: Duration,
-    },
-    /// Time during which the event-time lag exceeded `max_lag`.
-    Freshness {
-        /// Largest acceptable lag.
-        max_lag: Duration,
-    },
-    /// Rejected records against accepted and rejected ones.
-    Correctness,
-}
-
-/// One SLO of a pipeline, as the rules and the operator see it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Slo {
-    /// The `slo` label value: `availability`, `latency-product-p99`, `freshness`, `correctness`.
-    pub name: String,
-    /// Target share of good events (or of good time, for freshness).
-    pub target: f64,
-    /// What is measured.
-    pub sli: Sli,
-}
-
-impl Slo {
-    /// The PromQL error ratio of this SLO over `window`, as the rules record it: straight from
-    /// the data plane's metrics, except freshness beyond 5m, which averages its 5m recording.
-    pub fn error_ratio(&self, selector: &str, window: Duration, grouping: &str) -> String {
-        match &self.sli {
-            Sli::Freshness { .. } if window != promql::FRESHNESS_BASE_WINDOW => {
-                promql::freshness_error_ratio(selector, window)
-            }
-            _ => self.error_ratio_without_rules(selector, window, grouping),
-        }
-    }
-
-    /// The error ratio from the data plane's metrics alone, for when the generated rules may be
-    /// missing. Freshness then runs a subquery over the whole window, which is costly for long
-    /// windows.
-    pub fn error_ratio_without_rules(
-        &self,
-        selector: &str,
-        window: Duration,
-        grouping: &str,
-    ) -> String {
-        match &self.sli {
-            Sli::Availability => promql::availability_error_ratio(selector, window, grouping),
-            Sli::Latency { class, threshold } => {
-                promql::latency_error_ratio(selector, Some(class), *threshold, window, grouping)
-            }
-            Sli::Freshness { max_lag } => {
-                promql::freshness_sampled_error_ratio(selector, *max_lag, window, grouping)
-            }
-            Sli::Correctness => promql::correctness_error_ratio(selector, window, grouping),
-        }
-    }
-
-    /// Share of events allowed to be bad.
-    pub fn error_budget(&self) -> f64 {
-        1.0 - self.target
-    }
-}
-
-/// The SLOs of a pipeline. Each latency bound pNN < t becomes "NN % of reads under t".
-/// Objectives carry no freshness target, so freshness is held to the availability target:
-/// stale data is a form of unavailability.
-pub fn slos(objectives: &Objectives) -> Vec<Slo> {
-    let mut slos = vec![Slo {
-        name: "availability".into(),
-        target: objectives.availability_target,
-        sli: Sli::Availability,
-    }];
-    for l in &objectives.latency {
-        for (pct, threshold) in [(95, l.p95), (99, l.p99)] {
-            slos.push(Slo {
-                name: format!("latency-{}-p{pct}", l.query_class),
-                target: f64::from(pct) / 100.0,
-                sli: Sli::Latency {
-                    class: l.query_class.clone(),
-                    threshold,
-                },
-            });
-        }
-    }
-    slos.push(Slo {
-        name: promql::FRESHNESS_SLO.into(),
-        target: objectives.availability_target,
-        sli: Sli::Freshness {
-            max_lag: objectives.freshness_max_lag,
-        },
-    });
-    slos.push(Slo {
-        name: "correctness".into(),
-        target: 1.0 - objectives.correctness_max_error,
-        sli: Sli::Correctness,
-    });
-    slos
-}
-
-/// The SLO period the rules use: the configured rolling window, or 30 days for calendar months.
-pub fn period(objectives: &Objectives) -> Duration {
-    match objectives.window_kind {
-        WindowKind::Rolling => objectives.window,
-        WindowKind::CalendarMonth => Duration::from_secs(30 * DAY),
-    }
 }
 
 /// Every window recorded: 5m (the current burn rate and the freshness base), the alert windows
@@ -395,6 +281,7 @@ fn number(x: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::objective::WindowKind;
 
     fn all_rules(objectives: &Objectives) -> Vec<Rule> {
         pipeline_rules("shop", "web", objectives)
@@ -408,29 +295,6 @@ mod tests {
             .iter()
             .find(|r| r.record.as_deref() == Some(name) && r.labels["slo"] == slo)
             .unwrap_or_else(|| panic!("no {name} for {slo}"))
-    }
-
-    #[test]
-    fn reference_slos_and_targets() {
-        let slos = slos(&Objectives::reference());
-        let names: Vec<_> = slos.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names.len(), 13);
-        assert_eq!(
-            names[..3],
-            ["availability", "latency-product-p95", "latency-product-p99"]
-        );
-        assert_eq!(names[11..], ["freshness", "correctness"]);
-        let p99 = &slos[2];
-        assert_eq!(p99.target, 0.99);
-        assert_eq!(
-            p99.sli,
-            Sli::Latency {
-                class: "product".into(),
-                threshold: Duration::from_millis(200)
-            }
-        );
-        assert_eq!(number(slos[12].error_budget()), "0.0001");
-        assert_eq!(slos[11].target, 0.9995);
     }
 
     #[test]

@@ -751,7 +751,7 @@ fn custom_window_pages_on_its_scaled_pairs() {
 fn live_queries_evaluate_to_hand_computed_values() {
     let m5 = Duration::from_secs(300);
     let objectives = Objectives::reference();
-    let freshness = rules::slos(&objectives)
+    let freshness = tailwarden_slo::objective::slos(&objectives)
         .into_iter()
         .find(|s| s.name == "freshness")
         .unwrap();

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Utc;
+use jiff::{SignedDuration, Timestamp};
 use tailwarden_crds::RetailPipeline;
 use tailwarden_operator::engine::{Engine, EngineConfig, PassReport};
 use tailwarden_operator::metrics::Metrics;
@@ -143,7 +143,7 @@ fn pki(dir: &Path) {
 
 /// Runs one pass (a little in the past, so the last scrape is in) and returns the report and verdict.
 async fn pass(engine: &Engine, verdicts: &Verdicts) -> (PassReport, Verdict) {
-    let now = Utc::now() - chrono::Duration::seconds(1);
+    let now = Timestamp::now() - SignedDuration::from_secs(1);
     let report = engine.pass(&[pipeline()], now).await;
     (report, verdicts.get("shop", "web").expect("a verdict"))
 }

@@ -103,11 +103,11 @@ async fn embedded_pipeline_gets_all_children_and_becomes_ready() {
     let cms = Api::<ConfigMap>::namespaced(client.clone(), &ns);
     let cm = wait_for("the ConfigMap", T, || exists(&cms, "shop-dataplane")).await;
     assert_owned(&cm.metadata, &p);
-    let config = tailwarden_dataplane::config::Config::parse(&cm.data.unwrap()["config.yaml"])
+    let config = tailwarden_contract::config::Config::parse(&cm.data.unwrap()["config.yaml"])
         .expect("the data plane accepts the rendered config");
     assert!(matches!(
         config.storage,
-        tailwarden_dataplane::config::Storage::Embedded { .. }
+        tailwarden_contract::config::Storage::Embedded { .. }
     ));
     let svc_api = Api::<Service>::namespaced(client.clone(), &ns);
     for name in ["shop-ingest", "shop-serve"] {

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use jiff::{SignedDuration, Timestamp};
 use tailwarden_crds::RetailPipeline;
 use tailwarden_operator::engine::{Engine, EngineConfig};
 use tailwarden_operator::evaluation::objectives;
@@ -123,7 +123,7 @@ fn error_ratio(window_steps: i64) -> f64 {
 #[ignore = "needs Prometheus: run tests/run.sh"]
 async fn engine_numbers_match_hand_computed_values_from_real_prometheus() {
     // End on a whole step a little in the past, so every block is complete.
-    let end = (chrono::Utc::now().timestamp() / STEP) * STEP - 10 * STEP;
+    let end = (Timestamp::now().as_second() / STEP) * STEP - 10 * STEP;
     let prometheus = Prometheus::with_history(&history(end)).await;
     let verdicts = Verdicts::default();
     let config = EngineConfig {
@@ -136,7 +136,7 @@ async fn engine_numbers_match_hand_computed_values_from_real_prometheus() {
     let pipelines = vec![Arc::new(pipeline())];
     // One second after the last sample: no sample sits on a window's edge, so the count of samples
     // in each window is the same whether the version treats the left edge as open or closed.
-    let now = DateTime::from_timestamp(end + 1, 0).unwrap();
+    let now = Timestamp::from_second(end + 1).unwrap();
 
     let report = engine.pass(&pipelines, now).await;
     assert_eq!(report.failed_queries, 0, "{}", prometheus.log());
@@ -237,7 +237,7 @@ async fn with_the_generated_rules_loaded_the_ratios_come_from_the_recordings() {
     // recordings can take a while to appear.
     const RATIOS: usize = 5 * 5;
     // A little in the past, so that no rule evaluation lands at or before `now` afterwards.
-    let now = || Utc::now() - chrono::Duration::seconds(2);
+    let now = || Timestamp::now() - SignedDuration::from_secs(2);
     let (at, report) = wait_for(
         "every ratio of shop/web to be recorded",
         std::time::Duration::from_secs(120),
@@ -260,7 +260,7 @@ async fn with_the_generated_rules_loaded_the_ratios_come_from_the_recordings() {
     let recorded = reqwest::get(format!(
         "{}/api/v1/query?query=slo:sli_error:ratio_rate5m{{slo=%22availability%22}}&time={}",
         prometheus.url,
-        at.timestamp()
+        at.as_second()
     ))
     .await
     .unwrap()

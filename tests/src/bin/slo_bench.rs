@@ -30,7 +30,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use jiff::Timestamp;
 use kube::ResourceExt;
 use tailwarden_crds::RetailPipeline;
 use tailwarden_operator::engine::{Engine, EngineConfig};
@@ -383,8 +383,8 @@ async fn live(o: Opts) {
     ));
 
     // Prometheus's own cost per query (before the pass loop, so the figures are clean).
-    let queries = engine.queries(&pipelines[..1], Utc::now());
-    per_query_costs(&prom, &http, &queries, Utc::now().timestamp()).await;
+    let queries = engine.queries(&pipelines[..1], Timestamp::now());
+    per_query_costs(&prom, &http, &queries, Timestamp::now().as_second()).await;
 
     // Trial pipelines, spread over the fleet.
     let trial_idx: Vec<usize> = (0..trials).map(|k| (101 + k * 293) % n).collect();
@@ -417,7 +417,7 @@ async fn live(o: Opts) {
                 tick.tick().await;
                 let start = Instant::now();
                 let _ = start_tx.send(Some(start));
-                let r = engine.pass(&pipelines, Utc::now()).await;
+                let r = engine.pass(&pipelines, Timestamp::now()).await;
                 let serve = trial_idx
                     .iter()
                     .map(|&i| {
@@ -658,7 +658,7 @@ async fn backfill(o: Opts) {
     let http = reqwest::Client::new();
     let pipelines_model = exporter::pipelines(n, 1);
     // End on a whole step a little in the past.
-    let end = (Utc::now().timestamp() / step) * step - 2 * step;
+    let end = (Timestamp::now().as_second() / step) * step - 2 * step;
     let times: Vec<i64> = (0..=days * 86_400 / step)
         .map(|i| end - days * 86_400 + i * step)
         .collect();
@@ -739,7 +739,7 @@ async fn backfill(o: Opts) {
         verdicts.clone(),
         Arc::new(Metrics::default()),
     );
-    let now = DateTime::from_timestamp(end + 1, 0).unwrap();
+    let now = Timestamp::from_second(end + 1).unwrap();
     let queries = engine.queries(&pipelines[..1], now);
     per_query_costs(&prom, &http, &queries, end + 1).await;
     let mut times = vec![];
