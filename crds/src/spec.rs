@@ -848,7 +848,8 @@ pub struct IngestScaling {
     #[serde(default = "default_lag_target")]
     #[schemars(range(min = 1, max = 99))]
     pub target_lag_percent_of_slo: i32,
-    /// Backlog (queued updates) one ingest replica is sized for.
+    /// Backlog one ingest replica is sized for: updates queued, plus those producers hold after a
+    /// 429 (refused per second times Retry-After).
     #[serde(default = "default_backlog_per_replica")]
     #[schemars(range(min = 1))]
     pub target_backlog_per_replica: i64,

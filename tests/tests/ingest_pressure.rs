@@ -194,7 +194,7 @@ async fn refused_writes_push_the_backlog_past_its_target_and_ingest_scales() {
         &obs,
         1,
         &ScalingState::default(),
-        chrono::Utc::now(),
+        jiff::Timestamp::now(),
     );
     assert_eq!(decision.direction, Direction::Up, "{decision:?}");
     assert!(decision.replicas >= 3, "backlog {backlog}: {decision:?}");

@@ -26,7 +26,8 @@ pub struct IngestPolicy {
     pub target_lag_percent_of_slo: f64,
     /// Scale down only while the lag is at most this percent of `max_lag` (25: half the target).
     pub scale_down_lag_percent_of_slo: f64,
-    /// Queued records one replica is sized for (CRD default 100000).
+    /// Waiting records (queued plus held by producers after a 429) one replica is sized for (CRD
+    /// default 100000).
     pub target_backlog_per_replica: f64,
     /// Scale up when the freshness SLO would break sooner than this: a few evaluation intervals
     /// plus pod start-up, e.g. 3 × 15 s + 60 s. Also the time the backlog should drain in.
@@ -105,7 +106,8 @@ impl Default for IngestPolicy {
 pub struct IngestObservation {
     /// Current freshness (event-time) lag, in seconds.
     pub lag_seconds: Option<f64>,
-    /// Queued records, summed over workers.
+    /// Waiting records, summed over workers: queued, plus held by producers after a 429
+    /// (`promql::ingest_backlog`).
     pub backlog: Option<f64>,
     /// Backlog growth in records/s (`deriv()`), negative while draining.
     pub backlog_slope: Option<f64>,
