@@ -90,13 +90,18 @@ pub struct PassReport {
 /// What one distinct query feeds.
 #[derive(Debug, Clone, PartialEq)]
 enum Target {
-    ErrorRatio { slo: String, window: Duration },
+    ErrorRatio {
+        slo: String,
+        window: Duration,
+    },
     Quantile(f64),
     RequestRate,
     FreshnessLag,
     Backlog,
     BacklogSlope,
     Throughput,
+    /// Groups whose read histogram lacks this latency bound.
+    MissingBucket(Duration),
 }
 
 /// The SLO engine.
@@ -498,6 +503,19 @@ fn distinct_queries(
         }
     }
     let grouping_class = format!("{GROUPING}, class");
+    // Workers whose histogram lacks a configured bound (ones that predate
+    // serve.latencyBoundsSeconds): normally an empty answer, one query per distinct bound.
+    let bounds: std::collections::BTreeSet<Duration> = pipelines
+        .iter()
+        .filter_map(|p| objectives(&p.spec).ok())
+        .flat_map(|o| o.latency.into_iter().flat_map(|l| [l.p95, l.p99]))
+        .collect();
+    for bound in bounds {
+        add(
+            promql::missing_bucket("", bound, &grouping_class),
+            Target::MissingBucket(bound),
+        );
+    }
     for q in [0.95, 0.99] {
         add(
             promql::latency_quantile("", None, q, signal_window, &grouping_class),
@@ -551,6 +569,11 @@ fn record(r: &mut Readings, target: &Target, class: Option<&String>, value: f64)
         Target::Backlog => r.backlog = Some(value),
         Target::BacklogSlope => r.backlog_slope = Some(value),
         Target::Throughput => r.throughput = Some(value),
+        Target::MissingBucket(bound) => {
+            if let Some(class) = class {
+                r.unbucketed.insert((class.clone(), *bound));
+            }
+        }
     }
 }
 
@@ -592,8 +615,9 @@ mod tests {
             q50.len(),
             "the query count does not grow with pipelines"
         );
-        // 13 SLOs over 4 page windows and the 30d period, plus 7 signal queries.
-        assert_eq!(q1.len(), 13 * 5 + 7);
+        // 13 SLOs over 4 page windows and the 30d period, 7 signal queries, and one bucket
+        // check per distinct latency bound (120ms and 200ms).
+        assert_eq!(q1.len(), 13 * 5 + 7 + 2);
         assert!(
             q1.iter().all(|(q, _)| q.contains("namespace, pipeline")),
             "every query is batched by pipeline"
@@ -613,7 +637,11 @@ mod tests {
             }
         }
         let only_a = distinct_queries(&[&a], now, SIGNAL, &recorded);
-        assert_eq!(only_a.len(), 7, "only the signals: {only_a:?}");
+        assert_eq!(
+            only_a.len(),
+            7 + 2,
+            "only the signals and bucket checks: {only_a:?}"
+        );
         assert!(
             only_a.iter().all(|(_, targets)| targets
                 .iter()
@@ -622,7 +650,7 @@ mod tests {
         );
         // A pipeline whose rules are not loaded still gets every ratio from the raw counters.
         let both = distinct_queries(&[&a, &b], now, SIGNAL, &recorded);
-        assert_eq!(both.len(), 13 * 5 + 7);
+        assert_eq!(both.len(), 13 * 5 + 7 + 2);
     }
 
     #[test]
@@ -638,8 +666,8 @@ mod tests {
         );
         assert_eq!(
             q.len(),
-            13 * 5 + 7 + 5,
-            "one more latency SLO over five windows"
+            13 * 5 + 7 + 2 + 5 + 1,
+            "one more latency SLO over five windows, and its bound's bucket check"
         );
     }
 }

@@ -5,7 +5,7 @@
 //! degradation state (the gates keep their previous state), and is named in the verdict so the
 //! status says which SLI is missing and why.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -50,6 +50,8 @@ pub struct Readings {
     pub throughput: Option<f64>,
     /// Queries that failed, with why; every SLI they feed counts as missing.
     pub failures: Vec<String>,
+    /// (class, bound) pairs whose read histogram has no bucket at the bound.
+    pub unbucketed: BTreeSet<(String, Duration)>,
 }
 
 /// Everything one evaluation needs besides the readings.
@@ -118,6 +120,29 @@ pub fn objectives(spec: &RetailPipelineSpec) -> Result<Objectives, SpecError> {
     })
 }
 
+/// The latency objectives whose bound is not a bucket of the workers' read histogram, naming the
+/// field: their SLI cannot be measured exactly, which must never pass for plain missing data.
+fn unmeasurable_bounds(objectives: &Objectives, readings: &Readings) -> Vec<String> {
+    let mut out = vec![];
+    // The objectives keep the spec's order, so `i` indexes spec.slos.readLatency.
+    for (i, slo) in objectives.latency.iter().enumerate() {
+        for (field, bound) in [("p95", slo.p95), ("p99", slo.p99)] {
+            if readings
+                .unbucketed
+                .contains(&(slo.query_class.clone(), bound))
+            {
+                out.push(format!(
+                    "spec.slos.readLatency[{i}].{field} ({}ms) is not a bucket bound of the \
+                     workers' read histogram, so its SLI cannot be measured exactly: run a \
+                     data-plane version that reads serve.latencyBoundsSeconds",
+                    bound.as_millis()
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// Evaluates one pipeline.
 pub fn evaluate(ctx: &Context<'_>, readings: &Readings) -> Result<Outcome, SpecError> {
     let spec = ctx.spec;
@@ -142,6 +167,7 @@ pub fn evaluate(ctx: &Context<'_>, readings: &Readings) -> Result<Outcome, SpecE
             prom_duration(period)
         ));
     }
+    missing.extend(unmeasurable_bounds(&objectives, readings));
 
     // Gates.
     let policy = &spec.error_budget_policy;
@@ -416,6 +442,7 @@ mod tests {
             backlog_slope: Some(0.0),
             throughput: Some(1000.0),
             failures: vec![],
+            unbucketed: BTreeSet::new(),
         }
     }
 
@@ -610,5 +637,32 @@ mod tests {
             v.missing
         );
         assert_eq!(v.budget.remaining_percent, None);
+    }
+
+    #[test]
+    fn a_bound_the_workers_cannot_measure_is_named_by_its_field() {
+        let mut s = crate::test_support::cassandra_pipeline("p").spec;
+        s.slos.read_latency[0].p99 = "250ms".into();
+        let class = objectives(&s).unwrap().latency[0].query_class.clone();
+        let state = ScalingState::default();
+        let c = ctx(&s, &state);
+        let mut readings = Readings::default();
+        readings
+            .unbucketed
+            .insert((class, Duration::from_millis(250)));
+        let v = evaluate(&c, &readings).unwrap().verdict;
+        assert!(
+            v.missing.iter().any(|m| m.starts_with(
+                "spec.slos.readLatency[0].p99 (250ms) is not a bucket bound of the workers' read histogram"
+            )),
+            "{:?}",
+            v.missing
+        );
+        let measured = evaluate(&c, &Readings::default()).unwrap().verdict;
+        assert!(
+            !measured.missing.iter().any(|m| m.contains("bucket bound")),
+            "{:?}",
+            measured.missing
+        );
     }
 }

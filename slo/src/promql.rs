@@ -99,6 +99,18 @@ pub fn latency_error_ratio(
     )
 }
 
+/// The groups (by `grouping`, which should include `class`) whose read histogram has no bucket at
+/// `threshold`: their latency SLI over `threshold` cannot be measured exactly. Empty when every
+/// worker has the bound, as it does once the operator renders it into `serve.latencyBoundsSeconds`.
+pub fn missing_bucket(selector: &str, threshold: Duration, grouping: &str) -> String {
+    let le = format!("le={}", quote(&le_label(threshold)));
+    format!(
+        "count by ({grouping}) ({READ_DURATION}_count{{{}}}) unless on ({grouping}) count by ({grouping}) ({READ_DURATION}_bucket{{{}}})",
+        matchers(&[selector]),
+        matchers(&[selector, &le]),
+    )
+}
+
 /// The `quantile` (0.99) of read latency of `class` (every class when `None`), in seconds,
 /// interpolated within the histogram's buckets.
 pub fn latency_quantile(
@@ -441,6 +453,18 @@ mod tests {
             proptest::prop_assert_eq!(le.parse::<f64>().unwrap(), ms as f64 / 1000.0);
             proptest::prop_assert!(le.contains('.') && !le.contains('e'), "{}", le);
         }
+    }
+
+    #[test]
+    fn a_missing_bucket_is_found_per_class() {
+        assert_eq!(
+            missing_bucket(
+                SEL,
+                Duration::from_millis(250),
+                "namespace, pipeline, class"
+            ),
+            r#"count by (namespace, pipeline, class) (tailwarden_read_duration_seconds_count{namespace="shop",pipeline="web"}) unless on (namespace, pipeline, class) count by (namespace, pipeline, class) (tailwarden_read_duration_seconds_bucket{namespace="shop",pipeline="web",le="0.25"})"#
+        );
     }
 
     #[test]

@@ -819,3 +819,31 @@ fn refused_writes_count_as_backlog_beyond_the_queue() {
         }
     });
 }
+
+/// A latency bound that is not a bucket of the workers' read histogram is found per class, so the
+/// status can name the field instead of reporting plain missing data; a bound that is a bucket
+/// finds nothing.
+#[test]
+#[ignore = "needs promtool: tests/run.sh"]
+fn a_bound_without_a_bucket_is_found() {
+    let objectives = Objectives::reference();
+    let by = "namespace, pipeline, class";
+    run_case("buckets", &objectives, |_| Case {
+        interval: "1m",
+        input_series: healthy_series(30),
+        alert_rule_test: vec![],
+        promql_expr_test: vec![
+            rounded_at(
+                20,
+                &promql::missing_bucket("", Duration::from_millis(250), by),
+                r#"namespace="shop",pipeline="web",class="product""#,
+                1.0,
+            ),
+            ExprTest {
+                expr: promql::missing_bucket("", Duration::from_millis(200), by),
+                eval_time: minutes(20),
+                exp_samples: vec![],
+            },
+        ],
+    });
+}
