@@ -230,3 +230,36 @@ fn workspace_bin(env: &str, name: &str) -> PathBuf {
         .map(|dir| dir.join(name))
         .expect("target directory")
 }
+
+/// A distributed pipeline `shop/web` with one latency objective (product: P95 120ms, P99 200ms),
+/// as the SLO engine tests evaluate it.
+pub fn shop_web_pipeline() -> RetailPipeline {
+    let mut p = pipeline(
+        "web",
+        serde_json::json!({
+            "dataplane": {"image": "example.com/tailwarden/dataplane", "version": "1.0.0"},
+            "storage": {"cassandra": {"contactPoints": ["cassandra:9042"], "keyspace": "retail"}},
+            "slos": {"readLatency": [{"queryClass": "product", "p95": "120ms", "p99": "200ms"}]},
+        }),
+    );
+    p.metadata.namespace = Some("shop".into());
+    p
+}
+
+/// A minimal stand-in for the Prometheus Operator's CRD of `plural`/`kind`: same group, version and
+/// names, with an open schema.
+pub fn monitoring_crd(plural: &str, kind: &str) -> CustomResourceDefinition {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("{plural}.monitoring.coreos.com")},
+        "spec": {
+            "group": "monitoring.coreos.com",
+            "names": {"plural": plural, "kind": kind, "singular": kind.to_lowercase()},
+            "scope": "Namespaced",
+            "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {
+                "type": "object", "x-kubernetes-preserve-unknown-fields": true}}}],
+        },
+    }))
+    .unwrap()
+}

@@ -128,6 +128,20 @@ impl Prometheus {
         }
     }
 
+    /// The value of an instant query's first result, if it has one.
+    pub async fn query(&self, expr: &str) -> Option<f64> {
+        let body: serde_json::Value = reqwest::Client::new()
+            .get(format!("{}/api/v1/query", self.url))
+            .query(&[("query", expr)])
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        body["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    }
+
     /// Stops the server now (the test goes on without Prometheus).
     pub fn stop(&mut self) {
         let _ = self.child.kill();

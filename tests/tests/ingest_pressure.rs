@@ -105,20 +105,6 @@ async fn post(url: &str, tag: &str, n: usize, wait: Duration) -> u16 {
         .unwrap_or(0)
 }
 
-/// The value of an instant query with one result, if it has one.
-async fn query(prometheus: &Prometheus, expr: &str) -> Option<f64> {
-    let body: serde_json::Value = reqwest::Client::new()
-        .get(format!("{}/api/v1/query", prometheus.url))
-        .query(&[("query", expr)])
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
-    body["data"]["result"][0]["value"][1].as_str()?.parse().ok()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Prometheus: run tests/run.sh"]
 async fn refused_writes_push_the_backlog_past_its_target_and_ingest_scales() {
@@ -158,7 +144,7 @@ async fn refused_writes_push_the_backlog_past_its_target_and_ingest_scales() {
             refused += 1;
         }
         if round % 10 == 0
-            && let Some(b) = query(&prometheus, &backlog_expr).await
+            && let Some(b) = prometheus.query(&backlog_expr).await
             && b > 2.0 * CAPACITY
         {
             seen = Some(b);
@@ -172,7 +158,7 @@ async fn refused_writes_push_the_backlog_past_its_target_and_ingest_scales() {
         refused > 10,
         "the worker was overloaded: {refused} writes refused"
     );
-    let queued = query(&prometheus, &queue_expr)
+    let queued = prometheus.query(&queue_expr)
         .await
         .expect("the queue depth is scraped");
     assert!(

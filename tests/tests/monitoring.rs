@@ -13,24 +13,6 @@ use tailwarden_tests::*;
 
 const T: Duration = Duration::from_secs(60);
 
-/// A minimal stand-in for the Prometheus Operator's CRD of `plural`/`kind`: same group, version and
-/// names, with an open schema.
-fn monitoring_crd(plural: &str, kind: &str) -> CustomResourceDefinition {
-    serde_json::from_value(json!({
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": format!("{plural}.monitoring.coreos.com")},
-        "spec": {
-            "group": "monitoring.coreos.com",
-            "names": {"plural": plural, "kind": kind, "singular": kind.to_lowercase()},
-            "scope": "Namespaced",
-            "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {
-                "type": "object", "x-kubernetes-preserve-unknown-fields": true}}}],
-        },
-    }))
-    .unwrap()
-}
-
 async fn condition(api: &Api<RetailPipeline>, status: &str) -> String {
     wait_for(&format!("MonitoringConfigured={status}"), T, || async {
         let p = api.get("shop").await.ok()?;

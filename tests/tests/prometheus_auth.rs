@@ -28,16 +28,7 @@ const PASSWORD: &str = "tw-test-basic-password";
 const PASSWORD_BCRYPT: &str = "$2b$04$Sz/xU5L25isx4.d4HaHWXuRWHwnCK6jl2kV8W275uvm8Bj3XRXrFO";
 
 fn pipeline() -> Arc<RetailPipeline> {
-    let mut p = tailwarden_tests::pipeline(
-        "web",
-        serde_json::json!({
-            "dataplane": {"image": "example.com/tailwarden/dataplane", "version": "1.0.0"},
-            "storage": {"cassandra": {"contactPoints": ["cassandra:9042"], "keyspace": "retail"}},
-            "slos": {"readLatency": [{"queryClass": "product", "p95": "120ms", "p99": "200ms"}]},
-        }),
-    );
-    p.metadata.namespace = Some("shop".into());
-    Arc::new(p)
+    Arc::new(tailwarden_tests::shop_web_pipeline())
 }
 
 fn fresh_dir(name: &str) -> PathBuf {

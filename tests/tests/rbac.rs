@@ -542,24 +542,6 @@ static MONITORING_USERS: std::sync::Mutex<u32> = std::sync::Mutex::new(0);
 /// Holds the stand-ins of the Prometheus Operator's CRDs while alive.
 struct MonitoringCrds;
 
-/// A minimal stand-in for the Prometheus Operator's CRD of `plural`/`kind`: same group, version and
-/// names, with an open schema.
-fn monitoring_crd(plural: &str, kind: &str) -> CustomResourceDefinition {
-    serde_json::from_value(json!({
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": format!("{plural}.monitoring.coreos.com")},
-        "spec": {
-            "group": "monitoring.coreos.com",
-            "names": {"plural": plural, "kind": kind, "singular": kind.to_lowercase()},
-            "scope": "Namespaced",
-            "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {
-                "type": "object", "x-kubernetes-preserve-unknown-fields": true}}}],
-        },
-    }))
-    .unwrap()
-}
-
 /// Creates the stand-in monitoring CRDs (unless they exist) and waits until they are established.
 async fn monitoring_crds(admin: &Client) -> MonitoringCrds {
     *MONITORING_USERS.lock().unwrap() += 1;

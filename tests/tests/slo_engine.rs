@@ -24,16 +24,7 @@ const PER_STEP: f64 = 100.0;
 const OUTAGE_STEPS: i64 = 5;
 
 fn pipeline() -> RetailPipeline {
-    let mut p = tailwarden_tests::pipeline(
-        "web",
-        serde_json::json!({
-            "dataplane": {"image": "example.com/tailwarden/dataplane", "version": "1.0.0"},
-            "storage": {"cassandra": {"contactPoints": ["cassandra:9042"], "keyspace": "retail"}},
-            "slos": {"readLatency": [{"queryClass": "product", "p95": "120ms", "p99": "200ms"}]},
-        }),
-    );
-    p.metadata.namespace = Some("shop".into());
-    p
+    tailwarden_tests::shop_web_pipeline()
 }
 
 /// 31 days at a 2-minute step ending at `end`. Counters start from large baselines so that
@@ -251,8 +242,9 @@ async fn with_the_generated_rules_loaded_the_ratios_come_from_the_recordings() {
     assert_eq!(report.failed_queries, 0, "{}", prometheus.log());
     assert_eq!(
         report.queries,
-        5 + 7,
-        "one recorded query per window and the 7 signals, no raw-counter ratio"
+        5 + 7 + 2,
+        "one recorded query per window, the 7 signals and the check of the 2 latency bounds' \
+         buckets, no raw-counter ratio"
     );
     let v = verdicts.get("shop", "web").expect("a verdict");
     assert!(v.missing.is_empty(), "missing: {:?}", v.missing);
