@@ -173,9 +173,9 @@ impl Engine {
             .iter()
             .filter(|p| p.metadata.deletion_timestamp.is_none())
             .collect();
-        self.verdicts.retain(|ns, name| {
+        self.verdicts.retain(|pipeline| {
             live.iter()
-                .any(|p| p.namespace().as_deref() == Some(ns) && p.name_any() == name)
+                .any(|p| ObjectRef::from(p.as_ref()) == *pipeline)
         });
 
         // Group pipelines by the Prometheus they read.
@@ -247,7 +247,7 @@ impl Engine {
                     (outcome.serve_state, outcome.ingest_state),
                 );
                 self.verdicts
-                    .set(&ns, &name, outcome.verdict, Instant::now())
+                    .set(ObjectRef::from(p), outcome.verdict, Instant::now())
             }
             // The reconciler reports spec errors on the Ready condition.
             Err(_) => false,
