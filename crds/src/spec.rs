@@ -106,11 +106,7 @@ pub struct DataplaneAuth {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct SecretKeyRef {
     /// Name of the Secret.
-    #[schemars(
-        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"),
-        length(max = 253)
-    )]
-    pub name: String,
+    pub name: SecretName,
     /// Key of the token in the Secret's data.
     #[schemars(regex(pattern = r"^[-._a-zA-Z0-9]+$"), length(max = 253))]
     pub key: String,
@@ -218,11 +214,31 @@ pub enum Consistency {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct SecretRef {
     /// Name of the Secret.
+    pub name: SecretName,
+}
+
+/// The name of a Secret, validated as the API server names objects (a DNS subdomain).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct SecretName(
     #[schemars(
         regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"),
         length(max = 253)
     )]
-    pub name: String,
+    String,
+);
+
+impl SecretName {
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for SecretName {
+    fn from(name: &str) -> Self {
+        Self(name.to_owned())
+    }
 }
 
 /// Exactly one source of updates.

@@ -432,7 +432,7 @@ fn pod_template(
             volumes.push(Volume {
                 name: volume.into(),
                 secret: Some(SecretVolumeSource {
-                    secret_name: Some(secret.name.clone()),
+                    secret_name: Some(secret.name.as_str().to_owned()),
                     default_mode: Some(0o440),
                     ..Default::default()
                 }),
@@ -451,7 +451,7 @@ fn pod_template(
         volumes.push(Volume {
             name: volume.clone(),
             secret: Some(SecretVolumeSource {
-                secret_name: Some(secret.name.clone()),
+                secret_name: Some(secret.name.as_str().to_owned()),
                 items: Some(vec![KeyToPath {
                     key: secret.key.clone(),
                     path: TOKEN_FILE.into(),

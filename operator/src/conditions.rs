@@ -232,7 +232,7 @@ fn freeze_condition(conditions: &mut Vec<Condition>, obs: &Observation, now: jif
             parts.push(format!("{}{}", gate.reason, dry_note(v, gate.closed)));
             match (gate.closed, manual) {
                 (false, true) => ("True", MANUAL_FREEZE),
-                (closed, _) => (bool_str(closed), gate.code),
+                (closed, _) => (bool_str(closed), gate.code.as_str()),
             }
         }
         None if manual => ("True", MANUAL_FREEZE),
@@ -282,7 +282,7 @@ fn slo_conditions(
         conditions,
         DEGRADED,
         bool_str(degrade.closed),
-        degrade.code,
+        degrade.code.as_str(),
         format!("{}{}", degrade.reason, dry_note(verdict, degrade.closed)),
         generation,
         now,
@@ -418,6 +418,7 @@ pub fn condition<'a>(status: &'a RetailPipelineStatus, type_: &str) -> Option<&'
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tailwarden_slo::gate::GateCode;
 
     fn ready(n: i32) -> WorkloadObservation {
         WorkloadObservation {
@@ -546,7 +547,7 @@ mod tests {
                 ..Default::default()
             },
             missing,
-            ..crate::test_support::verdict(frozen, "BudgetBelowThreshold")
+            ..crate::test_support::verdict(frozen, GateCode::BudgetBelowThreshold)
         }
     }
 

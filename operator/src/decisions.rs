@@ -211,7 +211,10 @@ mod tests {
                 replicas,
                 reason: format!("to {replicas}"),
             }),
-            ..crate::test_support::verdict(frozen, "X")
+            ..crate::test_support::verdict(
+                frozen,
+                tailwarden_slo::gate::GateCode::BudgetBelowThreshold,
+            )
         }
     }
 

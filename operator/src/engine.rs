@@ -11,7 +11,7 @@
 //! SLO. Only the ratios nobody recorded are computed from the raw counters, whose long windows
 //! read every sample of up to 30 days.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -178,10 +178,9 @@ impl Engine {
             .iter()
             .filter(|p| p.metadata.deletion_timestamp.is_none())
             .collect();
-        self.verdicts.retain(|ns, name| {
-            live.iter()
-                .any(|p| p.namespace().as_deref() == Some(ns) && p.name_any() == name)
-        });
+        let keep: HashSet<ObjectRef<RetailPipeline>> =
+            live.iter().map(|p| ObjectRef::from(p.as_ref())).collect();
+        self.verdicts.retain(|pipeline| keep.contains(pipeline));
 
         // Group pipelines by the Prometheus they read.
         let mut by_url: BTreeMap<Option<String>, Vec<&Arc<RetailPipeline>>> = BTreeMap::new();
@@ -252,7 +251,7 @@ impl Engine {
                     (outcome.serve_state, outcome.ingest_state),
                 );
                 self.verdicts
-                    .set(&ns, &name, outcome.verdict, Instant::now())
+                    .set(ObjectRef::from(p), outcome.verdict, Instant::now())
             }
             // The reconciler reports spec errors on the Ready condition.
             Err(_) => false,

@@ -628,7 +628,7 @@ mod tests {
         c.was_frozen = true;
         let v = evaluate(&c, &Readings::default()).unwrap().verdict;
         assert!(v.gates.freeze.closed, "absent data never unfreezes");
-        assert_eq!(v.gates.freeze.code, "MissingData");
+        assert_eq!(v.gates.freeze.code.as_str(), "MissingData");
         assert_eq!(v.serve.as_ref().unwrap().replicas, 2, "replicas are held");
         assert_eq!(v.ingest.as_ref().unwrap().replicas, 1);
         assert!(

@@ -240,6 +240,7 @@ mod tests {
     use crate::test_support::{cassandra_pipeline, pipeline, verdict};
     use std::collections::BTreeMap;
     use tailwarden_crds::MarkState;
+    use tailwarden_slo::gate::GateCode;
 
     fn now() -> Timestamp {
         "2026-12-02T12:00:00Z".parse().unwrap()
@@ -298,7 +299,7 @@ mod tests {
                 replicas: ingest,
                 reason: "ingest: lag".into(),
             }),
-            ..verdict(false, "BudgetHealthy")
+            ..verdict(false, GateCode::BudgetHealthy)
         }
     }
 
@@ -415,7 +416,7 @@ mod tests {
                 replicas: 2,
                 reason: "p99".into(),
             }),
-            ..verdict(true, "BudgetBelowFreeze")
+            ..verdict(true, GateCode::BudgetBelowThreshold)
         };
         let held = plan_now(&p, &live, Some(&frozen));
         assert_eq!(version_of(&held), "1.0.0");
@@ -443,7 +444,7 @@ mod tests {
             [DecisionKind::ScaleServe, DecisionKind::FreezeRollout]
         );
         // Unfrozen, all of it rolls out.
-        let open = plan_now(&p, &live, Some(&verdict(false, "BudgetHealthy")));
+        let open = plan_now(&p, &live, Some(&verdict(false, GateCode::BudgetHealthy)));
         assert_eq!(version_of(&open), "2.0.0");
         assert!(open.rollout_status.held_back.is_empty());
     }
@@ -455,7 +456,7 @@ mod tests {
         let mut p = base;
         p.status.as_mut().unwrap().rollout.budget_frozen = true;
         p.spec.dataplane.version = "2.0.0".into();
-        let frozen = verdict(true, "BudgetBelowFreeze");
+        let frozen = verdict(true, GateCode::BudgetBelowThreshold);
         annotate(&mut p, Mark::Override, "2026-12-02T13:00:00Z", "alice");
         let through = plan_now(&p, &live, Some(&frozen));
         assert_eq!(version_of(&through), "2.0.0");
@@ -541,7 +542,7 @@ mod tests {
     #[test]
     fn a_closing_degrade_gate_degrades_the_config() {
         let p = observed(cassandra_pipeline("a"));
-        let mut v = verdict(false, "BudgetHealthy");
+        let mut v = verdict(false, GateCode::BudgetHealthy);
         v.gates.degrade.closed = true;
         let planned = plan_now(&p, &Live::default(), Some(&v));
         assert!(degraded(&planned));

@@ -157,7 +157,9 @@ pub async fn reconcile(pipeline: Arc<RetailPipeline>, ctx: Arc<Context>) -> Resu
 
     // Observe: what the workloads run now, so a reconcile never undoes scaling or a freeze.
     let live = observe_live(&ctx.client, &ns, &name, topology).await?;
-    let verdict = ctx.verdicts.get(&ns, &name);
+    let verdict = ctx
+        .verdicts
+        .get(&reflector::ObjectRef::from(pipeline.as_ref()));
     let now = jiff::Timestamp::now();
     // Plan.
     let plan = plan::plan(&pipeline, &live, verdict.as_ref(), now);

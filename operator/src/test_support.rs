@@ -2,7 +2,7 @@
 
 use kube::api::ObjectMeta;
 use tailwarden_crds::{RetailPipeline, RetailPipelineSpec};
-use tailwarden_slo::gate::{GateState, Gates};
+use tailwarden_slo::gate::{GateCode, GateState, Gates};
 
 use crate::verdict::Verdict;
 
@@ -40,7 +40,7 @@ pub fn cassandra_pipeline(name: &str) -> RetailPipeline {
 
 /// A verdict with the freeze gate `frozen` (reason code `code`), degradation open, and nothing else
 /// decided; tests set the fields they need.
-pub fn verdict(frozen: bool, code: &'static str) -> Verdict {
+pub fn verdict(frozen: bool, code: GateCode) -> Verdict {
     let gate = |closed, code| GateState {
         closed,
         reason: format!("budget 10.0% left ({code})"),
@@ -49,7 +49,7 @@ pub fn verdict(frozen: bool, code: &'static str) -> Verdict {
     Verdict {
         gates: Gates {
             freeze: gate(frozen, code),
-            degrade: gate(false, "BudgetHealthy"),
+            degrade: gate(false, GateCode::BudgetHealthy),
         },
         serve: None,
         ingest: None,

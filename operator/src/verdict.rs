@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use tailwarden_crds::{BudgetStatus, SliStatus};
+use kube::runtime::reflector::ObjectRef;
+use tailwarden_crds::{BudgetStatus, RetailPipeline, SliStatus};
 use tailwarden_slo::gate::Gates;
 
 /// A replica decision for one role.
@@ -49,26 +50,25 @@ struct Entry {
     triggered: Instant,
 }
 
-/// The latest verdict per pipeline, keyed by (namespace, name).
+/// The latest verdict per pipeline.
 #[derive(Debug, Default, Clone)]
-pub struct Verdicts(Arc<RwLock<HashMap<(String, String), Entry>>>);
+pub struct Verdicts(Arc<RwLock<HashMap<ObjectRef<RetailPipeline>, Entry>>>);
 
 impl Verdicts {
     /// The latest verdict for a pipeline.
-    pub fn get(&self, namespace: &str, name: &str) -> Option<Verdict> {
+    pub fn get(&self, pipeline: &ObjectRef<RetailPipeline>) -> Option<Verdict> {
         self.0
             .read()
             .expect("verdict lock is never poisoned: writers do not panic")
-            .get(&(namespace.to_owned(), name.to_owned()))
+            .get(pipeline)
             .map(|e| e.verdict.clone())
     }
 
     /// Stores a pipeline's verdict as of `now`; returns whether the pipeline should be reconciled:
     /// at once when a decision changed, and for changed values only every [`STATUS_REFRESH`].
-    pub fn set(&self, namespace: &str, name: &str, verdict: Verdict, now: Instant) -> bool {
+    pub fn set(&self, pipeline: ObjectRef<RetailPipeline>, verdict: Verdict, now: Instant) -> bool {
         let mut map = self.0.write().expect("verdict lock is never poisoned");
-        let key = (namespace.to_owned(), name.to_owned());
-        let trigger = match map.get(&key) {
+        let trigger = match map.get(&pipeline) {
             None => true,
             Some(old) => {
                 !same_decisions(&old.verdict, &verdict)
@@ -76,20 +76,20 @@ impl Verdicts {
                         && now.saturating_duration_since(old.triggered) >= STATUS_REFRESH)
             }
         };
-        let triggered = match map.get(&key) {
+        let triggered = match map.get(&pipeline) {
             Some(old) if !trigger => old.triggered,
             _ => now,
         };
-        map.insert(key, Entry { verdict, triggered });
+        map.insert(pipeline, Entry { verdict, triggered });
         trigger
     }
 
     /// Forgets pipelines that no longer exist.
-    pub fn retain(&self, keep: impl Fn(&str, &str) -> bool) {
+    pub fn retain(&self, keep: impl Fn(&ObjectRef<RetailPipeline>) -> bool) {
         self.0
             .write()
             .expect("verdict lock is never poisoned")
-            .retain(|(ns, name), _| keep(ns, name));
+            .retain(|pipeline, _| keep(pipeline));
     }
 }
 
@@ -128,41 +128,45 @@ fn same_values(a: &Verdict, b: &Verdict) -> bool {
 mod tests {
     use super::*;
     use crate::test_support::verdict;
+    use tailwarden_slo::gate::GateCode;
+
+    fn p() -> ObjectRef<RetailPipeline> {
+        ObjectRef::new("p").within("ns")
+    }
 
     #[test]
     fn decisions_trigger_at_once_and_values_at_most_every_refresh() {
         let v = Verdicts::default();
         let t0 = Instant::now();
         assert!(
-            v.set("ns", "p", verdict(false, "BudgetHealthy"), t0),
+            v.set(p(), verdict(false, GateCode::BudgetHealthy), t0),
             "the first verdict"
         );
-        let mut moved = verdict(false, "BudgetHealthy");
+        let mut moved = verdict(false, GateCode::BudgetHealthy);
         moved.slis.freshness_lag = Some("7s".into());
         assert!(
-            !v.set("ns", "p", moved.clone(), t0 + Duration::from_secs(5)),
+            !v.set(p(), moved.clone(), t0 + Duration::from_secs(5)),
             "values alone wait"
         );
         assert_eq!(
-            v.get("ns", "p").unwrap(),
+            v.get(&p()).unwrap(),
             moved,
             "but are stored for the next reconcile"
         );
         assert!(
             v.set(
-                "ns",
-                "p",
-                verdict(true, "FastBurn"),
+                p(),
+                verdict(true, GateCode::FastBurn),
                 t0 + Duration::from_secs(10)
             ),
             "a freeze is at once"
         );
-        let mut later = verdict(true, "FastBurn");
+        let mut later = verdict(true, GateCode::FastBurn);
         later.slis.freshness_lag = Some("9s".into());
-        assert!(!v.set("ns", "p", later.clone(), t0 + Duration::from_secs(30)));
+        assert!(!v.set(p(), later.clone(), t0 + Duration::from_secs(30)));
         later.slis.freshness_lag = Some("11s".into());
         assert!(
-            v.set("ns", "p", later, t0 + Duration::from_secs(71)),
+            v.set(p(), later, t0 + Duration::from_secs(71)),
             "values refresh after a minute"
         );
     }

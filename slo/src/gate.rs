@@ -32,8 +32,39 @@ pub struct GateState {
     pub closed: bool,
     /// Why, in words, with the numbers.
     pub reason: String,
-    /// Machine-readable reason for conditions, e.g. `BudgetBelowThreshold`.
-    pub code: &'static str,
+    /// Machine-readable reason, for conditions.
+    pub code: GateCode,
+}
+
+/// Why a gate is in its state; [`GateCode::as_str`] is the reason of the gate's condition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GateCode {
+    /// The budget or the burn state is unknown: the gate keeps its previous state.
+    MissingData,
+    /// A page-level burn-rate alert is active.
+    FastBurn,
+    /// The budget left is below the gate's threshold (or not yet back above it plus hysteresis).
+    BudgetBelowThreshold,
+    /// The budget left is above the gate's threshold.
+    BudgetHealthy,
+}
+
+impl GateCode {
+    /// The condition reason: `MissingData`, `FastBurn`, `BudgetBelowThreshold`, `BudgetHealthy`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GateCode::MissingData => "MissingData",
+            GateCode::FastBurn => "FastBurn",
+            GateCode::BudgetBelowThreshold => "BudgetBelowThreshold",
+            GateCode::BudgetHealthy => "BudgetHealthy",
+        }
+    }
+}
+
+impl std::fmt::Display for GateCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Both gates.
@@ -80,7 +111,7 @@ fn gate(
                 "SLI data missing: keeping {what} {} until the budget can be computed",
                 if was_closed { "held back" } else { "allowed" }
             ),
-            code: "MissingData",
+            code: GateCode::MissingData,
         };
     };
     if page && page_closes {
@@ -90,7 +121,7 @@ fn gate(
                 "a page-level burn-rate alert is active (budget {} left): {what} held back",
                 pct(remaining)
             ),
-            code: "FastBurn",
+            code: GateCode::FastBurn,
         };
     }
     let threshold = if was_closed {
@@ -115,7 +146,7 @@ fn gate(
                     pct(below)
                 )
             },
-            code: "BudgetBelowThreshold",
+            code: GateCode::BudgetBelowThreshold,
         }
     } else {
         GateState {
@@ -125,7 +156,7 @@ fn gate(
                 pct(remaining),
                 pct(below)
             ),
-            code: "BudgetHealthy",
+            code: GateCode::BudgetHealthy,
         }
     }
 }
@@ -160,7 +191,7 @@ mod tests {
                 .closed
         );
         let fast = decide(&input(Some(0.90), Some(true), false));
-        assert!(fast.freeze.closed && fast.freeze.code == "FastBurn");
+        assert!(fast.freeze.closed && fast.freeze.code == GateCode::FastBurn);
         assert!(
             !fast.degrade.closed,
             "a fast burn alone does not pause work"
@@ -176,13 +207,33 @@ mod tests {
     }
 
     #[test]
+    fn codes_are_the_condition_reasons() {
+        let all = [
+            GateCode::MissingData,
+            GateCode::FastBurn,
+            GateCode::BudgetBelowThreshold,
+            GateCode::BudgetHealthy,
+        ];
+        assert_eq!(
+            all.map(GateCode::as_str),
+            [
+                "MissingData",
+                "FastBurn",
+                "BudgetBelowThreshold",
+                "BudgetHealthy"
+            ]
+        );
+        assert_eq!(GateCode::FastBurn.to_string(), "FastBurn");
+    }
+
+    #[test]
     fn missing_data_holds_the_previous_state() {
         for was in [true, false] {
             for (r, p) in [(None, Some(false)), (Some(0.01), None), (None, None)] {
                 let g = decide(&input(r, p, was));
                 assert_eq!(g.freeze.closed, was);
                 assert_eq!(g.degrade.closed, was);
-                assert_eq!(g.freeze.code, "MissingData");
+                assert_eq!(g.freeze.code, GateCode::MissingData);
             }
         }
     }

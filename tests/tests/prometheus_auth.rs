@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
+use kube::runtime::reflector::ObjectRef;
 use tailwarden_crds::RetailPipeline;
 use tailwarden_operator::engine::{Engine, EngineConfig, PassReport};
 use tailwarden_operator::metrics::Metrics;
@@ -136,7 +137,12 @@ fn pki(dir: &Path) {
 async fn pass(engine: &Engine, verdicts: &Verdicts) -> (PassReport, Verdict) {
     let now = Timestamp::now() - SignedDuration::from_secs(1);
     let report = engine.pass(&[pipeline()], now).await;
-    (report, verdicts.get("shop", "web").expect("a verdict"))
+    (
+        report,
+        verdicts
+            .get(&ObjectRef::new("web").within("shop"))
+            .expect("a verdict"),
+    )
 }
 
 fn engine(url: &str, access: PrometheusAccess) -> (Engine, Verdicts) {

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
+use kube::runtime::reflector::ObjectRef;
 use tailwarden_crds::RetailPipeline;
 use tailwarden_operator::engine::{Engine, EngineConfig};
 use tailwarden_operator::evaluation::objectives;
@@ -131,7 +132,9 @@ async fn engine_numbers_match_hand_computed_values_from_real_prometheus() {
 
     let report = engine.pass(&pipelines, now).await;
     assert_eq!(report.failed_queries, 0, "{}", prometheus.log());
-    let v = verdicts.get("shop", "web").expect("a verdict");
+    let v = verdicts
+        .get(&ObjectRef::new("web").within("shop"))
+        .expect("a verdict");
     assert!(v.missing.is_empty(), "missing: {:?}", v.missing);
 
     // Availability over 30 days: 500 failed of 100 × 21 599 requests; budget 0.05 %.
@@ -172,7 +175,7 @@ async fn engine_numbers_match_hand_computed_values_from_real_prometheus() {
     assert_eq!(v.slis.correctness_error_percent, Some(0.0));
     // A fast burn freezes rollouts though half the budget is left; nothing is degraded.
     assert!(v.gates.freeze.closed);
-    assert_eq!(v.gates.freeze.code, "FastBurn");
+    assert_eq!(v.gates.freeze.code.as_str(), "FastBurn");
     assert!(!v.gates.degrade.closed);
 
     // Prometheus goes away: nothing flips, and the verdict names what is missing.
@@ -185,9 +188,9 @@ async fn engine_numbers_match_hand_computed_values_from_real_prometheus() {
     drop(prometheus);
     let report = engine.pass(&[Arc::new(frozen)], now).await;
     assert_eq!(report.failed_queries, report.queries, "every query fails");
-    let v = verdicts.get("shop", "web").unwrap();
+    let v = verdicts.get(&ObjectRef::new("web").within("shop")).unwrap();
     assert!(v.gates.freeze.closed, "absent data never unfreezes");
-    assert_eq!(v.gates.freeze.code, "MissingData");
+    assert_eq!(v.gates.freeze.code.as_str(), "MissingData");
     assert_eq!(v.serve.as_ref().unwrap().replicas, 4, "replicas are held");
     assert!(
         v.missing.iter().any(|m| m.contains("query failed")),
@@ -246,7 +249,9 @@ async fn with_the_generated_rules_loaded_the_ratios_come_from_the_recordings() {
         "one recorded query per window, the 7 signals and the check of the 2 latency bounds' \
          buckets, no raw-counter ratio"
     );
-    let v = verdicts.get("shop", "web").expect("a verdict");
+    let v = verdicts
+        .get(&ObjectRef::new("web").within("shop"))
+        .expect("a verdict");
     assert!(v.missing.is_empty(), "missing: {:?}", v.missing);
     assert_eq!(v.budget.worst_slo.as_deref(), Some("availability"));
     let recorded = reqwest::get(format!(

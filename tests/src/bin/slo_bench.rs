@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use kube::ResourceExt;
+use kube::runtime::reflector::ObjectRef;
 use tailwarden_crds::RetailPipeline;
 use tailwarden_operator::engine::{Engine, EngineConfig};
 use tailwarden_operator::evaluation::objectives;
@@ -423,7 +424,7 @@ async fn live(o: Opts) {
                     .map(|&i| {
                         let (ns, name) = key(i);
                         verdicts
-                            .get(&ns, &name)
+                            .get(&ObjectRef::new(&name).within(&ns))
                             .and_then(|v| v.serve.map(|s| s.replicas))
                     })
                     .collect();
@@ -436,7 +437,7 @@ async fn live(o: Opts) {
                     failed: r.failed_queries,
                     changed: r.changed.len(),
                     serve,
-                    first: verdicts.get(&ns0, &name0),
+                    first: verdicts.get(&ObjectRef::new(&name0).within(&ns0)),
                 });
             }
         })
@@ -539,7 +540,7 @@ async fn live(o: Opts) {
         }
     }
     let (ns0, name0) = key(0);
-    if let Some(v) = verdicts.get(&ns0, &name0) {
+    if let Some(v) = verdicts.get(&ObjectRef::new(&name0).within(&ns0)) {
         println!(
             "  verdict of {ns0}/{name0}: serve {:?}, p99 {:?}, budget {:?}, missing {:?}",
             v.serve.map(|s| (s.replicas, s.reason)),
@@ -754,7 +755,7 @@ async fn backfill(o: Opts) {
         stats(times)
     );
     let (ns, name) = (exporter::namespace_of(0, 1), "p0000");
-    if let Some(v) = verdicts.get(&ns, name) {
+    if let Some(v) = verdicts.get(&ObjectRef::new(name).within(&ns)) {
         println!(
             "  verdict of {ns}/{name}: budget {:?}, availability {:?}, p99 {:?}, missing {:?}",
             v.budget.remaining, v.slis.availability_percent, v.slis.read_p99, v.missing
