@@ -158,7 +158,8 @@ async fn refused_writes_push_the_backlog_past_its_target_and_ingest_scales() {
         refused > 10,
         "the worker was overloaded: {refused} writes refused"
     );
-    let queued = prometheus.query(&queue_expr)
+    let queued = prometheus
+        .query(&queue_expr)
         .await
         .expect("the queue depth is scraped");
     assert!(
