@@ -312,21 +312,20 @@ impl Engine {
         }
         let queries = distinct_queries(pipelines, now, self.config.signal_window, &recorded);
         report.queries += queries.len();
-        let results = self.send(&prometheus, auth, queries, at).await;
-        for (query, targets, result) in results {
-            let series = match result {
+        // Each answer is folded into the readings as it arrives: only the queries in flight hold
+        // their answers, not every answer of the pass at once.
+        let mut results = std::pin::pin!(self.send(&prometheus, auth, queries, at));
+        while let Some((query, targets, result)) = results.next().await {
+            let series = match &result {
                 Ok(r) => match r.data() {
-                    Data::Vector(v) => v
-                        .iter()
-                        .map(|s| (s.metric().clone(), s.sample().value()))
-                        .collect::<Vec<_>>(),
-                    _ => vec![],
+                    Data::Vector(v) => v.as_slice(),
+                    _ => &[],
                 },
                 Err(err) => {
                     report.failed_queries += 1;
                     let why = format!(
                         "query failed ({}): {}",
-                        prometheus_access::describe(&err),
+                        prometheus_access::describe(err),
                         truncate(&query)
                     );
                     for r in readings.values_mut() {
@@ -337,7 +336,8 @@ impl Engine {
                     continue;
                 }
             };
-            for (labels, value) in series {
+            for s in series {
+                let (labels, value) = (s.metric(), s.sample().value());
                 // NaN is what PromQL gives for 0/0 (no traffic): no data, not a measurement.
                 if !value.is_finite() {
                     continue;
@@ -381,10 +381,9 @@ impl Engine {
             .collect();
         report.queries += queries.len();
         let mut recorded = Recorded::new();
-        for (_, window, result) in self
-            .send(prometheus, authorization, queries, now.as_second())
-            .await
-        {
+        let mut results =
+            std::pin::pin!(self.send(prometheus, authorization, queries, now.as_second()));
+        while let Some((_, window, result)) = results.next().await {
             let Ok(result) = result else {
                 report.failed_queries += 1;
                 continue;
@@ -409,21 +408,24 @@ impl Engine {
         recorded
     }
 
-    /// Sends `queries` concurrently, each evaluated at `at` with the query timeout.
-    async fn send<T>(
+    /// Sends `queries` concurrently, each evaluated at `at` with the query timeout, and yields
+    /// each answer as it arrives.
+    fn send<'a, T: 'a>(
         &self,
-        prometheus: &Prometheus,
-        authorization: Option<&reqwest::header::HeaderValue>,
+        prometheus: &'a Prometheus,
+        authorization: Option<&'a reqwest::header::HeaderValue>,
         queries: Vec<(String, T)>,
         at: i64,
-    ) -> Vec<(
-        String,
-        T,
-        Result<prometheus_http_query::response::PromqlResult, prometheus_http_query::Error>,
-    )> {
+    ) -> impl futures::Stream<
+        Item = (
+            String,
+            T,
+            Result<prometheus_http_query::response::PromqlResult, prometheus_http_query::Error>,
+        ),
+    > + 'a {
         let timeout = self.config.query_timeout.as_millis() as i64;
         futures::stream::iter(queries)
-            .map(|(query, targets)| async move {
+            .map(move |(query, targets)| async move {
                 let mut request = prometheus.query(query.as_str()).at(at).timeout(timeout);
                 if let Some(value) = authorization {
                     request = request.header(reqwest::header::AUTHORIZATION, value.clone());
@@ -432,8 +434,6 @@ impl Engine {
                 (query, targets, result)
             })
             .buffer_unordered(self.config.concurrency.max(1))
-            .collect()
-            .await
     }
 }
 
