@@ -12,6 +12,7 @@ cd "$root"
 
 "$root/tests/cluster/build.sh"
 "$root/tests/prometheus/install.sh"
+"$root/tests/images/install.sh"
 "$root/tests/helm/build.sh"
 cargo build --workspace --all-targets
 
