@@ -734,9 +734,9 @@ async fn operator_runs_with_only_the_charts_permissions(prefix: &str, single_nam
 
     // Leader election works with the Lease Role.
     let leases = Api::<Lease>::namespaced(admin.clone(), &system);
-    wait_for("the operator to take the Lease", T, || async {
-        let holder = leases.get_opt(LEASE).await.ok()??.spec?.holder_identity?;
-        (holder == identity).then_some(())
+    let taken = wait_for("the operator to take the Lease", T, || async {
+        let spec = leases.get_opt(LEASE).await.ok()??.spec?;
+        (spec.holder_identity? == identity).then_some(spec.renew_time)
     })
     .await;
 
@@ -833,6 +833,12 @@ async fn operator_runs_with_only_the_charts_permissions(prefix: &str, single_nam
         gone(&deployments, "shop-ingest").await?;
         gone(&config_maps, "shop-dataplane").await?;
         gone(&api, "shop").await
+    })
+    .await;
+    // A renewal (the Lease update) happens every few seconds; a fast lifecycle can end before one.
+    wait_for("the operator to renew the Lease", T, || async {
+        let renewed = leases.get_opt(LEASE).await.ok()??.spec?.renew_time;
+        (renewed != taken).then_some(())
     })
     .await;
 
