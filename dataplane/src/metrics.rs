@@ -70,8 +70,8 @@ pub struct Metrics {
     pub ingest_queue_depth: Gauge,
     /// Admission limit on queued records.
     pub ingest_queue_capacity: Gauge,
-    /// Records of writes refused with 429 (estimated from the mean batch when refused before
-    /// the body is read).
+    /// Records of write-API writes refused with 429 (estimated from the mean batch when refused
+    /// before the body is read).
     pub ingest_refused_records: Counter,
     /// The Retry-After of a 429: refused records per second times this is the backlog producers
     /// hold.
@@ -231,7 +231,7 @@ impl Metrics {
         );
         registry.register(
             "ingest_refused_records",
-            "Records of writes refused with 429 (the mean batch when refused unread)",
+            "Records of write-API writes refused with 429 (the mean batch when refused unread)",
             m.ingest_refused_records.clone(),
         );
         registry.register(

@@ -477,10 +477,13 @@ fn distinct_queries(
             targets.push(target);
         }
     };
+    // Every latency bound of the fleet, for the bucket checks below.
+    let mut bounds = BTreeSet::new();
     for p in pipelines {
         let Ok(objectives) = objectives(&p.spec) else {
             continue;
         };
+        bounds.extend(objectives.latency.iter().flat_map(|l| [l.p95, l.p99]));
         let windows = read_windows(&objectives, now);
         let (ns, name) = key(p);
         for slo in slos(&objectives) {
@@ -504,11 +507,6 @@ fn distinct_queries(
     let grouping_class = format!("{GROUPING}, class");
     // Workers whose histogram lacks a configured bound (ones that predate
     // serve.latencyBoundsSeconds): normally an empty answer, one query per distinct bound.
-    let bounds: std::collections::BTreeSet<Duration> = pipelines
-        .iter()
-        .filter_map(|p| objectives(&p.spec).ok())
-        .flat_map(|o| o.latency.into_iter().flat_map(|l| [l.p95, l.p99]))
-        .collect();
     for bound in bounds {
         add(
             promql::missing_bucket("", bound, &grouping_class),

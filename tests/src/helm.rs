@@ -30,19 +30,6 @@ pub fn chart() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/tailwarden")
 }
 
-/// Runs a command, panics with its output unless it succeeds, returns its stdout.
-pub fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
 /// `helm template` of the chart as release `release` in `namespace`, one JSON value per object.
 pub fn render(release: &str, namespace: &str, set: &[&str]) -> Vec<Value> {
     let mut cmd = Command::new(helm());
@@ -52,7 +39,7 @@ pub fn render(release: &str, namespace: &str, set: &[&str]) -> Vec<Value> {
     for s in set {
         cmd.args(["--set", s]);
     }
-    let yaml = run(&mut cmd);
+    let yaml = crate::run(&mut cmd);
     serde_yaml::Deserializer::from_str(&yaml)
         .filter_map(|doc| {
             let v: Value = serde::Deserialize::deserialize(doc).expect("helm renders YAML");

@@ -94,11 +94,7 @@ impl Prometheus {
     pub async fn start(dir: PathBuf, config_text: &str, ready_within: Duration) -> Self {
         let prometheus = Self::launch(dir, config_text, &[], "http");
         let ready = format!("{}/-/ready", prometheus.url);
-        crate::wait_for("Prometheus to be ready", ready_within, || async {
-            let ok = reqwest::get(&ready).await.ok()?.status().is_success();
-            ok.then_some(())
-        })
-        .await;
+        crate::wait_for_ok("Prometheus to be ready", &ready, ready_within).await;
         prometheus
     }
 

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use tailwarden_tests::run;
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -28,17 +30,6 @@ fn build(out: &Path) {
         .status()
         .expect("the script runs");
     assert!(status.success(), "build-images.sh failed: {status}");
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The manifest digest an OCI archive's index names.
@@ -75,14 +66,11 @@ fn json(path: &Path) -> serde_json::Value {
 fn untar(archive: &Path, into: &Path, gzip: bool) {
     std::fs::create_dir_all(into).unwrap();
     let flags = if gzip { "-xzf" } else { "-xf" };
-    let status = Command::new("tar")
+    run(Command::new("tar")
         .arg(flags)
         .arg(archive)
         .arg("-C")
-        .arg(into)
-        .status()
-        .unwrap();
-    assert!(status.success());
+        .arg(into));
 }
 
 #[test]
@@ -236,19 +224,7 @@ async fn images_import_into_containerd_run_and_round_trip_a_registry() {
         reg.clone(),
     );
     let v2 = format!("http://127.0.0.1:{port}/v2/");
-    tailwarden_tests::wait_for(
-        "the registry to answer",
-        Duration::from_secs(30),
-        || async {
-            reqwest::get(&v2)
-                .await
-                .ok()?
-                .status()
-                .is_success()
-                .then_some(())
-        },
-    )
-    .await;
+    tailwarden_tests::wait_for_ok("the registry to answer", &v2, Duration::from_secs(30)).await;
     let name = "tailwarden-dataplane";
     let remote = format!("docker://127.0.0.1:{port}/tailwarden/{name}:0.1.0");
     run(Command::new("skopeo")

@@ -67,19 +67,7 @@ impl Worker {
             dir,
         };
         let ready = format!("http://127.0.0.1:{m}/readyz");
-        wait_for(
-            "the worker to be ready",
-            Duration::from_secs(30),
-            || async {
-                reqwest::get(&ready)
-                    .await
-                    .ok()?
-                    .status()
-                    .is_success()
-                    .then_some(())
-            },
-        )
-        .await;
+        wait_for_ok("the worker to be ready", &ready, Duration::from_secs(30)).await;
         worker
     }
 }

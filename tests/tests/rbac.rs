@@ -29,7 +29,7 @@ use kube::discovery::Scope;
 use kube::{Api, Client, Resource};
 use serde_json::{Value, json};
 use tailwarden_crds::RetailPipeline;
-use tailwarden_tests::helm::{chart, helm, render, run};
+use tailwarden_tests::helm::{chart, helm, render};
 use tailwarden_tests::*;
 
 const T: Duration = Duration::from_secs(90);
