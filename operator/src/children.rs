@@ -519,6 +519,8 @@ fn pod_template(
                 ports: Some(ports),
                 liveness_probe: Some(probe("/healthz", 10, 6)),
                 readiness_probe: Some(probe("/readyz", 5, 3)),
+                // A worker failing at start leaves its last log lines for Ready to quote.
+                termination_message_policy: Some("FallbackToLogsOnError".into()),
                 resources: Some(resources),
                 security_context: Some(SecurityContext {
                     run_as_non_root: Some(true),
@@ -761,6 +763,8 @@ mod tests {
                     .unwrap();
                 assert_eq!(live.path.as_deref(), Some("/healthz"));
                 assert_eq!(ready.path.as_deref(), Some("/readyz"));
+                let policy = container.termination_message_policy.as_deref();
+                assert_eq!(policy, Some("FallbackToLogsOnError"));
                 let resources = container.resources.as_ref().unwrap();
                 assert!(resources.requests.as_ref().unwrap().contains_key("memory"));
                 assert_eq!(

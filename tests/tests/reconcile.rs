@@ -68,6 +68,12 @@ fn assert_locked_down(pod: &PodSpec, what: &str) {
         c.resources.as_ref().unwrap().requests.is_some(),
         "{what}: resources"
     );
+    // A worker failing at start leaves its last log lines as its termination message.
+    assert_eq!(
+        c.termination_message_policy.as_deref(),
+        Some("FallbackToLogsOnError"),
+        "{what}"
+    );
 }
 
 fn assert_owned(meta: &kube::api::ObjectMeta, owner: &RetailPipeline) {
