@@ -16,6 +16,7 @@ pub mod leader;
 pub mod metrics;
 pub mod monitoring;
 pub mod plan;
+pub mod pod_trouble;
 pub mod prometheus_access;
 pub mod reconciler;
 pub mod rollout;
