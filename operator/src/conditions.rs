@@ -4,6 +4,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use tailwarden_crds::{Decision, MarkStatus, RetailPipelineStatus, RoleStatus, RolloutStatus};
 
 use crate::freeze_annotations::describe;
+use crate::pod_trouble::PodTrouble;
 use crate::rollout::RolloutPlan;
 use crate::spec_error::SpecError;
 use crate::topology::Topology;
@@ -46,7 +47,8 @@ impl WorkloadObservation {
         !self.observed_latest || self.updated < self.desired || self.total > self.updated
     }
 
-    fn available(&self) -> bool {
+    /// Whether the workload runs the latest template with every replica ready.
+    pub fn available(&self) -> bool {
         !self.rolling() && self.ready >= self.desired
     }
 
@@ -72,6 +74,8 @@ pub struct Observation {
     pub ingest: WorkloadObservation,
     /// The serve workload (the same StatefulSet in the standalone topology).
     pub serve: WorkloadObservation,
+    /// Why the workers are not ready, from their pods; None when unknown. Never makes Ready True.
+    pub trouble: Option<PodTrouble>,
     /// Why the spec could not be used, if it could not.
     pub spec_error: Option<SpecError>,
     /// The SLO engine's latest verdict; None until it has evaluated the pipeline.
@@ -113,15 +117,16 @@ pub fn status(
             "WorkloadsAvailable",
             format!("all {} workers are ready", obs.topology.as_str()),
         ),
-        None => set(
-            READY,
-            false,
-            "WorkloadsNotReady",
-            format!(
+        None => {
+            let counts = format!(
                 "ingest {}/{} ready, serve {}/{} ready",
                 obs.ingest.ready, obs.ingest.desired, obs.serve.ready, obs.serve.desired
-            ),
-        ),
+            );
+            match &obs.trouble {
+                Some(t) => set(READY, false, t.kind.reason(), format!("{counts}; {t}")),
+                None => set(READY, false, "WorkloadsNotReady", counts),
+            }
+        }
     }
     if workloads.iter().any(|w| w.rolling()) {
         set(
@@ -418,6 +423,7 @@ pub fn condition<'a>(status: &'a RetailPipelineStatus, type_: &str) -> Option<&'
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pod_trouble::TroubleKind;
     use tailwarden_slo::gate::GateCode;
 
     fn ready(n: i32) -> WorkloadObservation {
@@ -437,6 +443,7 @@ mod tests {
             version: "1.2.0".into(),
             ingest,
             serve,
+            trouble: None,
             spec_error: None,
             verdict: None,
             rollout: RolloutPlan {
@@ -500,6 +507,81 @@ mod tests {
             s.current_version, None,
             "the new version is not current until rolled out"
         );
+    }
+
+    fn trouble(kind: TroubleKind, reason: &str, message: &str) -> PodTrouble {
+        PodTrouble {
+            pod: "shop-web-0".into(),
+            container: Some("dataplane".into()),
+            kind,
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn not_ready_names_the_pods_trouble_when_known() {
+        let down = WorkloadObservation {
+            ready: 0,
+            ..ready(1)
+        };
+        let message = r#"Container image "x" is not present with pull policy of Never"#;
+        let mut o = obs(down.clone(), down);
+        o.trouble = Some(trouble(
+            TroubleKind::ImagePull,
+            "ErrImageNeverPull",
+            message,
+        ));
+        let c = condition(&status(None, &o, at(0)), READY).unwrap().clone();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "ImagePullFailed")
+        );
+        assert_eq!(
+            c.message,
+            format!(
+                "ingest 0/1 ready, serve 0/1 ready; pod shop-web-0 container dataplane: \
+                 ErrImageNeverPull: {message}"
+            )
+        );
+        for (kind, reason) in [
+            (TroubleKind::Crashing, "WorkerCrashing"),
+            (TroubleKind::CannotStart, "WorkerCannotStart"),
+            (TroubleKind::Unschedulable, "Unschedulable"),
+            (TroubleKind::NotReady, "WorkerNotReady"),
+            (TroubleKind::Starting, "WorkerStarting"),
+        ] {
+            o.trouble = Some(trouble(kind, "R", "m"));
+            let c = condition(&status(None, &o, at(0)), READY).unwrap().clone();
+            assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", reason));
+            assert!(
+                c.message
+                    .ends_with("; pod shop-web-0 container dataplane: R: m")
+            );
+        }
+        // Without a cause the reason and message are the counts' alone.
+        o.trouble = None;
+        let c = condition(&status(None, &o, at(0)), READY).unwrap().clone();
+        assert_eq!(
+            (c.reason.as_str(), c.message.as_str()),
+            ("WorkloadsNotReady", "ingest 0/1 ready, serve 0/1 ready")
+        );
+    }
+
+    #[test]
+    fn pod_trouble_never_makes_ready_true_nor_hides_readiness() {
+        let mut o = obs(ready(1), ready(1));
+        o.trouble = Some(trouble(TroubleKind::NotReady, "ContainersNotReady", "m"));
+        let c = condition(&status(None, &o, at(0)), READY).unwrap().clone();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", "WorkloadsAvailable"),
+            "every workload available is Ready, whatever a pod says"
+        );
+        o.trouble = Some(trouble(TroubleKind::Starting, "ContainerCreating", ""));
+        o.spec_error = Some(SpecError::new("spec.ingest.batch.linger", "bad"));
+        let c = condition(&status(None, &o, at(0)), READY).unwrap().clone();
+        assert_eq!(c.reason, "InvalidSpec", "an unusable spec is named first");
     }
 
     #[test]

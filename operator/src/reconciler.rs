@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::{Predicate, WatchStreamExt, predicates, reflector, watcher};
@@ -28,6 +28,7 @@ use crate::error::{Error, ErrorClass, classify};
 use crate::metrics::Metrics;
 use crate::monitoring;
 use crate::plan::{self, Live, Plan};
+use crate::pod_trouble::{self, PodTrouble};
 use crate::topology::Topology;
 use crate::verdict::{Verdict, Verdicts};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -185,8 +186,12 @@ pub async fn reconcile(pipeline: Arc<RetailPipeline>, ctx: Arc<Context>) -> Resu
     let plan = plan::plan(&pipeline, &live, verdict.as_ref(), now);
     // Apply.
     let (workloads, monitoring) = apply_plan(&ctx, &pipeline, &ns, &plan).await?;
+    let trouble = observe_trouble(&ctx.client, &ns, &pipeline, &workloads).await;
     // Report.
-    report(&ctx, &pipeline, &plan, verdict, workloads, monitoring).await?;
+    report(
+        &ctx, &pipeline, &plan, verdict, workloads, trouble, monitoring,
+    )
+    .await?;
     Ok(Action::requeue(next_pass(&plan, now)))
 }
 
@@ -248,6 +253,7 @@ async fn report(
     plan: &Plan,
     verdict: Option<Verdict>,
     (ingest, serve): (WorkloadObservation, WorkloadObservation),
+    trouble: Option<PodTrouble>,
     monitoring: Result<(), String>,
 ) -> Result<(), Error> {
     let previous = pipeline.status.as_ref();
@@ -258,6 +264,7 @@ async fn report(
         version: pipeline.spec.dataplane.version.clone(),
         ingest,
         serve,
+        trouble,
         spec_error: plan.apply.as_ref().err().cloned(),
         verdict,
         rollout: plan.rollout.clone(),
@@ -418,6 +425,38 @@ async fn observe_existing(
             (get(Role::Ingest).await?, get(Role::Serve).await?)
         }
     })
+}
+
+/// Why the workers are not ready, from the pipeline's pods. They are listed only while a workload
+/// is not available, so a steady pipeline costs no pod list. A failed list is logged and leaves the
+/// cause unknown: the cause explains the status, it never decides anything.
+async fn observe_trouble(
+    client: &Client,
+    ns: &str,
+    pipeline: &RetailPipeline,
+    (ingest, serve): &(WorkloadObservation, WorkloadObservation),
+) -> Option<PodTrouble> {
+    if ingest.available() && serve.available() {
+        return None;
+    }
+    let selector = children::selector(pipeline, None)
+        .into_iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    // From the API server's watch cache rather than etcd: a cause a moment old tells as much.
+    let params = ListParams::default().labels(&selector).match_any();
+    match Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&params)
+        .await
+    {
+        Ok(pods) => pod_trouble::most_telling(&pods.items, jiff::Timestamp::now()),
+        Err(source) => {
+            let error = Error::kube(format!("list Pods {ns} {selector}"))(source);
+            warn!(%error, pipeline = %pipeline.name_any(), "could not read why the workers are not ready");
+            None
+        }
+    }
 }
 
 fn observe_deployment(d: &Deployment) -> WorkloadObservation {
