@@ -76,6 +76,8 @@ const NAMESPACED_RULES: &[(&str, &str, &[&str])] = &[
     ("policy", "poddisruptionbudgets", PRUNED_CHILD_VERBS),
     ("", "services", KEPT_CHILD_VERBS),
     ("", "configmaps", READ_CHILD_VERBS),
+    // Listed while a workload is not available, for the cause the Ready condition names.
+    ("", "pods", &["list"]),
     ("events.k8s.io", "events", &["create", "patch"]),
     ("monitoring.coreos.com", "prometheusrules", APPLIED_VERBS),
     ("monitoring.coreos.com", "podmonitors", APPLIED_VERBS),
@@ -919,6 +921,10 @@ async fn operator_runs_with_only_the_charts_permissions(prefix: &str, single_nam
             None,
         ),
         ("create", "", "pods", ns, None),
+        ("get", "", "pods", ns, None),
+        ("watch", "", "pods", ns, None),
+        ("delete", "", "pods", ns, None),
+        ("get", "", "pods/log", ns, None),
         (
             "create",
             "",
@@ -983,6 +989,7 @@ async fn operator_runs_with_only_the_charts_permissions(prefix: &str, single_nam
         ("patch", "tailwarden.io", "retailpipelines/status", ns, None),
         ("create", "apps", "deployments", ns, None),
         ("create", "events.k8s.io", "events", ns, None),
+        ("list", "", "pods", ns, None),
         (
             "create",
             "monitoring.coreos.com",

@@ -42,10 +42,13 @@ them with the apiserver's audit log of a run through a pipeline's whole lifecycl
 - Services, ConfigMaps: watched and server-side applied; both topologies keep them, so the operator
   never deletes them (garbage collection does, through the owner reference). The ConfigMap is also
   read by name (get): while rollouts are frozen the operator keeps its live config.
+- Pods: listed (by the pipeline's label selector) only while a workload is not available, so the
+  Ready condition can name why (image pull, crash, unschedulable, ...); never read by name, watched
+  or changed.
 - events.k8s.io events: the kube-runtime Recorder creates an Event and patches it when it repeats.
 - monitoring.coreos.com: the per-pipeline PrometheusRule and PodMonitor, server-side applied when
   those CRDs exist; never read or deleted (garbage collection does).
-No secrets, no pods, no wildcards.
+No secrets, no wildcards.
 */}}
 {{- define "tailwarden.namespacedRules" -}}
 - apiGroups: ["tailwarden.io"]
@@ -69,6 +72,9 @@ No secrets, no pods, no wildcards.
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
