@@ -569,7 +569,7 @@ mod tests {
     }
 
     #[test]
-    fn pod_trouble_never_makes_ready_true_nor_hides_readiness() {
+    fn available_workloads_and_an_invalid_spec_outrank_pod_trouble() {
         let mut o = obs(ready(1), ready(1));
         o.trouble = Some(trouble(TroubleKind::NotReady, "ContainersNotReady", "m"));
         let c = condition(&status(None, &o, at(0)), READY).unwrap().clone();
