@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: builds the local Kubernetes control plane (cached),
-# builds the workspace, starts the cluster, runs every test including the cluster tests, and stops
+# builds the workspace, starts the cluster with its real node, runs every test including the cluster tests, and stops
 # the cluster again, also when a test fails.
 set -euo pipefail
 
@@ -35,7 +35,9 @@ stop() {
   exit "$rc"
 }
 trap stop EXIT
-TAILWARDEN_SKIP_BUILD=1 "$root/tests/cluster/up.sh" "$state"
+# One real node (kubelet, containerd, kube-proxy) beside the kwok nodes, running our images built
+# from the debug binaries above: tests/cluster/node-up.sh.
+TAILWARDEN_SKIP_BUILD=1 TAILWARDEN_REAL_NODE=1 "$root/tests/cluster/up.sh" "$state"
 # shellcheck disable=SC1091
 source "$state/env"
 export KUBECONFIG KUBECTL="$TAILWARDEN_CACHE/bin/kubectl"

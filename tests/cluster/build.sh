@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the local Kubernetes control plane used by the cluster tests:
-# kube-apiserver, kube-controller-manager, kube-scheduler, kubectl (all
-# k8s.io/kubernetes v1.34.x, pinned in go.mod) and kwok (pinned in kwok/go.mod),
+# kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, and the
+# real node's kubelet and kube-proxy (all k8s.io/kubernetes v1.34.x, pinned in go.mod) and kwok (pinned in kwok/go.mod),
 # and makes sure Debian's etcd is installed.
 #
 # Everything goes under ${TAILWARDEN_CACHE:-$HOME/.cache/tailwarden}:
@@ -55,7 +55,9 @@ build_k8s() {
      k8s.io/kubernetes/cmd/kube-apiserver \
      k8s.io/kubernetes/cmd/kube-controller-manager \
      k8s.io/kubernetes/cmd/kube-scheduler \
-     k8s.io/kubernetes/cmd/kubectl)
+     k8s.io/kubernetes/cmd/kubectl \
+     k8s.io/kubernetes/cmd/kubelet \
+     k8s.io/kubernetes/cmd/kube-proxy)
 }
 
 build_kwok() {
@@ -97,7 +99,7 @@ main() {
 
   want=$(inputs_hash)
   local b up_to_date=1
-  for b in kube-apiserver kube-controller-manager kube-scheduler kubectl kwok; do
+  for b in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy kwok; do
     [[ -x $bin/$b ]] || up_to_date=0
   done
   [[ -f $bin/kwok-stages.yaml ]] || up_to_date=0

@@ -14,6 +14,9 @@ grace=${TAILWARDEN_DOWN_GRACE:-10}   # seconds between SIGTERM and SIGKILL
 
 [[ -d $pids ]] || exit 0
 
+# The real node first (it talks to the apiserver), and its host-wide changes with it.
+"$(dirname "${BASH_SOURCE[0]}")/node-down.sh" "$1"
+
 # Only signal a pid if it still runs the program we started: after a reboot or
 # a crash the number may belong to an unrelated process by now.
 ours() {

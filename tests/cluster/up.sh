@@ -14,6 +14,9 @@
 #   TAILWARDEN_UP_TIMEOUT   seconds allowed for each wait (default 60)
 #   TAILWARDEN_APISERVER_ARGS  extra kube-apiserver flags (split on spaces),
 #                           e.g. "--feature-gates=... --audit-log-path=..."
+#   TAILWARDEN_REAL_NODE=1  also join one real node (kubelet, containerd, kube-proxy; needs root):
+#                           node-up.sh. The apiserver then also listens on this machine's own
+#                           address, which the kubernetes Service points at, so pods reach it.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -112,6 +115,12 @@ EOF
 )
 [[ -n ${kwok_port:-} ]] || die "could not pick free ports"
 server=https://127.0.0.1:$api_port
+real_node=${TAILWARDEN_REAL_NODE:-0}
+node_ip=127.0.0.1
+if [[ $real_node == 1 ]]; then
+  node_ip=$(ip -4 route get 1.1.1.1 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p')
+  [[ -n $node_ip && $node_ip != 127.* ]] || die "no non-loopback address for the real node"
+fi
 log "ports: etcd=$etcd_port/$etcd_peer_port apiserver=$api_port kcm=$kcm_port scheduler=$sched_port kwok=$kwok_port"
 
 # --- PKI and tokens -------------------------------------------------------------
@@ -123,11 +132,11 @@ log "ports: etcd=$etcd_port/$etcd_peer_port apiserver=$api_port kcm=$kcm_port sc
     -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
   openssl ecparam -name prime256v1 -genkey -noout -out serving.key 2>/dev/null
   openssl req -new -key serving.key -subj "/CN=kube-apiserver" -out serving.csr 2>/dev/null
-  cat >serving.ext <<'EOF'
+  cat >serving.ext <<EOF
 basicConstraints=CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=serverAuth
-subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
+subjectAltName=IP:127.0.0.1,IP:$node_ip,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
 EOF
   openssl x509 -req -in serving.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
     -extfile serving.ext -out serving.crt 2>/dev/null
@@ -139,7 +148,14 @@ EOF
     -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
   openssl genrsa -out sa.key 2048 2>/dev/null
   openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
-  rm -f serving.csr serving.ext ca.srl
+  # The apiserver's client certificate towards kubelets (kubectl logs/exec on the real node).
+  openssl ecparam -name prime256v1 -genkey -noout -out kubelet-client.key 2>/dev/null
+  openssl req -new -key kubelet-client.key -subj "/O=system:masters/CN=kube-apiserver-kubelet-client" \
+    -out kubelet-client.csr 2>/dev/null
+  printf 'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n' >kubelet-client.ext
+  openssl x509 -req -in kubelet-client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+    -extfile kubelet-client.ext -out kubelet-client.crt 2>/dev/null
+  rm -f serving.csr serving.ext ca.srl kubelet-client.csr kubelet-client.ext
   chmod 600 ./*.key
 )
 
@@ -249,6 +265,13 @@ start etcd etcd --name tailwarden --data-dir "$state/etcd" \
 # 3.4 lacks it, so such watches failed at once. kwok always watches from "0":
 # its caches went stale and every other node-lease renewal hit a conflict.
 read -r -a extra_api_args <<<"${TAILWARDEN_APISERVER_ARGS:-}"
+# With a real node, pods reach the apiserver through the kubernetes Service, whose endpoint is
+# this machine's own address (the lease reconciler publishes it).
+if [[ $real_node == 1 ]]; then
+  extra_api_args+=(--bind-address=0.0.0.0 --advertise-address="$node_ip" --endpoint-reconciler-type=lease)
+else
+  extra_api_args+=(--bind-address=127.0.0.1 --advertise-address=127.0.0.1 --endpoint-reconciler-type=none)
+fi
 # Audit log of ServiceAccount requests (Metadata level: who, verb, resource, response code and the
 # authorization decision; no bodies), for tests that compare what a component calls with what its
 # RBAC grants (tests/tests/rbac.rs). kcm's controllers (kube-system ServiceAccounts), the
@@ -266,7 +289,7 @@ rules:
 EOF
 start kube-apiserver "$bin/kube-apiserver" \
   --etcd-servers="http://127.0.0.1:$etcd_port" \
-  --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$api_port" \
+  --secure-port="$api_port" \
   --tls-cert-file="$pki/serving.crt" --tls-private-key-file="$pki/serving.key" \
   --client-ca-file="$pki/ca.crt" \
   --requestheader-client-ca-file="$pki/front-proxy-ca.crt" --requestheader-allowed-names=front-proxy-client \
@@ -277,7 +300,9 @@ start kube-apiserver "$bin/kube-apiserver" \
   --service-cluster-ip-range=10.0.0.0/24 \
   --authorization-mode=RBAC \
   --token-auth-file="$pki/tokens.csv" \
-  --endpoint-reconciler-type=none \
+  --kubelet-client-certificate="$pki/kubelet-client.crt" --kubelet-client-key="$pki/kubelet-client.key" \
+  --kubelet-preferred-address-types=InternalIP \
+  --enable-admission-plugins=PodNodeSelector,PodTolerationRestriction \
   --feature-gates=WatchList=false \
   --allow-privileged=true \
   --profiling=false \
@@ -380,6 +405,10 @@ spec:
 EOF
   done
 } >"$manifest"
+# Pods on the real node run as non-root users, and hostPath volumes ignore fsGroup.
+for ((i = 0; i < pv_count; i++)); do
+  install -d -m 1777 "$state/volumes/pv-$(printf '%03d' "$i")"
+done
 "$kubectl" create -f "$manifest" >"$logs/objects.log" 2>&1 || die "creating nodes/StorageClass/PVs failed (see $logs/objects.log)"
 log "created $node_count nodes, StorageClass standard, $pv_count PVs"
 
@@ -417,6 +446,11 @@ wait_for "$pv_count PVs Available" pvs_available
     printf 'export %s=%q\n' "${kv%%=*}" "${kv#*=}"
   done
 } >"$state/env"
+
+if [[ $real_node == 1 ]]; then
+  "$here/node-up.sh" "$state" || die "the real node did not come up"
+  log "real node ready"
+fi
 
 ok=1
 log "cluster up: $server (. $state/env)"

@@ -20,6 +20,7 @@ use tailwarden_crds::RetailPipeline;
 pub mod helm;
 pub mod operator_process;
 pub mod prometheus;
+pub mod real_node;
 pub mod scrape_target;
 
 /// A client for the test cluster, from `KUBECONFIG`.
@@ -135,7 +136,7 @@ pub async fn delete_namespace(client: &Client, name: &str) {
         .await;
 }
 
-fn unique() -> String {
+pub(crate) fn unique() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
     let nanos = std::time::SystemTime::now()
