@@ -73,7 +73,7 @@ apiVersion: tailwarden.io/v1alpha1
 kind: RetailPipeline
 metadata: {name: broken}
 spec:
-  dataplane: {image: registry.example.com/tailwarden/dataplane, version: "0.1.0"}
+  dataplane: {image: docker.io/tailwarden/tailwarden-dataplane, version: "0.1.0"}
   ingest: {replicas: {min: 5, max: 2}}
 BAD
 say "A real data-plane worker takes load; a real Prometheus scrapes it for rp/catalog"

@@ -125,6 +125,13 @@ with tarfile.open(archive, mode="w", format=tarfile.PAX_FORMAT) as tar:
         f"blobs/sha256/{sha(config)[7:]}": config,
         f"blobs/sha256/{sha(manifest)[7:]}": manifest,
         f"blobs/sha256/{sha(layer)[7:]}": layer,
+        # The docker-archive index (as `docker save` writes beside the OCI layout), so that
+        # `docker load` and skopeo's docker-archive: transport read the same archive.
+        "manifest.json": json.dumps([{
+            "Config": f"blobs/sha256/{sha(config)[7:]}",
+            "RepoTags": [f"docker.io/tailwarden/{ref}"],
+            "Layers": [f"blobs/sha256/{sha(layer)[7:]}"],
+        }], separators=(",", ":")).encode(),
     }
     for d in ["blobs/", "blobs/sha256/"]:
         tar.addfile(entry(d, 0o755, tarfile.DIRTYPE))

@@ -71,7 +71,7 @@ pub struct RetailPipelineSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct DataplaneSpec {
-    /// Image repository without a tag, e.g. `registry.example.com/tailwarden/dataplane`.
+    /// Image repository without a tag, e.g. `docker.io/tailwarden/tailwarden-dataplane` (scripts/build-images.sh).
     #[schemars(regex(pattern = r"^([a-z0-9.-]+(:[0-9]+)?/)?[a-z0-9]+([._/-][a-z0-9]+)*$"))]
     pub image: String,
     /// Image tag to run. Changing it is a rollout, frozen while the error budget is exhausted.

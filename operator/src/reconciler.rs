@@ -57,7 +57,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// The SLO engine's latest verdicts.
     pub verdicts: Verdicts,
-    /// Permits to do a reconcile's API calls, granted first come, first served.
+    /// Permits to do a reconcile's API calls, granted first come, first served; closed when the
+    /// controller shuts down.
     pub reconcile_slots: tokio::sync::Semaphore,
 }
 
@@ -123,6 +124,11 @@ pub async fn run(
         ));
         tokio::spawn(engine.run(controller.store(), trigger))
     });
+    let slots = ctx.clone();
+    let shutdown = async move {
+        shutdown.await;
+        slots.reconcile_slots.close();
+    };
     controller
         .reconcile_on(triggered)
         .graceful_shutdown_on(shutdown)
@@ -164,11 +170,11 @@ pub fn error_policy(pipeline: Arc<RetailPipeline>, error: &Error, ctx: Arc<Conte
 
 /// One reconcile of one pipeline: observe → plan (pure) → apply → report.
 pub async fn reconcile(pipeline: Arc<RetailPipeline>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let _slot = ctx
-        .reconcile_slots
-        .acquire()
-        .await
-        .expect("the reconcile semaphore is never closed");
+    // Closed at shutdown: reconciles still waiting for a slot end at once, so that stopping
+    // waits for the few in flight, not for every queued pipeline.
+    let Ok(_slot) = ctx.reconcile_slots.acquire().await else {
+        return Ok(Action::await_change());
+    };
     let _timer = ctx.metrics.reconcile_started();
     let ns = pipeline
         .namespace()

@@ -44,6 +44,14 @@ impl Prometheus {
         Self::start(fresh_dir(), &scrape_config(target, ""), READY_WITHIN).await
     }
 
+    /// Scrapes every second with `jobs`: the items of `scrape_configs`, as YAML indented by two.
+    pub async fn with_scrape_jobs(jobs: &str) -> Self {
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n{jobs}"
+        );
+        Self::start(fresh_dir(), &config, READY_WITHIN).await
+    }
+
     /// Like [`Prometheus::scraping`], evaluating the rules file `rules` every second.
     pub async fn scraping_with_rules(target: std::net::SocketAddr, rules: &str) -> Self {
         let dir = fresh_dir();

@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use kube::api::{ListParams, ObjectMeta, PostParams};
 use kube::{Api, Client};
 use tailwarden_crds::RetailPipeline;
+use tailwarden_operator::monitoring::PodMonitor;
 
 /// The node's name (`TAILWARDEN_REAL_NODE`, written by node-up.sh). Panics without one: these
 /// tests must fail, not pass vacuously, when the harness did not start it.
@@ -131,4 +132,89 @@ pub fn named(name: &str) -> ObjectMeta {
         name: Some(name.into()),
         ..Default::default()
     }
+}
+
+/// The scrape job the Prometheus Operator would make of `monitor`, as a plain Prometheus config.
+/// Debian's Prometheus is built without Kubernetes service discovery, so the selector is resolved
+/// here: the pods it matches in the monitor's namespace, at their container port of the endpoint's
+/// name, are written to `targets` (a `file_sd_configs` file, which Prometheus watches) with the
+/// labels the relabelings give, plus `namespace` and `pod` as the Prometheus Operator adds them.
+/// Call it again to follow pod changes. Scrapes every second.
+pub async fn scrape_job(
+    client: &Client,
+    monitor: &PodMonitor,
+    targets: &std::path::Path,
+) -> String {
+    let ns = monitor
+        .metadata
+        .namespace
+        .clone()
+        .expect("a namespaced PodMonitor");
+    let selector = monitor
+        .spec
+        .selector
+        .match_labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut groups = Vec::new();
+    for pod in pods(client, &ns, &selector).await {
+        let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.clone()) else {
+            continue;
+        };
+        let pod_labels = pod.metadata.labels.clone().unwrap_or_default();
+        for endpoint in &monitor.spec.pod_metrics_endpoints {
+            let port = pod
+                .spec
+                .iter()
+                .flat_map(|s| &s.containers)
+                .flat_map(|c| c.ports.iter().flatten())
+                .find(|p| p.name.as_deref() == Some(endpoint.port.as_str()));
+            let Some(port) = port else { continue };
+            let mut labels = serde_json::Map::new();
+            for r in &endpoint.relabelings {
+                let value = r
+                    .source_labels
+                    .iter()
+                    .map(|source| {
+                        let label = source
+                            .strip_prefix("__meta_kubernetes_pod_label_")
+                            .unwrap_or_else(|| {
+                                panic!("relabeling from {source} is not translated")
+                            });
+                        pod_labels
+                            .iter()
+                            .find(|(k, _)| {
+                                k.chars()
+                                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                                    .eq(label.chars())
+                            })
+                            .map(|(_, v)| v.clone())
+                            .unwrap_or_default()
+                    })
+                    .collect::<Vec<_>>()
+                    .join(";");
+                labels.insert(r.target_label.clone(), value.into());
+            }
+            labels.insert("namespace".into(), ns.clone().into());
+            labels.insert(
+                "pod".into(),
+                pod.metadata.name.clone().unwrap_or_default().into(),
+            );
+            groups.push(serde_json::json!({
+                "targets": [format!("{ip}:{}", port.container_port)],
+                "labels": labels,
+            }));
+        }
+    }
+    let tmp = targets.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec(&groups).unwrap()).unwrap();
+    std::fs::rename(&tmp, targets).unwrap();
+    format!(
+        "  - job_name: podMonitor/{ns}/{name}\n    file_sd_configs:\n      - files: [{file:?}]\n",
+        name = monitor.metadata.name.clone().unwrap_or_default(),
+        file = targets.display().to_string(),
+    )
 }

@@ -241,6 +241,15 @@ async fn images_import_into_containerd_run_and_round_trip_a_registry() {
         digest.as_str(),
         "the registry holds our manifest"
     );
+    // The same archive read as a docker archive (what `docker load` reads), by the name it tags.
+    let as_docker: serde_json::Value =
+        serde_json::from_str(&run(Command::new("skopeo").arg("inspect").arg(format!(
+            "docker-archive:{}:docker.io/tailwarden/{name}:0.1.0",
+            archive(name).display()
+        ))))
+        .unwrap();
+    assert_eq!(as_docker["Labels"], inspected["Labels"], "{as_docker}");
+    assert_eq!(as_docker["Env"], inspected["Env"], "{as_docker}");
     let back = base.join("back.oci.tar");
     run(Command::new("skopeo")
         .args(["copy", "--src-tls-verify=false"])
