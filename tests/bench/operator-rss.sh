@@ -5,6 +5,9 @@
 # fleet converges, then stops everything. docs/benchmarks.md records the figures.
 #
 # Usage: tests/bench/operator-rss.sh [pipelines (1000)] [minutes after convergence (3)]
+# STOP_AFTER=<seconds>: instead, send the operator SIGTERM that long after its start (while the
+# fleet's reconciles are still queued) and report how long it takes to exit. Either way the run
+# ends with a SIGTERM and the time to exit.
 # SCRAPE (30s) and EVALUATION (30s) set Prometheus's scrape interval and the engine's: on 2 cores,
 # Prometheus answering a 1,000-pipeline pass every 15 s starves the API server while it creates
 # 4,000 children.
@@ -100,6 +103,27 @@ report() {
   echo "t=$((SECONDS - start))s deployments=$deploys/$((2 * n)) engine pass sum/count: ${passes:-none} $rss"
   [[ $deploys -ge $((2 * n)) ]]
 }
+# stop_operator: SIGTERM, and how long until the process is gone (at most 60 s, then SIGKILL).
+stop_operator() {
+  local t0=$EPOCHREALTIME
+  kill -TERM "$op"
+  for _ in $(seq 600); do
+    kill -0 "$op" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$op" 2>/dev/null; then
+    echo "SIGTERM: the operator did not exit within 60 s; killing it"
+    kill -KILL "$op"
+  else
+    awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "SIGTERM: exited after %.0f ms\n", (b - a) * 1000 }'
+  fi
+}
+if [[ -n ${STOP_AFTER:-} ]]; then
+  sleep "$STOP_AFTER"
+  report || true
+  stop_operator
+  exit 0
+fi
 until report; do
   kill -0 "$op" || { echo "the operator exited:"; tail -20 "$state/operator.log"; exit 1; }
   ((SECONDS - start < 1800)) || { echo "not converged in 30 min"; exit 1; }
@@ -110,3 +134,4 @@ end=$((SECONDS + 60 * settle_min))
 while ((SECONDS < end)); do sleep 30; report || true; done
 echo "slow passes by bucket:"
 curl -s "127.0.0.1:$p_op/metrics" | grep -E '^tailwarden_operator_slo_pass_duration_seconds_bucket'
+stop_operator
