@@ -26,7 +26,11 @@ CARGO_TARGET_DIR="$TAILWARDEN_CACHE/target-fuzz" "$root/dataplane/fuzz/run.sh" "
 state=$(mktemp -d "${TMPDIR:-/tmp}/tailwarden-test.XXXXXX")
 stop() {
   local rc=$?
-  "$root/tests/cluster/down.sh" "$state" >/dev/null 2>&1 || true
+  # A teardown that leaves the real node's changes on the host fails the run (node-down.sh).
+  if ! "$root/tests/cluster/down.sh" "$state" >"$state/down.log" 2>&1; then
+    cat "$state/down.log" >&2
+    [[ $rc -ne 0 ]] || rc=1
+  fi
   if [[ $rc -ne 0 ]]; then
     echo "test run failed (exit $rc); cluster logs kept in $state/logs" >&2
   else

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # node-down.sh STATE_DIR: stop the real node that node-up.sh started in STATE_DIR and undo every
 # host-wide change it made (the list in ../shared/notes/real-node.md), also after a failed test or a
-# crashed harness. Idempotent; does nothing when STATE_DIR never had a real node.
+# crashed harness. Idempotent; does nothing when STATE_DIR never had a real node. Fails, naming
+# them, if any of those changes are still there afterwards.
 set -uo pipefail
 
 state=${1:?usage: node-down.sh STATE_DIR}
@@ -44,10 +45,18 @@ awk -v p="$node/" 'index($2, p) == 1 || $2 == substr(p, 1, length(p) - 1) { prin
 awk -v p="$node/" 'index($2, p) == 1 { print $2 }' /proc/mounts | sort -r \
   | while read -r m; do umount -l "$m" 2>/dev/null; done
 
-# cgroups (after the processes are gone), deepest first, in every hierarchy.
-for hierarchy in /sys/fs/cgroup/*/; do
-  [[ -d $hierarchy/kubepods ]] || continue
-  find "$hierarchy/kubepods" -depth -type d -exec rmdir {} \; 2>/dev/null
+# cgroups, deepest first, in every hierarchy: a cgroup can be removed once its killed processes
+# are gone, which takes a moment.
+for _ in $(seq 50); do
+  busy=0
+  for hierarchy in /sys/fs/cgroup/*/; do
+    [[ -d $hierarchy/kubepods ]] || continue
+    find "$hierarchy/kubepods" -name cgroup.procs -exec cat {} + 2>/dev/null | xargs -r kill -KILL 2>/dev/null
+    find "$hierarchy/kubepods" -depth -type d -exec rmdir {} \; 2>/dev/null
+    [[ -d $hierarchy/kubepods ]] && busy=1
+  done
+  ((busy)) || break
+  sleep 0.1
 done
 
 # Network: pod network namespaces, the bridge, kube-proxy's iptables chains, ip_forward.
@@ -92,5 +101,29 @@ find /var/log/containers -maxdepth 1 -type l -lname "$node/*" -delete 2>/dev/nul
 
 if [[ -f $marker && $(cat "$marker") == "$state" ]]; then
   rm -f "$marker"
+fi
+
+# Verify: name whatever is left, and fail, so that a run that leaks onto the host is seen.
+left=()
+for p in kubelet kube-proxy containerd; do
+  [[ -f $pids/$p.pid ]] && kill -0 "$(cat "$pids/$p.pid")" 2>/dev/null && left+=("process $p")
+done
+pgrep -f "containerd-shim-runc-v2 .*-address $node/" >/dev/null && left+=("containerd shims")
+compgen -G "/run/netns/cni-*" >/dev/null && left+=("/run/netns/cni-*")
+ip link show tw-cni0 >/dev/null 2>&1 && left+=("link tw-cni0")
+for cmd in iptables ip6tables; do
+  command -v "$cmd" >/dev/null || continue
+  for table in filter nat mangle; do
+    "$cmd" -t "$table" -S 2>/dev/null | grep -q -- '-N KUBE-' && left+=("$cmd -t $table KUBE-* chains")
+  done
+done
+for hierarchy in /sys/fs/cgroup/*/; do
+  [[ -d $hierarchy/kubepods ]] && left+=("cgroup ${hierarchy}kubepods")
+done
+awk -v p="$node" 'index($2, p) == 1 { found = 1 } END { exit !found }' /proc/mounts && left+=("mounts under $node")
+[[ -e /var/lib/kubelet/device-plugins/kubelet.sock ]] && left+=("/var/lib/kubelet/device-plugins/kubelet.sock")
+if ((${#left[@]})); then
+  printf '[node-down.sh] left on the host: %s\n' "${left[@]}" >&2
+  exit 1
 fi
 exit 0
