@@ -48,6 +48,33 @@ async fn post_updates(url: &str, token: Option<&str>, body: String) -> u16 {
     req.send().await.map(|r| r.status().as_u16()).unwrap_or(0)
 }
 
+/// POSTs `body` once the Service answers at all: kube-proxy programs a Service's rules moments
+/// after its pod is Ready, and until then connections fail (status 0).
+async fn post_when_served(url: &str, token: Option<&str>, body: String) -> u16 {
+    wait_for(
+        "the ingest Service to answer",
+        Duration::from_secs(30),
+        || async {
+            let status = post_updates(url, token, body.clone()).await;
+            (status != 0).then_some(status)
+        },
+    )
+    .await
+}
+
+/// Waits until every acknowledged (product, quantity) reads back through the serve Service.
+async fn assert_all_readable(serve: &str, acknowledged: &[(String, i64)], when: &str) {
+    for (product, want) in acknowledged {
+        let got = wait_for(
+            &format!("{product} readable {when}"),
+            Duration::from_secs(30),
+            || async { quantity(serve, product).await },
+        )
+        .await;
+        assert_eq!(got, *want, "{product} {when}");
+    }
+}
+
 async fn quantity(serve: &str, product: &str) -> Option<i64> {
     let r = reqwest::Client::new()
         .get(format!("{serve}/v1/inventory/{product}/S1"))
@@ -124,16 +151,7 @@ async fn embedded_pipeline_serves_through_its_services_and_keeps_acknowledged_up
     // Writes through the ingest Service, reads through the serve Service, from this host.
     let ingest = real_node::service_url(&client, &ns, "shop-ingest", "http").await;
     let serve = real_node::service_url(&client, &ns, "shop-serve", "http").await;
-    // kube-proxy programs the Service's rules moments after the pod is Ready.
-    let refused = wait_for(
-        "the ingest Service to answer",
-        Duration::from_secs(30),
-        || async {
-            let status = post_updates(&ingest, None, inventory("e-0", "P0", 1, 1)).await;
-            (status != 0).then_some(status)
-        },
-    )
-    .await;
+    let refused = post_when_served(&ingest, None, inventory("e-0", "P0", 1, 1)).await;
     assert_eq!(
         refused, 401,
         "the write API needs the token from the Secret"
@@ -145,15 +163,7 @@ async fn embedded_pipeline_serves_through_its_services_and_keeps_acknowledged_up
         assert!((200..300).contains(&status), "update {i} answered {status}");
         acknowledged.push((format!("P{i}"), 100 + i));
     }
-    for (product, want) in &acknowledged {
-        let got = wait_for(
-            &format!("{product} readable through the serve Service"),
-            Duration::from_secs(30),
-            || async { quantity(&serve, product).await },
-        )
-        .await;
-        assert_eq!(got, *want, "{product}");
-    }
+    assert_all_readable(&serve, &acknowledged, "through the serve Service").await;
 
     // Deleting the pod sends SIGTERM: the worker drains and exits well within its grace period
     // (the pod would otherwise be killed after the full period), the StatefulSet recreates it on
@@ -195,15 +205,7 @@ async fn embedded_pipeline_serves_through_its_services_and_keeps_acknowledged_up
             .then_some(())
     })
     .await;
-    for (product, want) in &acknowledged {
-        let got = wait_for(
-            &format!("{product} after the restart"),
-            Duration::from_secs(30),
-            || async { quantity(&serve, product).await },
-        )
-        .await;
-        assert_eq!(got, *want, "{product} survived the pod's deletion");
-    }
+    assert_all_readable(&serve, &acknowledged, "after the pod's deletion").await;
     real_node::wait_ready_status(&api, "shop", "True", Duration::from_secs(60)).await;
     delete_namespace(&client, &ns).await;
 }
@@ -528,16 +530,8 @@ async fn prometheus_scrapes_the_real_pods_and_the_slo_engine_reads_their_slis() 
     let ingest = real_node::service_url(&client, &ns, "shop-ingest", "http").await;
     let serve = real_node::service_url(&client, &ns, "shop-serve", "http").await;
     for i in 0..10i64 {
-        let body = || inventory(&format!("s-{i}"), &format!("S{i}"), i, 1);
-        let status = wait_for(
-            "the ingest Service to answer",
-            Duration::from_secs(30),
-            || async {
-                let status = post_updates(&ingest, None, body()).await;
-                (status != 0).then_some(status)
-            },
-        )
-        .await;
+        let body = inventory(&format!("s-{i}"), &format!("S{i}"), i, 1);
+        let status = post_when_served(&ingest, None, body).await;
         assert_eq!(status, 200, "update {i}");
     }
     let slis = wait_for(
