@@ -123,7 +123,10 @@ impl Change<'_> {
                     "Freezing rollouts of {target} until {until} as {by}: {reason}."
                 ));
                 if let Some(m) = &current.manual {
-                    text.push_str(&format!(" It replaces the manual freeze {}.", describe(m)));
+                    text.push_str(&format!(
+                        " It replaces the manual freeze ({}).",
+                        describe(m)
+                    ));
                 }
                 if MarkStatus::active(current.freeze_override.as_ref()) {
                     text.push_str(" The freeze override in effect does not lift it.");
@@ -142,7 +145,7 @@ impl Change<'_> {
                 ));
                 if let Some(m) = &current.freeze_override {
                     text.push_str(&format!(
-                        " It replaces the freeze override {}.",
+                        " It replaces the freeze override ({}).",
                         describe(m)
                     ));
                 }
@@ -152,7 +155,7 @@ impl Change<'_> {
                     .filter(|m| m.state == MarkState::Active)
                 {
                     text.push_str(&format!(
-                        " The manual freeze {} still holds rollouts: an override does not lift it.",
+                        " The manual freeze ({}) still holds rollouts: an override does not lift it.",
                         describe(m)
                     ));
                 }
@@ -295,8 +298,8 @@ mod tests {
         assert_eq!(
             set(Mark::Freeze).describe("shop/web", &replaced),
             "Freezing rollouts of shop/web until 2026-12-02T18:00:00Z as alice: peak sale. It \
-             replaces the manual freeze set by bob until 2026-12-02T17:00:00Z: earlier (no \
-             effect: its expiry has passed). The freeze override in effect does not lift it."
+             replaces the manual freeze (set by bob until 2026-12-02T17:00:00Z: earlier (no \
+             effect: its expiry has passed)). The freeze override in effect does not lift it."
         );
         assert_eq!(
             set(Mark::Override).describe("shop/web", &budget),
@@ -310,8 +313,8 @@ mod tests {
         assert_eq!(
             set(Mark::Override).describe("shop/web", &manual),
             "Letting rollouts of shop/web through the error budget's freeze until \
-             2026-12-02T18:00:00Z as alice: peak sale. The manual freeze set by bob until \
-             2026-12-02T17:00:00Z: earlier still holds rollouts: an override does not lift it. \
+             2026-12-02T18:00:00Z as alice: peak sale. The manual freeze (set by bob until \
+             2026-12-02T17:00:00Z: earlier) still holds rollouts: an override does not lift it. \
              The error budget does not freeze rollouts now."
         );
         assert_eq!(
