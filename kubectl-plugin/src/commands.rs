@@ -14,7 +14,7 @@ use crate::cli::{Cli, Command, Connection, Output};
 use crate::cluster::Cluster;
 use crate::error::Error;
 use crate::history;
-use crate::marks::{Change, Current, expiry};
+use crate::marks::{self, Change, Current, expiry};
 use crate::summary::{Summary, sort, table};
 
 /// Runs the command line.
@@ -124,9 +124,7 @@ async fn set(
     dry_run: bool,
 ) -> Result<(), Error> {
     // Flags first: a refused --for or --reason needs no cluster.
-    if reason.trim().is_empty() {
-        return Err(Error::EmptyReason);
-    }
+    let reason = marks::reason(reason)?;
     let until = expiry(Timestamp::now(), duration)?;
     let cluster = Cluster::connect(connection).await?;
     let by = cluster.username().await?;

@@ -40,6 +40,14 @@ pub fn expiry(now: Timestamp, value: &str) -> Result<Timestamp, Error> {
     Ok(now + duration)
 }
 
+/// The `--reason`, trimmed: it must say something, as it is what the decision history shows.
+pub fn reason(text: &str) -> Result<&str, Error> {
+    match text.trim() {
+        "" => Err(Error::EmptyReason),
+        reason => Ok(reason),
+    }
+}
+
 /// What a command changes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change<'a> {
@@ -241,6 +249,15 @@ mod tests {
             "--for 2 hours: expected a unit: ms, s, m, h, d or w; use e.g. 30m, 2h or 1d"
         );
         assert!(refused("").starts_with("--for : empty"));
+    }
+
+    #[test]
+    fn a_reason_must_say_something() {
+        assert_eq!(reason("  peak sale ").unwrap(), "peak sale");
+        assert_eq!(
+            reason(" \t").unwrap_err().to_string(),
+            "--reason is empty: say why, it is recorded with the annotation"
+        );
     }
 
     #[test]
