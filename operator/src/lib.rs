@@ -20,6 +20,7 @@ pub mod pod_trouble;
 pub mod prometheus_access;
 pub mod reconciler;
 pub mod rollout;
+pub mod rules_file;
 pub mod server;
 pub mod spec_error;
 pub mod topology;

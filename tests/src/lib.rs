@@ -11,12 +11,14 @@ use std::process::Command;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use tailwarden_crds::RetailPipeline;
 
+pub mod freeze_policy;
 pub mod helm;
 pub mod operator_process;
 pub mod prometheus;
@@ -247,6 +249,16 @@ pub fn dataplane_bin() -> PathBuf {
     workspace_bin("TAILWARDEN_DATAPLANE_BIN", "tailwarden-dataplane")
 }
 
+/// The kubectl plugin (`TAILWARDEN_PLUGIN_BIN`, else next to the test executable).
+pub fn plugin_bin() -> PathBuf {
+    workspace_bin("TAILWARDEN_PLUGIN_BIN", "kubectl-tailwarden")
+}
+
+/// The `render-rules` binary (`TAILWARDEN_RENDER_RULES_BIN`, else next to the test executable).
+pub fn render_rules_bin() -> PathBuf {
+    workspace_bin("TAILWARDEN_RENDER_RULES_BIN", "render-rules")
+}
+
 /// A binary of the workspace: `env` if set, else `name` in the target directory of this test.
 fn workspace_bin(env: &str, name: &str) -> PathBuf {
     if let Some(path) = std::env::var_os(env) {
@@ -257,6 +269,64 @@ fn workspace_bin(env: &str, name: &str) -> PathBuf {
         .and_then(|deps| deps.parent())
         .map(|dir| dir.join(name))
         .expect("target directory")
+}
+
+/// A short-lived token (an hour) of the ServiceAccount `namespace/name`, from a TokenRequest.
+pub async fn service_account_token(client: &Client, namespace: &str, name: &str) -> String {
+    Api::<ServiceAccount>::namespaced(client.clone(), namespace)
+        .create_token_request(
+            name,
+            &PostParams::default(),
+            &TokenRequest {
+                spec: TokenRequestSpec {
+                    audiences: vec![],
+                    expiration_seconds: Some(3600),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("a token for ServiceAccount {namespace}/{name}: {e}"))
+        .status
+        .expect("TokenRequest status")
+        .token
+}
+
+/// A kubeconfig for the admin kubeconfig's cluster (server and CA) that authenticates with `token`,
+/// in `namespace` by default.
+pub fn kubeconfig_with_token(token: &str, namespace: &str) -> String {
+    let admin = kube::config::Kubeconfig::read().expect("KUBECONFIG is readable");
+    let context = admin
+        .current_context
+        .as_deref()
+        .and_then(|c| admin.contexts.iter().find(|n| n.name == c))
+        .and_then(|n| n.context.as_ref())
+        .expect("the admin kubeconfig has a current context");
+    let cluster = admin
+        .clusters
+        .iter()
+        .find(|c| c.name == context.cluster)
+        .and_then(|c| c.cluster.as_ref())
+        .expect("the current context's cluster");
+    let mut test_cluster = serde_json::json!({"server": cluster.server});
+    if let Some(data) = &cluster.certificate_authority_data {
+        test_cluster["certificate-authority-data"] = serde_json::json!(data);
+    }
+    if let Some(file) = &cluster.certificate_authority {
+        test_cluster["certificate-authority"] = serde_json::json!(file);
+    }
+    let config = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "test", "cluster": test_cluster}],
+        "users": [{"name": "token", "user": {"token": token}}],
+        "contexts": [{"name": "token", "context": {
+            "cluster": "test", "user": "token", "namespace": namespace,
+        }}],
+        "current-context": "token",
+    });
+    serde_yaml::to_string(&config).unwrap()
 }
 
 /// A distributed pipeline `shop/web` with one latency objective (product: P95 120ms, P99 200ms),

@@ -2,18 +2,17 @@
 //! changing a manual freeze or a freeze override is admitted only with a `-by` annotation that
 //! names the requesting user. Two users, alice and bob, are impersonated by the cluster's admin.
 //!
-//! The policy is cluster-wide in the chart; here its binding is narrowed to the test's namespace,
-//! so that tests running beside it (which set annotations as the admin) are not affected.
+//! The policy is cluster-wide in the chart; here its binding is narrowed to the test's namespace
+//! ([`FreezePolicy`]).
 
 use std::time::Duration;
 
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::api::{DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
-use kube::discovery::ApiResource;
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client, Config};
 use serde_json::{Value, json};
 use tailwarden_crds::RetailPipeline;
-use tailwarden_tests::helm::render;
+use tailwarden_tests::freeze_policy::FreezePolicy;
 use tailwarden_tests::*;
 
 const T: Duration = Duration::from_secs(60);
@@ -27,14 +26,6 @@ async fn as_user(user: &str) -> Client {
         .expect("KUBECONFIG points at the test cluster");
     config.auth_info.impersonate = Some(user.into());
     Client::try_from(config).expect("an impersonating client")
-}
-
-fn admission_api(client: &Client, kind: &str, plural: &str) -> Api<DynamicObject> {
-    let gvk = GroupVersionKind::gvk("admissionregistration.k8s.io", "v1", kind);
-    Api::all_with(
-        client.clone(),
-        &ApiResource::from_gvk_with_plural(&gvk, plural),
-    )
 }
 
 /// The annotations of one freeze annotation: reason, expiry in an hour, actor.
@@ -70,39 +61,7 @@ async fn only_the_requesting_user_can_sign_a_freeze_annotation() {
     let admin = client().await;
     install_crd(&admin).await;
     let ns = namespace(&admin, "freeze-policy").await;
-    let objects = render(&ns, &ns, &[]);
-    let of_kind = |kind: &str| -> DynamicObject {
-        let o = objects
-            .iter()
-            .find(|o| o["kind"] == kind)
-            .unwrap_or_else(|| panic!("the chart renders a {kind}"));
-        serde_json::from_value(o.clone()).expect("a Kubernetes object")
-    };
-    let policy = of_kind("ValidatingAdmissionPolicy");
-    let mut binding = of_kind("ValidatingAdmissionPolicyBinding");
-    binding.data["spec"]["matchResources"] =
-        json!({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}});
-    let ssa = PatchParams::apply("tailwarden-tests").force();
-    let policies = admission_api(
-        &admin,
-        "ValidatingAdmissionPolicy",
-        "validatingadmissionpolicies",
-    );
-    let bindings = admission_api(
-        &admin,
-        "ValidatingAdmissionPolicyBinding",
-        "validatingadmissionpolicybindings",
-    );
-    let policy_name = policy.metadata.name.clone().unwrap();
-    let binding_name = binding.metadata.name.clone().unwrap();
-    policies
-        .patch(&policy_name, &ssa, &Patch::Apply(&policy))
-        .await
-        .expect("the policy applies");
-    bindings
-        .patch(&binding_name, &ssa, &Patch::Apply(&binding))
-        .await
-        .expect("the binding applies");
+    let policy = FreezePolicy::install(&admin, &ns).await;
 
     // alice and bob may edit pipelines in the namespace.
     let role: Role = serde_json::from_value(json!({
@@ -197,11 +156,6 @@ async fn only_the_requesting_user_can_sign_a_freeze_annotation() {
     assert_eq!(annotations[FREEZE], "peak sale");
     assert!(!annotations.contains_key(OVERRIDE));
 
-    let _ = bindings
-        .delete(&binding_name, &DeleteParams::default())
-        .await;
-    let _ = policies
-        .delete(&policy_name, &DeleteParams::default())
-        .await;
+    policy.remove().await;
     delete_namespace(&admin, &ns).await;
 }

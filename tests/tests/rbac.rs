@@ -14,12 +14,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
@@ -423,41 +422,6 @@ async fn apply(client: &Client, object: &Value, default_ns: &str, dry_run: bool)
         .unwrap_or_else(|e| panic!("apply {kind} {name}: {e}"));
 }
 
-/// A kubeconfig for the admin kubeconfig's cluster (server and CA) that authenticates with `token`.
-fn kubeconfig_with_token(token: &str, namespace: &str) -> String {
-    let admin = kube::config::Kubeconfig::read().expect("KUBECONFIG is readable");
-    let context = admin
-        .current_context
-        .as_deref()
-        .and_then(|c| admin.contexts.iter().find(|n| n.name == c))
-        .and_then(|n| n.context.as_ref())
-        .expect("the admin kubeconfig has a current context");
-    let cluster = admin
-        .clusters
-        .iter()
-        .find(|c| c.name == context.cluster)
-        .and_then(|c| c.cluster.as_ref())
-        .expect("the current context's cluster");
-    let mut test_cluster = json!({"server": cluster.server});
-    if let Some(data) = &cluster.certificate_authority_data {
-        test_cluster["certificate-authority-data"] = json!(data);
-    }
-    if let Some(file) = &cluster.certificate_authority {
-        test_cluster["certificate-authority"] = json!(file);
-    }
-    let config = json!({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "test", "cluster": test_cluster}],
-        "users": [{"name": "operator", "user": {"token": token}}],
-        "contexts": [{"name": "operator", "context": {
-            "cluster": "test", "user": "operator", "namespace": namespace,
-        }}],
-        "current-context": "operator",
-    });
-    serde_yaml::to_string(&config).unwrap()
-}
-
 /// Whether the ServiceAccount may do `verb` on `resource` (SubjectAccessReview, as the admin).
 async fn can(
     client: &Client,
@@ -690,24 +654,7 @@ async fn operator_runs_with_only_the_charts_permissions(prefix: &str, single_nam
     }
 
     // A short-lived token of the chart's ServiceAccount (TokenRequest), in a kubeconfig of its own.
-    let token = Api::<ServiceAccount>::namespaced(admin.clone(), &system)
-        .create_token_request(
-            &sa,
-            &PostParams::default(),
-            &TokenRequest {
-                spec: TokenRequestSpec {
-                    audiences: vec![],
-                    expiration_seconds: Some(3600),
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("a token for the chart's ServiceAccount")
-        .status
-        .expect("TokenRequest status")
-        .token;
+    let token = service_account_token(&admin, &system, &sa).await;
     let dir = std::env::temp_dir().join(format!("tailwarden-rbac-{watched}"));
     std::fs::create_dir_all(&dir).unwrap();
     let kubeconfig = dir.join("kubeconfig");

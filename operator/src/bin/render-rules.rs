@@ -2,30 +2,29 @@
 //! are not managed by the Prometheus Operator: `render-rules pipeline.yaml > rules.yaml`.
 
 use std::io::Read;
+use std::path::PathBuf;
 
-use kube::ResourceExt;
+use clap::Parser;
 use tailwarden_crds::RetailPipeline;
-use tailwarden_operator::evaluation::objectives;
-use tailwarden_slo::rules::{pipeline_rules, rules_file};
+
+/// Prints the SLO rules of a RetailPipeline as a plain Prometheus rules file.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// The RetailPipeline YAML; `-` or none reads standard input.
+    file: Option<PathBuf>,
+}
 
 fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
     let mut text = String::new();
-    match std::env::args().nth(1) {
-        Some(path) if path != "-" => text = std::fs::read_to_string(&path)?,
+    match args.file {
+        Some(path) if path.as_os_str() != "-" => text = std::fs::read_to_string(&path)?,
         _ => {
             std::io::stdin().read_to_string(&mut text)?;
         }
     }
     let pipeline: RetailPipeline = serde_yaml::from_str(&text)?;
-    let namespace = pipeline.namespace().unwrap_or_else(|| "default".into());
-    let objectives = objectives(&pipeline.spec)?;
-    print!(
-        "{}",
-        rules_file(&pipeline_rules(
-            &namespace,
-            &pipeline.name_any(),
-            &objectives
-        ))?
-    );
+    print!("{}", tailwarden_operator::rules_file::render(&pipeline)?);
     Ok(())
 }
