@@ -17,6 +17,8 @@ use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use tailwarden_crds::RetailPipeline;
 
+pub mod dashboards;
+pub mod dataplane_process;
 pub mod helm;
 pub mod operator_process;
 pub mod prometheus;
@@ -245,6 +247,17 @@ pub fn operator_bin() -> PathBuf {
 /// The data-plane binary (`TAILWARDEN_DATAPLANE_BIN`, else next to the test executable).
 pub fn dataplane_bin() -> PathBuf {
     workspace_bin("TAILWARDEN_DATAPLANE_BIN", "tailwarden-dataplane")
+}
+
+/// The load generator (`TAILWARDEN_LOADGEN_BIN`, else next to the test executable).
+pub fn loadgen_bin() -> PathBuf {
+    workspace_bin("TAILWARDEN_LOADGEN_BIN", "tailwarden-loadgen")
+}
+
+/// `render-rules`, which prints a pipeline's Prometheus rules (`TAILWARDEN_RENDER_RULES_BIN`, else
+/// next to the test executable).
+pub fn render_rules_bin() -> PathBuf {
+    workspace_bin("TAILWARDEN_RENDER_RULES_BIN", "render-rules")
 }
 
 /// A binary of the workspace: `env` if set, else `name` in the target directory of this test.
