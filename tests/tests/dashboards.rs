@@ -516,7 +516,7 @@ async fn every_query_returns_data_from_real_workers_and_the_operator() {
         "--signal-window",
         "30s",
     ];
-    let _operator =
+    let operator =
         OperatorProcess::spawn_at(operator_port, "dashboards-operator", &ns, &args, &logs);
     spec["prometheus"] = json!({"url": prometheus.url});
     let api = Api::<RetailPipeline>::namespaced(client.clone(), &ns);
@@ -632,5 +632,23 @@ async fn every_query_returns_data_from_real_workers_and_the_operator() {
         "every query of {panels} panels, the annotations and variables returned data: {} queries",
         answers.len()
     );
+
+    // A deleted pipeline takes its series with it.
+    api.delete(PIPELINE, &Default::default()).await.unwrap();
+    let labels = format!("namespace=\"{ns}\",pipeline=\"{PIPELINE}\"");
+    wait_for(
+        "the deleted pipeline's series to go",
+        Duration::from_secs(30),
+        || async {
+            let text = reqwest::get(&operator.metrics)
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            (!text.contains(&labels)).then_some(())
+        },
+    )
+    .await;
     delete_namespace(&client, &ns).await;
 }
