@@ -194,11 +194,7 @@ impl PipelineMetrics {
                 FreezeCause::Manual => MarkStatus::active(status.rollout.manual_freeze.as_ref()),
             };
             self.rollout_frozen
-                .get_or_create(&FreezeLabels {
-                    namespace: p.namespace.clone(),
-                    pipeline: p.pipeline.clone(),
-                    cause: cause.as_str(),
-                })
+                .get_or_create(&freeze_labels(&p, cause))
                 .set(i64::from(frozen));
         }
         self.degraded
@@ -208,6 +204,20 @@ impl PipelineMetrics {
         self.metrics_missing
             .get_or_create(&p)
             .set(i64::from(!observed));
+        self.replicas(&p, seen, topology, status);
+        if let Some(objectives) = objectives {
+            self.objectives(&p, seen, objectives);
+        }
+    }
+
+    /// Replicas per role of `topology`; a role the topology no longer runs loses its series.
+    fn replicas(
+        &self,
+        p: &PipelineLabels,
+        seen: &mut Exported,
+        topology: Topology,
+        status: &RetailPipelineStatus,
+    ) {
         let roles: Vec<_> = match topology {
             Topology::Standalone => vec![(Role::Standalone, &status.serve)],
             Topology::Distributed => {
@@ -216,12 +226,12 @@ impl PipelineMetrics {
         };
         let now: BTreeSet<_> = roles.iter().map(|(r, _)| r.as_str()).collect();
         for &gone in seen.roles.difference(&now) {
-            let labels = role_labels(&p, gone);
+            let labels = role_labels(p, gone);
             self.desired_replicas.remove(&labels);
             self.ready_replicas.remove(&labels);
         }
         for (role, replicas) in roles {
-            let labels = role_labels(&p, role.as_str());
+            let labels = role_labels(p, role.as_str());
             self.desired_replicas
                 .get_or_create(&labels)
                 .set(i64::from(replicas.desired_replicas));
@@ -230,30 +240,33 @@ impl PipelineMetrics {
                 .set(i64::from(replicas.ready_replicas));
         }
         seen.roles = now;
-        if let Some(objectives) = objectives {
-            let classes: BTreeSet<_> = objectives
-                .latency
-                .iter()
-                .map(|l| l.query_class.clone())
-                .collect();
-            for gone in seen.classes.difference(&classes) {
-                for quantile in QUANTILES {
-                    self.latency_objective
-                        .remove(&objective_labels(&p, gone, quantile));
-                }
+    }
+
+    /// The latency bounds per query class and the freshness maximum; a class the spec no longer
+    /// names loses its series.
+    fn objectives(&self, p: &PipelineLabels, seen: &mut Exported, objectives: &Objectives) {
+        let classes: BTreeSet<_> = objectives
+            .latency
+            .iter()
+            .map(|l| l.query_class.clone())
+            .collect();
+        for gone in seen.classes.difference(&classes) {
+            for quantile in QUANTILES {
+                self.latency_objective
+                    .remove(&objective_labels(p, gone, quantile));
             }
-            for l in &objectives.latency {
-                for (quantile, bound) in QUANTILES.into_iter().zip([l.p95, l.p99]) {
-                    self.latency_objective
-                        .get_or_create(&objective_labels(&p, &l.query_class, quantile))
-                        .set(bound.as_secs_f64());
-                }
-            }
-            seen.classes = classes;
-            self.freshness_max_lag
-                .get_or_create(&p)
-                .set(objectives.freshness_max_lag.as_secs_f64());
         }
+        for l in &objectives.latency {
+            for (quantile, bound) in QUANTILES.into_iter().zip([l.p95, l.p99]) {
+                self.latency_objective
+                    .get_or_create(&objective_labels(p, &l.query_class, quantile))
+                    .set(bound.as_secs_f64());
+            }
+        }
+        seen.classes = classes;
+        self.freshness_max_lag
+            .get_or_create(p)
+            .set(objectives.freshness_max_lag.as_secs_f64());
     }
 
     /// Exports the SLO engine's budget per SLO; an SLO without data loses its series rather than
@@ -305,11 +318,7 @@ impl PipelineMetrics {
             self.budget_remaining.remove(&slo_labels(p, slo));
         }
         for cause in FreezeCause::ALL {
-            self.rollout_frozen.remove(&FreezeLabels {
-                namespace: p.namespace.clone(),
-                pipeline: p.pipeline.clone(),
-                cause: cause.as_str(),
-            });
+            self.rollout_frozen.remove(&freeze_labels(p, cause));
         }
         self.degraded.remove(p);
         self.metrics_missing.remove(p);
@@ -346,6 +355,14 @@ fn slo_labels(p: &PipelineLabels, slo: &str) -> SloLabels {
         namespace: p.namespace.clone(),
         pipeline: p.pipeline.clone(),
         slo: slo.to_owned(),
+    }
+}
+
+fn freeze_labels(p: &PipelineLabels, cause: FreezeCause) -> FreezeLabels {
+    FreezeLabels {
+        namespace: p.namespace.clone(),
+        pipeline: p.pipeline.clone(),
+        cause: cause.as_str(),
     }
 }
 
