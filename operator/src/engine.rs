@@ -181,6 +181,10 @@ impl Engine {
         let keep: HashSet<ObjectRef<RetailPipeline>> =
             live.iter().map(|p| ObjectRef::from(p.as_ref())).collect();
         self.verdicts.retain(|pipeline| keep.contains(pipeline));
+        // A pipeline deleted while the last pass evaluated it loses the budgets that pass set.
+        self.metrics
+            .pipelines
+            .retain(|ns, name| keep.contains(&ObjectRef::new(name).within(ns)));
 
         // Group pipelines by the Prometheus they read.
         let mut by_url: BTreeMap<Option<String>, Vec<&Arc<RetailPipeline>>> = BTreeMap::new();
@@ -246,6 +250,9 @@ impl Engine {
         };
         match evaluation::evaluate(&ctx, &readings) {
             Ok(outcome) => {
+                self.metrics
+                    .pipelines
+                    .budgets((&ns, &name), &outcome.verdict.slo_budgets);
                 scaling.insert(
                     (ns.clone(), name.clone()),
                     (outcome.serve_state, outcome.ingest_state),

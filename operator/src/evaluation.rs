@@ -157,6 +157,7 @@ pub fn evaluate(ctx: &Context<'_>, readings: &Readings) -> Result<Outcome, SpecE
     let budget::Assessment {
         worst,
         remaining: budget_remaining,
+        per_slo,
         page_burn,
         unknown,
     } = budget::assess(&all_slos, &readings.error_ratios, period, budget_window);
@@ -328,6 +329,10 @@ pub fn evaluate(ctx: &Context<'_>, readings: &Readings) -> Result<Outcome, SpecE
             worst_slo: burn_slo.map(|s| s.name.clone()),
             burn_rates,
         },
+        slo_budgets: per_slo
+            .into_iter()
+            .map(|(slo, remaining)| (slo.name.clone(), remaining))
+            .collect(),
         missing,
         dry_run: scaling.dry_run,
         evaluated_at: ctx.now.to_string(),
@@ -529,6 +534,9 @@ mod tests {
         let v = evaluate(&ctx(&s, &state), &r).unwrap().verdict;
         assert_eq!(v.budget.remaining_percent, Some(50.0));
         assert_eq!(v.budget.worst_slo.as_deref(), Some("availability"));
+        assert!((v.slo_budgets["availability"] - 0.5).abs() < 1e-9);
+        assert_eq!(v.slo_budgets["correctness"], 1.0);
+        assert_eq!(v.slo_budgets.len(), 13, "every SLO's own budget");
         assert_eq!(v.slis.availability_percent, Some(99.98));
         assert!(
             !v.gates.freeze.closed,
@@ -637,6 +645,7 @@ mod tests {
             v.missing
         );
         assert_eq!(v.budget.remaining_percent, None);
+        assert!(v.slo_budgets.is_empty(), "no data, no budget");
     }
 
     #[test]

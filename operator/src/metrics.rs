@@ -1,4 +1,8 @@
-//! Operator metrics, exported on `/metrics` in the OpenMetrics text format.
+//! Operator metrics, exported on `/metrics` in the OpenMetrics text format: the operator's own
+//! health (`tailwarden_operator_*`) and each pipeline's state ([`pipeline`],
+//! `tailwarden_pipeline_*`).
+
+pub mod pipeline;
 
 use std::time::Duration;
 
@@ -12,6 +16,7 @@ use prometheus_client::registry::Registry;
 use tailwarden_crds::DecisionKind;
 
 use crate::error::ErrorClass;
+use pipeline::PipelineMetrics;
 
 /// Label of the error counter: the bounded error class.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -39,11 +44,16 @@ pub struct Metrics {
     slo_pass: Histogram,
     slo_queries: Counter,
     slo_query_failures: Counter,
+    /// Each pipeline's state, for dashboards.
+    pub pipelines: PipelineMetrics,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("tailwarden_operator");
+        let mut root = Registry::with_prefix("tailwarden");
+        let pipelines = PipelineMetrics::default();
+        pipelines.register(root.sub_registry_with_prefix("pipeline"));
+        let registry = root.sub_registry_with_prefix("operator");
         let reconciles = Counter::default();
         registry.register("reconciles", "Reconciles started", reconciles.clone());
         let errors = Family::<ErrorLabels, Counter>::default();
@@ -99,7 +109,7 @@ impl Default for Metrics {
             slo_query_failures.clone(),
         );
         Self {
-            registry,
+            registry: root,
             reconciles,
             errors,
             decisions,
@@ -108,6 +118,7 @@ impl Default for Metrics {
             slo_pass,
             slo_queries,
             slo_query_failures,
+            pipelines,
         }
     }
 }
@@ -131,13 +142,15 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts a decision.
-    pub fn decided(&self, kind: DecisionKind) {
+    /// Counts a decision about the pipeline `(namespace, name)`, for the operator and for the
+    /// pipeline.
+    pub fn decided(&self, pipeline: (&str, &str), kind: DecisionKind) {
         self.decisions
             .get_or_create(&DecisionLabels {
                 kind: kind.as_str(),
             })
             .inc();
+        self.pipelines.decided(pipeline, kind);
     }
 
     /// Records whether this replica leads.
@@ -182,7 +195,7 @@ mod tests {
         let m = Metrics::default();
         drop(m.reconcile_started());
         m.reconcile_failed(ErrorClass::Conflict);
-        m.decided(DecisionKind::Reconciled);
+        m.decided(("shop", "web"), DecisionKind::Reconciled);
         m.set_leader(true);
         let text = m.encode();
         assert!(

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -95,6 +95,7 @@ pub async fn run(
     // override) change, never for its status: the reconcile's own status write must not trigger
     // the next one. Children, verdicts and the resync still trigger as usual.
     let (reader, writer) = reflector::store();
+    let (metrics, known) = (ctx.metrics.clone(), reader.clone());
     let pipelines = watcher(
         api::<RetailPipeline>(&client, namespace),
         watcher::Config::default(),
@@ -104,6 +105,22 @@ pub async fn run(
     // managed fields, which are most of a small object's size.
     .modify(|pipeline| pipeline.managed_fields_mut().clear())
     .reflect(writer)
+    // A deleted pipeline's series go with it; after a relist, those of pipelines deleted
+    // while the watch was down too.
+    .inspect_ok(move |event| match event {
+        watcher::Event::Delete(p) => {
+            let (ns, name) = (p.namespace().unwrap_or_default(), p.name_any());
+            metrics
+                .pipelines
+                .retain(|n, p| (n, p) != (ns.as_str(), name.as_str()));
+        }
+        watcher::Event::InitDone => metrics.pipelines.retain(|ns, name| {
+            known
+                .get(&reflector::ObjectRef::new(name).within(ns))
+                .is_some()
+        }),
+        _ => {}
+    })
     .applied_objects()
     .predicate_filter(
         predicates::generation.combine(predicates::annotations),
@@ -278,9 +295,13 @@ async fn report(
         monitoring,
     };
     let mut status = conditions::status(previous, &obs, now);
+    let (ns, name) = (
+        pipeline.namespace().unwrap_or_default(),
+        pipeline.name_any(),
+    );
     for decision in &plan.decisions {
         let recorded = conditions::decided(&mut status, decision, now);
-        ctx.metrics.decided(decision.kind);
+        ctx.metrics.decided((&ns, &name), decision.kind);
         let type_ = if decision.kind == DecisionKind::InvalidSpec {
             EventType::Warning
         } else {
@@ -288,6 +309,12 @@ async fn report(
         };
         publish(ctx, pipeline, type_, decision.kind.as_str(), recorded).await;
     }
+    ctx.metrics.pipelines.report(
+        (&ns, &name),
+        plan.topology,
+        &status,
+        plan.apply.as_ref().ok().map(|a| &a.objectives),
+    );
     publish_ready_transition(ctx, pipeline, previous, &status).await;
     if previous != Some(&status) {
         patch_status(&ctx.client, pipeline, &status).await?;

@@ -55,6 +55,7 @@ pub fn verdict(frozen: bool, code: GateCode) -> Verdict {
         ingest: None,
         slis: Default::default(),
         budget: Default::default(),
+        slo_budgets: Default::default(),
         missing: vec![],
         dry_run: false,
         evaluated_at: String::new(),

@@ -1,7 +1,7 @@
 //! What the SLO engine last concluded about each pipeline. The engine writes verdicts once per
 //! evaluation; the reconciler reads them to act (replicas, freeze, degradation) and to report.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,9 @@ pub struct Verdict {
     pub slis: SliStatus,
     /// The budget, for the status.
     pub budget: BudgetStatus,
+    /// Budget left per SLO name, as a fraction, for the operator's per-pipeline metrics (the
+    /// status names only the worst); SLOs without data are absent.
+    pub slo_budgets: BTreeMap<String, f64>,
     /// SLIs with no data, each with why (empty when all were observed).
     pub missing: Vec<String>,
     /// Decide and report, but do not act.
@@ -113,15 +116,15 @@ fn same_decisions(a: &Verdict, b: &Verdict) -> bool {
         && a.dry_run == b.dry_run
 }
 
-/// Whether two verdicts report the same (the evaluation time alone does not count).
+/// Whether two verdicts report the same in the status: neither the evaluation time nor the
+/// per-SLO budgets, which the engine exports as metrics itself, count.
 fn same_values(a: &Verdict, b: &Verdict) -> bool {
-    Verdict {
+    let reported = |v: &Verdict| Verdict {
         evaluated_at: String::new(),
-        ..a.clone()
-    } == Verdict {
-        evaluated_at: String::new(),
-        ..b.clone()
-    }
+        slo_budgets: BTreeMap::new(),
+        ..v.clone()
+    };
+    reported(a) == reported(b)
 }
 
 #[cfg(test)]

@@ -50,6 +50,8 @@ pub struct Assessment<'a> {
     pub worst: Option<(&'a Slo, f64)>,
     /// The least budget left across the SLOs; `None` when any SLO's budget window has no data.
     pub remaining: Option<f64>,
+    /// The budget left of each SLO whose budget window has data, in the SLOs' order.
+    pub per_slo: Vec<(&'a Slo, f64)>,
     /// Whether a page-level burn-rate pair fires; `None` when a pair has no data and none
     /// fired before it.
     pub page_burn: Option<bool>,
@@ -69,14 +71,14 @@ pub fn assess<'a>(
     let mut worst: Option<(&Slo, f64)> = None;
     let mut unknown = Vec::new();
     let mut page_burn = Some(false);
-    let mut remaining = Vec::new();
+    let mut per_slo = Vec::new();
     for slo in slos {
         let by_window = ratios.get(&slo.name);
         let ratio = |w: &Duration| by_window.and_then(|r| r.get(w)).copied();
         match ratio(&budget_window) {
             Some(r) => {
                 let b = budget(slo.target, r);
-                remaining.push(b.remaining);
+                per_slo.push((slo, b.remaining));
                 if worst.is_none_or(|(_, w)| b.remaining < w) {
                     worst = Some((slo, b.remaining));
                 }
@@ -100,7 +102,8 @@ pub fn assess<'a>(
         worst,
         remaining: unknown
             .is_empty()
-            .then(|| remaining.into_iter().fold(1.0, f64::min)),
+            .then(|| per_slo.iter().map(|(_, r)| *r).fold(1.0, f64::min)),
+        per_slo,
         page_burn,
         unknown,
     }
@@ -155,6 +158,9 @@ mod tests {
         let a = assess(&slos, &r, period, period);
         assert_eq!(a.worst.map(|(s, _)| s.name.as_str()), Some("availability"));
         assert!((a.remaining.unwrap() - 0.5).abs() < 1e-9);
+        assert_eq!(a.per_slo.len(), slos.len(), "every SLO's own budget");
+        assert!((a.per_slo[0].1 - 0.5).abs() < 1e-9, "{:?}", a.per_slo[0]);
+        assert!(a.per_slo[1..].iter().all(|(_, r)| *r == 1.0));
         // Correctness burning 20x over every window: a page burn, its budget gone.
         let mut r = ratios(0.0);
         for v in r.get_mut("correctness").unwrap().values_mut() {
@@ -174,6 +180,10 @@ mod tests {
         assert_eq!((a.remaining, a.page_burn), (None, None));
         let names: Vec<_> = a.unknown.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["freshness"]);
+        assert!(
+            a.per_slo.iter().all(|(s, _)| s.name != "freshness"),
+            "an SLO without data has no budget, not a full one"
+        );
         // A burn proven on an earlier SLO stays proven.
         for v in r.get_mut("availability").unwrap().values_mut() {
             *v = 0.0005 * 20.0;

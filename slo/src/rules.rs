@@ -1,5 +1,7 @@
 //! Prometheus rules for one pipeline: SLI recordings per window, error-budget meta recordings and
-//! multi-window multi-burn-rate alerts, named as Sloth names them so dashboards carry over.
+//! multi-window multi-burn-rate alerts. The series are named as Sloth names them, with plain
+//! `namespace`, `pipeline` and `slo` labels instead of Sloth's; the dashboards in `dashboards/`
+//! read them.
 //!
 //! The structs serialize to the Prometheus rules-file format, which is also the shape of a
 //! PrometheusRule's `spec.groups`, so the operator can wrap them without translation.

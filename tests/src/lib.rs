@@ -18,6 +18,8 @@ use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use tailwarden_crds::RetailPipeline;
 
+pub mod dashboards;
+pub mod dataplane_process;
 pub mod freeze_policy;
 pub mod helm;
 pub mod operator_process;
@@ -254,7 +256,13 @@ pub fn plugin_bin() -> PathBuf {
     workspace_bin("TAILWARDEN_PLUGIN_BIN", "kubectl-tailwarden")
 }
 
-/// The `render-rules` binary (`TAILWARDEN_RENDER_RULES_BIN`, else next to the test executable).
+/// The load generator (`TAILWARDEN_LOADGEN_BIN`, else next to the test executable).
+pub fn loadgen_bin() -> PathBuf {
+    workspace_bin("TAILWARDEN_LOADGEN_BIN", "tailwarden-loadgen")
+}
+
+/// `render-rules`, which prints a pipeline's Prometheus rules (`TAILWARDEN_RENDER_RULES_BIN`, else
+/// next to the test executable).
 pub fn render_rules_bin() -> PathBuf {
     workspace_bin("TAILWARDEN_RENDER_RULES_BIN", "render-rules")
 }

@@ -25,7 +25,18 @@ impl OperatorProcess {
     /// Starts the operator watching `namespace` only, with `args` added, logging to
     /// `<logs>/<identity>.log`.
     pub fn spawn(identity: &str, namespace: &str, args: &[&str], logs: &Path) -> Self {
-        let port = free_port();
+        Self::spawn_at(free_port(), identity, namespace, args, logs)
+    }
+
+    /// Like [`OperatorProcess::spawn`], serving `/metrics` on loopback port `port`, which a test
+    /// can name to Prometheus before the operator starts.
+    pub fn spawn_at(
+        port: u16,
+        identity: &str,
+        namespace: &str,
+        args: &[&str],
+        logs: &Path,
+    ) -> Self {
         let log = std::fs::File::create(logs.join(format!("{identity}.log"))).unwrap();
         let child = Command::new(operator_bin())
             .args(args)

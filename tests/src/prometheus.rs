@@ -52,13 +52,18 @@ impl Prometheus {
         Self::start(fresh_dir(), &config, READY_WITHIN).await
     }
 
+    /// Like [`Prometheus::with_scrape_jobs`], evaluating the rules file `rules` every second.
+    pub async fn with_scrape_jobs_and_rules(jobs: &str, rules: &str) -> Self {
+        let (dir, rule_files) = rules_dir(rules);
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n{rule_files}scrape_configs:\n{jobs}"
+        );
+        Self::start(dir, &config, READY_WITHIN).await
+    }
+
     /// Like [`Prometheus::scraping`], evaluating the rules file `rules` every second.
     pub async fn scraping_with_rules(target: std::net::SocketAddr, rules: &str) -> Self {
-        let dir = fresh_dir();
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("rules.yml");
-        std::fs::write(&file, rules).unwrap();
-        let rule_files = format!("rule_files: [\"{}\"]\n", file.display());
+        let (dir, rule_files) = rules_dir(rules);
         Self::start(dir, &scrape_config(target, &rule_files), READY_WITHIN).await
     }
 
@@ -187,6 +192,16 @@ fn scrape_config(target: std::net::SocketAddr, extra: &str) -> String {
     format!(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n{extra}scrape_configs:\n  - job_name: dataplane\n    honor_labels: true\n    static_configs:\n      - targets: [\"{target}\"]\n"
     )
+}
+
+/// A fresh directory holding the rules file `rules`, and the `rule_files` line naming it.
+fn rules_dir(rules: &str) -> (PathBuf, String) {
+    let dir = fresh_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("rules.yml");
+    std::fs::write(&file, rules).unwrap();
+    let rule_files = format!("rule_files: [\"{}\"]\n", file.display());
+    (dir, rule_files)
 }
 
 fn fresh_dir() -> PathBuf {

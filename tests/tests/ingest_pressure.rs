@@ -2,13 +2,13 @@
 //! admission queue is capped at `queueCapacity`, but the records it refuses with 429 (which
 //! producers hold and retry) count too, as read by a real Prometheus that scrapes the worker.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tailwarden_slo::promql;
 use tailwarden_slo::scaling::{
     Direction, IngestObservation, IngestPolicy, ScalingState, decide_ingest,
 };
+use tailwarden_tests::dataplane_process::DataplaneProcess;
 use tailwarden_tests::prometheus::Prometheus;
 use tailwarden_tests::*;
 
@@ -16,60 +16,12 @@ use tailwarden_tests::*;
 /// both are 100,000.
 const CAPACITY: f64 = 100.0;
 
-struct Worker {
-    child: Child,
-    ingest: String,
-    metrics: std::net::SocketAddr,
-    dir: std::path::PathBuf,
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-impl Worker {
-    /// A standalone worker whose first batch lingers 30 s, so a queued batch holds the queue full.
-    async fn start() -> Worker {
-        let dir = std::env::temp_dir().join(format!("tailwarden-pressure-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = dir.join("config.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "ingest:\n  partitions: 4\n  queueCapacity: {CAPACITY}\n  batch: {{maxRecords: 1000, linger: 30s}}\n  deadLetter: {{retention: 1h, maxRecords: 100}}\n"
-            ),
-        )
-        .unwrap();
-        let (i, s, m) = (free_port(), free_port(), free_port());
-        let child = Command::new(dataplane_bin())
-            .arg("--config")
-            .arg(&config)
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .args(["--listen-ingest", &format!("127.0.0.1:{i}")])
-            .args(["--listen-serve", &format!("127.0.0.1:{s}")])
-            .args(["--listen-metrics", &format!("127.0.0.1:{m}")])
-            .args(["--store-cache-mb", "16", "--dedup-window", "10000"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the data-plane binary starts (cargo build --workspace builds it)");
-        let worker = Worker {
-            child,
-            ingest: format!("http://127.0.0.1:{i}/v1/updates"),
-            metrics: format!("127.0.0.1:{m}").parse().unwrap(),
-            dir,
-        };
-        let ready = format!("http://127.0.0.1:{m}/readyz");
-        wait_for_ok("the worker to be ready", &ready, Duration::from_secs(30)).await;
-        worker
-    }
+/// A standalone worker whose first batch lingers 30 s, so a queued batch holds the queue full.
+async fn worker() -> DataplaneProcess {
+    let config = format!(
+        "ingest:\n  partitions: 4\n  queueCapacity: {CAPACITY}\n  batch: {{maxRecords: 1000, linger: 30s}}\n  deadLetter: {{retention: 1h, maxRecords: 100}}\n"
+    );
+    DataplaneProcess::start("pressure", &config, &[]).await
 }
 
 /// Posts `n` inventory updates to `url`; the status code, 0 when the request failed or took
@@ -96,7 +48,8 @@ async fn post(url: &str, tag: &str, n: usize, wait: Duration) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Prometheus: run tests/run.sh"]
 async fn refused_writes_push_the_backlog_past_its_target_and_ingest_scales() {
-    let worker = Worker::start().await;
+    let worker = worker().await;
+    let ingest = worker.updates_url();
     let prometheus = Prometheus::scraping(worker.metrics).await;
     let window = Duration::from_secs(10);
     let grouping = "namespace, pipeline";
@@ -105,7 +58,7 @@ async fn refused_writes_push_the_backlog_past_its_target_and_ingest_scales() {
 
     // 60 records fill the queue for 30 s; producers keep writing 60-record batches.
     let first = {
-        let url = worker.ingest.clone();
+        let url = ingest.clone();
         tokio::spawn(async move { post(&url, "first", 60, Duration::from_secs(60)).await })
     };
     let metrics = format!("http://{}/metrics", worker.metrics);
@@ -121,7 +74,7 @@ async fn refused_writes_push_the_backlog_past_its_target_and_ingest_scales() {
     while Instant::now() < deadline && seen.is_none() {
         round += 1;
         if post(
-            &worker.ingest,
+            &ingest,
             &format!("more-{round}"),
             60,
             Duration::from_secs(2),
