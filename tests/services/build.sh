@@ -24,7 +24,7 @@ source "$here/lib.sh"
 stamp=$svc/.stamp
 
 inputs_hash() {
-  (cd "$here" && cat kafka/pom.xml cassandra/pom.xml tools/KafkaTool.java tools/CqlTool.java build.sh lib.sh) \
+  (cd "$here" && cat kafka/pom.xml cassandra/pom.xml tools/KafkaTool.java tools/CqlTool.java build.sh) \
     | sha256sum | cut -d' ' -f1
 }
 

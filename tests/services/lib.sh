@@ -82,9 +82,12 @@ our_jvm() {
 # our_jvms STATE [SERVICE]: every pid on the machine that our_jvm accepts (finds JVMs whose pid
 # file was lost, e.g. when an up script was killed right after starting one).
 our_jvms() {
-  local d pid
-  for d in /proc/[0-9]*; do
-    pid=${d#/proc/}
+  local f pid
+  # One grep over every command line (NUL-separated arguments, -z) is much faster than a
+  # readlink per process; our_jvm then checks the executable and the service.
+  for f in $(grep -lzxF -- "-Dtailwarden.dir=$1" /proc/[0-9]*/cmdline 2>/dev/null); do
+    pid=${f#/proc/}
+    pid=${pid%/cmdline}
     our_jvm "$pid" "$1" "${2:-}" && echo "$pid"
   done
   return 0
@@ -126,4 +129,87 @@ java_ok() {
   local v
   v=$(java -XshowSettings:properties -version 2>&1 | sed -n 's/^ *java.specification.version = //p')
   [[ ${v%%.*} =~ ^[0-9]+$ ]] && ((${v%%.*} >= 17))
+}
+
+# --- for the *-up.sh scripts -------------------------------------------------------------------
+# They set: service (kafka|cassandra), state (state_dir), timeout (seconds), and call up_init.
+
+die() { log "ERROR: $*"; exit 1; }
+
+# up_init: refuse to start over a running instance, then arm the failure handler: on any error the
+# tail of every log of this service is printed and down.sh stops what was started (only this
+# service: the other one may be running in the same STATE_DIR).
+up_init() {
+  local running
+  running=$(our_jvms "$state" "$service")
+  if [[ -n $running ]]; then
+    log "ERROR: $service is already running in $state (pid ${running//$'\n'/ }); run down.sh first"
+    exit 1
+  fi
+  _up_ok=0
+  trap _up_on_exit EXIT
+}
+
+_up_on_exit() {
+  local rc=$? f
+  [[ $_up_ok == 1 ]] && return 0
+  echo "[$LOG_PREFIX] FAILED (exit $rc); last lines of the logs:" >&2
+  for f in "$state/logs/$service"*.log; do
+    [[ -f $f ]] || continue
+    echo "----- $f -----" >&2
+    tail -n 40 "$f" >&2 || true
+  done
+  "$services_dir/down.sh" "$state" "$service" >&2 || true
+  env_drop "$state" "TAILWARDEN_${service^^}" || true
+  exit 1
+}
+
+# up_done: disarm the failure handler.
+up_done() { _up_ok=1; }
+
+# start_jvm LOGFILE JAVA_ARGS...: java in the background in $state/$service (so that files a server
+# writes relative to its working directory stay in the state dir), stdio detached from the caller
+# (a caller that captures the script's output would otherwise hang); pid in $state/pids/$service.pid.
+# JAVA_ARGS must carry -Dtailwarden.dir=$state -Dtailwarden.service=$service (see our_jvm).
+start_jvm() {
+  local logfile=$1
+  shift
+  mkdir -p "$state/pids" "$state/$service"
+  (cd "$state/$service" && exec java "$@") </dev/null >"$logfile" 2>&1 &
+  jvm_pid=$!
+  echo "$jvm_pid" >"$state/pids/$service.pid"
+}
+
+# wait_for WHAT CMD...: poll CMD (quietly) until it succeeds; fail as soon as the JVM ($jvm_pid)
+# is gone, or after $timeout seconds.
+wait_for() {
+  local what=$1 deadline=$((SECONDS + timeout))
+  shift
+  until "$@" >/dev/null 2>&1; do
+    our_jvm "$jvm_pid" "$state" "$service" || die "$service (pid $jvm_pid) exited while waiting for $what"
+    ((SECONDS < deadline)) || die "timed out after ${timeout}s waiting for $what"
+    sleep 0.2
+  done
+  log "ready: $what"
+}
+
+# log_has FILE TEXT: FILE contains TEXT (fixed string).
+log_has() { grep -qF -- "$2" "$1"; }
+
+# --- the clients in tools/ (compiled by build.sh) ------------------------------------------------
+# Short-lived JVMs: C1 only and a serial GC start fastest; their logs go to stderr at WARN.
+
+# kafka_tool BOOTSTRAP COMMAND ARGS...: tools/KafkaTool.java (see there).
+kafka_tool() {
+  java -Xmx128m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC \
+    "-Dlog4j2.configurationFile=$services_dir/conf/kafka-log4j2.xml" -Dtailwarden.log.level=WARN \
+    -cp "$svc/tools/kafka:$svc/kafka/lib/*" KafkaTool "$@"
+}
+
+# cql_tool [-w SECONDS] HOST:PORT [STATEMENT...]: tools/CqlTool.java (see there); credentials from
+# TAILWARDEN_CASSANDRA_USER / TAILWARDEN_CASSANDRA_PASSWORD.
+cql_tool() {
+  java -Xmx128m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC \
+    "-Dlogback.configurationFile=$services_dir/conf/cassandra-logback.xml" -Dtailwarden.log.level=WARN \
+    -cp "$svc/tools/cql:$svc/cassandra/lib/*" CqlTool "$@"
 }
