@@ -101,7 +101,18 @@ t_start=$SECONDS
 # superuser_setup_delay_ms=0: the default superuser is created right away instead of ~10 s later.
 # skip_wait_for_gossip_to_settle=0: one node has nobody to wait for.
 # No JMX port is set, so no JMX server runs (and nodetool cannot connect).
-start_jvm "$state/logs/cassandra.log" "-Xmx$heap" -XX:+ExitOnOutOfMemoryError \
+# Cassandra mlockall()s the JVM's memory at start whenever it may, which as root is always: every
+# committed page of the heap becomes resident and locked at once. Without CAP_IPC_LOCK (and with a
+# small RLIMIT_MEMLOCK) the call fails; Cassandra logs that and carries on.
+# TAILWARDEN_CASSANDRA_MLOCK=1 keeps the lock.
+wrapper=()
+if [[ ${TAILWARDEN_CASSANDRA_MLOCK:-0} != 1 ]]; then
+  ulimit -S -l 64 2>/dev/null || true
+  if [[ $(id -u) == 0 ]] && command -v setpriv >/dev/null; then
+    wrapper=(setpriv --bounding-set -ipc_lock)
+  fi
+fi
+start_jvm "$state/logs/cassandra.log" "${wrapper[@]}" java "-Xmx$heap" -XX:+ExitOnOutOfMemoryError \
   "@$here/conf/cassandra-jvm17.args" \
   -Djava.awt.headless=true -Djava.net.preferIPv4Stack=true \
   -Dcassandra-foreground=yes \

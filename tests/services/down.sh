@@ -44,26 +44,33 @@ for pid in "${!victims[@]}"; do
   log "SIGTERM ${victims[$pid]} (pid $pid)"
 done
 
+# Wait for all of them at once, so that each one's stop time is its own.
+stopped() {
+  log "$(awk -v s="${victims[$1]}" -v p="$1" -v a="$t0" -v b="$(date +%s.%N)" -v how="$2" \
+    'BEGIN { printf "%s (pid %s) stopped %.1fs after SIGTERM%s", s, p, b - a, how }')"
+  unset "victims[$1]"
+}
 deadline=$((SECONDS + grace))
+while ((${#victims[@]})) && ((SECONDS < deadline)); do
+  for pid in "${!victims[@]}"; do
+    our_jvm "$pid" "$state" "${victims[$pid]}" || stopped "$pid" ""
+  done
+  sleep 0.1
+done
 for pid in "${!victims[@]}"; do
   s=${victims[$pid]}
-  while our_jvm "$pid" "$state" "$s" && ((SECONDS < deadline)); do
+  our_jvm "$pid" "$state" "$s" || { stopped "$pid" ""; continue; }
+  log "$s (pid $pid) still runs ${grace}s after SIGTERM; sending SIGKILL"
+  kill -KILL "$pid" 2>/dev/null || true
+  kill_deadline=$((SECONDS + 10))
+  while our_jvm "$pid" "$state" "$s" && ((SECONDS < kill_deadline)); do
     sleep 0.1
   done
   if our_jvm "$pid" "$state" "$s"; then
-    log "$s (pid $pid) still runs ${grace}s after SIGTERM; sending SIGKILL"
-    kill -KILL "$pid" 2>/dev/null || true
-    kill_deadline=$((SECONDS + 10))
-    while our_jvm "$pid" "$state" "$s" && ((SECONDS < kill_deadline)); do
-      sleep 0.1
-    done
-    if our_jvm "$pid" "$state" "$s"; then
-      log "ERROR: $s (pid $pid) survived SIGKILL"
-      exit 1
-    fi
+    log "ERROR: $s (pid $pid) survived SIGKILL"
+    exit 1
   fi
-  log "$(awk -v s="$s" -v p="$pid" -v a="$t0" -v b="$(date +%s.%N)" \
-    'BEGIN { printf "%s (pid %s) stopped %.1fs after SIGTERM", s, p, b - a }')"
+  stopped "$pid" " (SIGKILL)"
 done
 
 for s in "${services[@]}"; do

@@ -24,7 +24,7 @@ if [[ $# -lt 2 ]]; then
   exit 2
 fi
 [[ -f $1/env ]] || { echo "kafka-topics.sh: $1/env missing; run kafka-up.sh $1 first" >&2; exit 1; }
-bootstrap=$(sed -n 's/^export TAILWARDEN_KAFKA_BOOTSTRAP=//p' "$1/env")
+bootstrap=$(env_get "$1" TAILWARDEN_KAFKA_BOOTSTRAP)
 [[ -n $bootstrap ]] || { echo "kafka-topics.sh: no Kafka in $1/env; run kafka-up.sh $1 first" >&2; exit 1; }
 [[ -f $svc/tools/kafka/KafkaTool.class ]] || { echo "kafka-topics.sh: run tests/services/build.sh first" >&2; exit 1; }
 shift

@@ -98,7 +98,7 @@ format() {
 step "format storage (cluster id $cluster_id)" format
 
 t_start=$SECONDS
-start_jvm "$state/logs/kafka.log" "-Xmx$heap" -XX:+ExitOnOutOfMemoryError "${common[@]}" kafka.Kafka "$props"
+start_jvm "$state/logs/kafka.log" java "-Xmx$heap" -XX:+ExitOnOutOfMemoryError "${common[@]}" kafka.Kafka "$props"
 log "started broker (pid $jvm_pid, -Xmx$heap)"
 wait_for "broker port $port" port_open "$port"
 wait_for "\"Kafka Server started\" in the log" log_has "$state/logs/kafka.log" "Kafka Server started"

@@ -123,6 +123,12 @@ env_drop() {
   env_set "$1" "$2"
 }
 
+# env_get STATE NAME: the value that STATE/env exports for NAME (empty if none).
+env_get() {
+  [[ -f $1/env ]] || return 0
+  sed -n "s/^export $2=//p" "$1/env" | tail -n 1
+}
+
 # java_ok: a JDK (java and javac) of version 17 or newer is on the PATH.
 java_ok() {
   command -v java >/dev/null && command -v javac >/dev/null || return 1
@@ -167,15 +173,16 @@ _up_on_exit() {
 # up_done: disarm the failure handler.
 up_done() { _up_ok=1; }
 
-# start_jvm LOGFILE JAVA_ARGS...: java in the background in $state/$service (so that files a server
-# writes relative to its working directory stay in the state dir), stdio detached from the caller
-# (a caller that captures the script's output would otherwise hang); pid in $state/pids/$service.pid.
-# JAVA_ARGS must carry -Dtailwarden.dir=$state -Dtailwarden.service=$service (see our_jvm).
+# start_jvm LOGFILE [WRAPPER...] java JAVA_ARGS...: the JVM in the background in $state/$service (so
+# that files a server writes relative to its working directory stay in the state dir), stdio
+# detached from the caller (a caller that captures the script's output would otherwise hang); pid
+# in $state/pids/$service.pid. A WRAPPER must exec the JVM (same pid). JAVA_ARGS must carry
+# -Dtailwarden.dir=$state -Dtailwarden.service=$service (see our_jvm).
 start_jvm() {
   local logfile=$1
   shift
   mkdir -p "$state/pids" "$state/$service"
-  (cd "$state/$service" && exec java "$@") </dev/null >"$logfile" 2>&1 &
+  (cd "$state/$service" && exec "$@") </dev/null >"$logfile" 2>&1 &
   jvm_pid=$!
   echo "$jvm_pid" >"$state/pids/$service.pid"
 }
