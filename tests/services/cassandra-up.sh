@@ -15,6 +15,7 @@
 #   TAILWARDEN_SKIP_BUILD=1     do not call build.sh (a few ms when warm anyway)
 #   TAILWARDEN_UP_TIMEOUT       seconds allowed for the node to become ready (default 120)
 #   TAILWARDEN_CASSANDRA_HEAP   -Xmx of the node (default 512m)
+#   TAILWARDEN_CASSANDRA_JVM_OPTS  extra JVM options for the node (split on spaces)
 #   TAILWARDEN_CASSANDRA_AUTH=1 PasswordAuthenticator + CassandraAuthorizer: clients must log in;
 #                               the default superuser cassandra/cassandra exists (the script waits
 #                               for it) and is written to env as TAILWARDEN_CASSANDRA_USER/PASSWORD
@@ -33,6 +34,7 @@ service=cassandra
 state=$(state_dir "$1")
 timeout=${TAILWARDEN_UP_TIMEOUT:-120}
 heap=${TAILWARDEN_CASSANDRA_HEAP:-512m}
+read -r -a jvm_opts <<<"${TAILWARDEN_CASSANDRA_JVM_OPTS:-}"
 auth=${TAILWARDEN_CASSANDRA_AUTH:-0}
 up_init
 
@@ -112,7 +114,7 @@ if [[ ${TAILWARDEN_CASSANDRA_MLOCK:-0} != 1 ]]; then
     wrapper=(setpriv --bounding-set -ipc_lock)
   fi
 fi
-start_jvm "$state/logs/cassandra.log" "${wrapper[@]}" java "-Xmx$heap" -XX:+ExitOnOutOfMemoryError \
+start_jvm "$state/logs/cassandra.log" "${wrapper[@]}" java "-Xmx$heap" -XX:+ExitOnOutOfMemoryError "${jvm_opts[@]}" \
   "@$here/conf/cassandra-jvm17.args" \
   -Djava.awt.headless=true -Djava.net.preferIPv4Stack=true \
   -Dcassandra-foreground=yes \

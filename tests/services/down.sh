@@ -7,7 +7,8 @@
 # -Dtailwarden.service=) in its command line is signalled: the pid files name the candidates, and
 # a scan of /proc finds such JVMs whose pid file was lost. A stale pid file never gets an
 # unrelated process killed. Idempotent: succeeds when nothing runs or STATE_DIR does not exist.
-# Leaves data and logs for inspection (the up scripts start from a clean state anyway).
+# Removes the service's lines from STATE_DIR/env; leaves data and logs for inspection (the up
+# scripts start from a clean state anyway).
 set -euo pipefail
 
 LOG_PREFIX=down.sh
@@ -73,6 +74,8 @@ for pid in "${!victims[@]}"; do
   stopped "$pid" " (SIGKILL)"
 done
 
+# The env lines of a stopped service would point at closed ports.
 for s in "${services[@]}"; do
   rm -f "$state/pids/$s.pid"
+  env_drop "$state" "TAILWARDEN_${s^^}"
 done

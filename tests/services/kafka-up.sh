@@ -16,6 +16,7 @@
 #   TAILWARDEN_SKIP_BUILD=1   do not call build.sh (a few ms when warm anyway)
 #   TAILWARDEN_UP_TIMEOUT     seconds allowed for the broker to become ready (default 120)
 #   TAILWARDEN_KAFKA_HEAP     -Xmx of the broker (default 512m)
+#   TAILWARDEN_KAFKA_JVM_OPTS  extra JVM options for the broker (split on spaces)
 #   TAILWARDEN_KAFKA_PROPERTIES  extra server.properties lines (newline separated); they come last,
 #                             so they override ours, e.g. $'auto.create.topics.enable=false'
 set -euo pipefail
@@ -33,6 +34,7 @@ service=kafka
 state=$(state_dir "$1")
 timeout=${TAILWARDEN_UP_TIMEOUT:-120}
 heap=${TAILWARDEN_KAFKA_HEAP:-512m}
+read -r -a jvm_opts <<<"${TAILWARDEN_KAFKA_JVM_OPTS:-}"
 up_init
 
 if [[ ${TAILWARDEN_SKIP_BUILD:-0} != 1 ]]; then
@@ -98,7 +100,7 @@ format() {
 step "format storage (cluster id $cluster_id)" format
 
 t_start=$SECONDS
-start_jvm "$state/logs/kafka.log" java "-Xmx$heap" -XX:+ExitOnOutOfMemoryError "${common[@]}" kafka.Kafka "$props"
+start_jvm "$state/logs/kafka.log" java "-Xmx$heap" -XX:+ExitOnOutOfMemoryError "${jvm_opts[@]}" "${common[@]}" kafka.Kafka "$props"
 log "started broker (pid $jvm_pid, -Xmx$heap)"
 wait_for "broker port $port" port_open "$port"
 wait_for "\"Kafka Server started\" in the log" log_has "$state/logs/kafka.log" "Kafka Server started"
