@@ -185,6 +185,20 @@ start_jvm() {
   (cd "$state/$service" && exec "$@") </dev/null >"$logfile" 2>&1 &
   jvm_pid=$!
   echo "$jvm_pid" >"$state/pids/$service.pid"
+  # Until the subshell (and any WRAPPER) has exec'd java, the pid is not recognisably ours yet.
+  local deadline=$((SECONDS + 10))
+  until our_jvm "$jvm_pid" "$state" "$service"; do
+    alive "$jvm_pid" || die "$service exited at once; see $logfile"
+    ((SECONDS < deadline)) || die "$service (pid $jvm_pid) did not exec java within 10 s"
+    sleep 0.05
+  done
+}
+
+# alive PID: PID exists and is not a zombie.
+alive() {
+  local st
+  st=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null) || return 1
+  [[ -n $st && ${st%% *} != Z ]]
 }
 
 # wait_for WHAT CMD...: poll CMD (quietly) until it succeeds; fail as soon as the JVM ($jvm_pid)
