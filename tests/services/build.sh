@@ -50,7 +50,7 @@ resolve() {
     log "mvn dependency:copy-dependencies failed for $work/pom.xml"
     return 1
   fi
-  rm -rf "$work/lib"
+  rm -rf "${work:?}/lib"
   mv "$work/lib.new" "$work/lib"
   log "$name: $(find "$work/lib" -name '*.jar' | wc -l) jars, $(du -sm "$work/lib" | cut -f1) MB in $work/lib"
 }

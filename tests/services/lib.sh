@@ -85,11 +85,11 @@ our_jvms() {
   local f pid
   # One grep over every command line (NUL-separated arguments, -z) is much faster than a
   # readlink per process; our_jvm then checks the executable and the service.
-  for f in $(grep -lzxF -- "-Dtailwarden.dir=$1" /proc/[0-9]*/cmdline 2>/dev/null); do
+  while read -r f; do
     pid=${f#/proc/}
     pid=${pid%/cmdline}
-    our_jvm "$pid" "$1" "${2:-}" && echo "$pid"
-  done
+    if our_jvm "$pid" "$1" "${2:-}"; then echo "$pid"; fi
+  done < <(grep -lzxF -- "-Dtailwarden.dir=$1" /proc/[0-9]*/cmdline 2>/dev/null)
   return 0
 }
 
@@ -203,6 +203,7 @@ alive() {
 
 # wait_for WHAT CMD...: poll CMD (quietly) until it succeeds; fail as soon as the JVM ($jvm_pid)
 # is gone, or after $timeout seconds.
+# shellcheck disable=SC2154  # timeout: set by the caller
 wait_for() {
   local what=$1 deadline=$((SECONDS + timeout))
   shift
