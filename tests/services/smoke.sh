@@ -3,7 +3,7 @@
 # build.sh -> kafka-up.sh and cassandra-up.sh in one STATE_DIR -> a topic with 3 partitions, one
 # record produced and read back -> a keyspace and table, one row written and read back -> down.sh
 # (twice: it is idempotent) -> no JVM of ours left. Reports the time of each step and the RSS of
-# both servers.
+# both servers. On failure the state dir and its logs are kept.
 #
 #   TAILWARDEN_CASSANDRA_AUTH=1     Cassandra with PasswordAuthenticator; also checks that a wrong
 #                                   password is refused
@@ -15,7 +15,14 @@ LOG_PREFIX=smoke
 # shellcheck source=tests/services/lib.sh
 source "$here/lib.sh"
 
-state=$(state_dir "${1:-$(mktemp -d "${TMPDIR:-/tmp}/tailwarden-services.XXXXXX")}")
+# Without STATE_DIR: a temporary one, removed again when every check passed.
+if [[ -n ${1:-} ]]; then
+  state=$(state_dir "$1")
+  own_state=0
+else
+  state=$(state_dir "$(mktemp -d "${TMPDIR:-/tmp}/tailwarden-services.XXXXXX")")
+  own_state=1
+fi
 passed=0
 
 cleanup() {
@@ -104,4 +111,7 @@ done
 "$here/down.sh" "$state"   # idempotent: a second call must succeed too
 pass "down.sh: both stopped ($(since "$t"))"
 trap - EXIT
+if ((own_state)); then
+  rm -rf "$state"
+fi
 echo "$passed passed, 0 failed"
