@@ -47,3 +47,16 @@ pub fn render(release: &str, namespace: &str, set: &[&str]) -> Vec<Value> {
         })
         .collect()
 }
+
+/// Whether `helm template` refuses the chart with `--set set` (values.schema.json or a template
+/// check).
+pub fn refuses(set: &str) -> bool {
+    !Command::new(helm())
+        .args(["template", "tw"])
+        .arg(chart())
+        .args(["--set", set])
+        .output()
+        .expect("helm runs")
+        .status
+        .success()
+}

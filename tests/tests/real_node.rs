@@ -95,16 +95,29 @@ async fn standalone_pod(client: &kube::Client, ns: &str, name: &str) -> Option<P
     (pods.len() == 1).then(|| pods.remove(0))
 }
 
+/// A fresh real-node namespace `prefix-…` with an operator process watching it (no leader
+/// election; `args` added), logging under the temp dir. Returns the client, the namespace, the
+/// log directory and the operator, which is killed when dropped.
+async fn with_operator(
+    prefix: &str,
+    args: &[&str],
+) -> (kube::Client, String, std::path::PathBuf, OperatorProcess) {
+    let client = client().await;
+    install_crd(&client).await;
+    let ns = real_node::namespace(&client, prefix).await;
+    let logs = std::env::temp_dir().join(format!("tailwarden-{ns}"));
+    std::fs::create_dir_all(&logs).unwrap();
+    let mut all = vec!["--leader-elect", "false"];
+    all.extend(args);
+    let operator = OperatorProcess::spawn("rn-operator", &ns, &all, &logs);
+    (client, ns, logs, operator)
+}
+
 #[tokio::test]
 #[ignore = "needs the local cluster with its real node: run tests/run.sh"]
 async fn embedded_pipeline_serves_through_its_services_and_keeps_acknowledged_updates() {
-    let client = client().await;
-    install_crd(&client).await;
     let node = real_node::node_name();
-    let ns = real_node::namespace(&client, "rn-embedded").await;
-    let logs = std::env::temp_dir().join(format!("tailwarden-{ns}"));
-    std::fs::create_dir_all(&logs).unwrap();
-    let _operator = OperatorProcess::spawn("rn-operator", &ns, &["--leader-elect", "false"], &logs);
+    let (client, ns, _logs, _operator) = with_operator("rn-embedded", &[]).await;
 
     let secret = Secret {
         metadata: named("tokens"),
@@ -421,12 +434,7 @@ async fn wait_for_cause(
 #[tokio::test]
 #[ignore = "needs the local cluster with its real node: run tests/run.sh"]
 async fn the_status_names_why_workers_cannot_run_and_never_claims_ready() {
-    let client = client().await;
-    install_crd(&client).await;
-    let ns = real_node::namespace(&client, "rn-truth").await;
-    let logs = std::env::temp_dir().join(format!("tailwarden-{ns}"));
-    std::fs::create_dir_all(&logs).unwrap();
-    let _operator = OperatorProcess::spawn("rn-operator", &ns, &["--leader-elect", "false"], &logs);
+    let (client, ns, _logs, _operator) = with_operator("rn-truth", &[]).await;
     let api = Api::<RetailPipeline>::namespaced(client.clone(), &ns);
     let dataplane = |version: &str| {
         serde_json::json!({
@@ -480,13 +488,8 @@ async fn the_status_names_why_workers_cannot_run_and_never_claims_ready() {
 #[tokio::test]
 #[ignore = "needs the local cluster with its real node and Prometheus: run tests/run.sh"]
 async fn prometheus_scrapes_the_real_pods_and_the_slo_engine_reads_their_slis() {
-    let client = client().await;
-    install_crd(&client).await;
-    let ns = real_node::namespace(&client, "rn-scrape").await;
-    let logs = std::env::temp_dir().join(format!("tailwarden-{ns}"));
-    std::fs::create_dir_all(&logs).unwrap();
-    let args = ["--leader-elect", "false", "--evaluation-interval", "5s"];
-    let _operator = OperatorProcess::spawn("rn-operator", &ns, &args, &logs);
+    let (client, ns, logs, _operator) =
+        with_operator("rn-scrape", &["--evaluation-interval", "5s"]).await;
     let api = Api::<RetailPipeline>::namespaced(client.clone(), &ns);
     let version = real_node::image_version();
     let spec = serde_json::json!({
