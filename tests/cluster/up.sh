@@ -93,26 +93,9 @@ mkdir -p "$pki" "$logs" "$pids" "$state/manifests"
 # Random ports below the Linux ephemeral range (32768+), so that outgoing
 # connections of other programs cannot grab them between this check and the
 # bind; each one is verified bindable on 127.0.0.1 and all are distinct.
-read -r etcd_port etcd_peer_port api_port kcm_port sched_port kwok_port < <(python3 - <<'EOF'
-import random, socket
-held, ports = [], []
-while len(ports) < 6:
-    p = random.randrange(20000, 32000)
-    if p in ports:
-        continue
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind(("127.0.0.1", p))
-    except OSError:
-        s.close()
-        continue
-    held.append(s)
-    ports.append(p)
-print(*ports)
-for s in held:
-    s.close()
-EOF
-)
+# shellcheck source=tests/lib/free-ports.sh
+source "$here/../lib/free-ports.sh"
+read -r etcd_port etcd_peer_port api_port kcm_port sched_port kwok_port < <(free_ports 6)
 [[ -n ${kwok_port:-} ]] || die "could not pick free ports"
 server=https://127.0.0.1:$api_port
 real_node=${TAILWARDEN_REAL_NODE:-0}

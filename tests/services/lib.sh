@@ -29,31 +29,9 @@ state_dir() {
   (cd "$1" && pwd -P)
 }
 
-# free_ports N: N distinct random ports in 20000-31999 (below the Linux ephemeral range, so other
-# programs' outgoing connections cannot take them between this check and the bind), each verified
-# bindable on 127.0.0.1. Same scheme as tests/cluster/up.sh.
-free_ports() {
-  python3 - "$1" <<'EOF'
-import random, socket, sys
-n = int(sys.argv[1])
-held, ports = [], []
-while len(ports) < n:
-    p = random.randrange(20000, 32000)
-    if p in ports:
-        continue
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind(("127.0.0.1", p))
-    except OSError:
-        s.close()
-        continue
-    held.append(s)
-    ports.append(p)
-print(*ports)
-for s in held:
-    s.close()
-EOF
-}
+# free_ports N (tests/lib/free-ports.sh).
+# shellcheck source=tests/lib/free-ports.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/free-ports.sh"
 
 # port_open PORT: something accepts TCP connections on 127.0.0.1:PORT.
 port_open() {
