@@ -3,7 +3,8 @@
 //! screenshots saved under `<target>/test-output/status-page/`), and axe-core, run inside that
 //! Chromium (tests/status-page/axe.mjs), finds no serious or critical accessibility violation.
 //! A standby (the Lease held by another) shows the pipelines' status with its banner; a leader
-//! shows its live store without one.
+//! shows its live store without one. The burn-down chart draws the budget series a real
+//! Prometheus holds (backfilled: two days of a recorded `slo:period_error_budget_remaining:ratio`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,6 +16,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use tailwarden_crds::RetailPipeline;
 use tailwarden_tests::operator_process::OperatorProcess;
+use tailwarden_tests::prometheus::{History, Prometheus};
 use tailwarden_tests::*;
 
 const BANNER: &str = "standby: showing the pipelines' status as last written by the leader";
@@ -151,6 +153,25 @@ async fn held_lease(client: &kube::Client, ns: &str, name: &str) {
         .unwrap();
 }
 
+/// Two days of `checkout`'s recorded budget per SLO, one sample a minute up to `end`:
+/// availability burns from 40% to 4.2%, latency stays above it.
+fn budget_history(ns: &str, end: i64) -> String {
+    const SERIES: &str = "slo:period_error_budget_remaining:ratio";
+    let start = end - 2 * 86_400;
+    let times: Vec<i64> = (start..=end).step_by(60).collect();
+    let progress = |t: i64| (t - start) as f64 / (end - start) as f64;
+    let labels = |slo: &str| format!("namespace=\"{ns}\",pipeline=\"checkout\",slo=\"{slo}\"");
+    History::default()
+        .family(SERIES, "gauge")
+        .series(SERIES, &labels("availability"), &times, |t| {
+            0.40 - 0.358 * progress(t)
+        })
+        .series(SERIES, &labels("latency-product-p99"), &times, |t| {
+            0.9 - 0.2 * progress(t)
+        })
+        .finish()
+}
+
 /// Whether `names` appear in `text` in this order.
 fn in_order(text: &str, names: &[&str]) -> bool {
     let at: Vec<usize> = names
@@ -218,6 +239,10 @@ async fn the_status_page_lists_by_budget_and_details_a_pipeline_in_chromium() {
     )
     .await;
 
+    // End a little in the past, so every backfilled block is complete.
+    let end = jiff::Timestamp::now().as_second() / 60 * 60 - 600;
+    let prometheus = Prometheus::with_history(&budget_history(&ns, end)).await;
+
     held_lease(&client, &ns, "tailwarden-status-page").await;
     let standby_port = free_port();
     let standby_addr = format!("127.0.0.1:{standby_port}");
@@ -233,6 +258,8 @@ async fn the_status_page_lists_by_budget_and_details_a_pipeline_in_chromium() {
             "tailwarden-status-page",
             "--status-addr",
             &standby_addr,
+            "--prometheus-url",
+            &prometheus.url,
         ],
         &logs,
     );
@@ -264,12 +291,20 @@ async fn the_status_page_lists_by_budget_and_details_a_pipeline_in_chromium() {
         r#"<span class="fires">fires</span>"#,
         "error budget 18.0% is below the freeze threshold 25%",
         "error budget 4.2% is below 10%: &lt;img src=x onerror=alert(1)&gt;",
-        "the chart needs Prometheus",
         "version: 1.0.0",
     ] {
         assert!(detail.contains(expected), "{expected:?} missing:\n{detail}");
     }
     assert!(!detail.contains("<img"), "the hostile reason is escaped");
+    let points = detail
+        .split(r#"<polyline class="budget" points=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no burn-down line:\n{detail}"));
+    assert!(
+        points.split(' ').count() >= 8,
+        "one point per step of the backfilled days: {points}"
+    );
     assert!(
         in_order(&detail, &["Degrade", "FreezeRollout"]),
         "newest decision first"

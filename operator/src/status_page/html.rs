@@ -16,7 +16,7 @@ header,main{padding:0 1.5rem}header{border-bottom:1px solid #ccc}
 h1{font-size:1.4rem}h2{font-size:1.15rem;margin-top:1.6rem}
 a{color:#0b4f9c}
 .banner{background:#fff4d6;border:1px solid #8a6100;color:#4d3600;padding:.5rem 1rem;margin:1rem 0}
-table{border-collapse:collapse;margin:.5rem 0}th,td{border-bottom:1px solid #ddd;padding:.3rem .6rem;text-align:left;vertical-align:top}
+table{border-collapse:collapse;margin:.5rem 0}caption{text-align:left;padding:.3rem 0}th,td{border-bottom:1px solid #ddd;padding:.3rem .6rem;text-align:left;vertical-align:top}
 th{background:#f2f2f2}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .badge{display:inline-block;border-radius:3px;padding:0 .4rem;margin-right:.2rem;font-size:.85rem}
 .frozen{background:#fde2e2;color:#8a1111}.degraded{background:#fff0d6;color:#6b4200}
@@ -28,7 +28,7 @@ form{margin:1rem 0}label{margin-right:.3rem}select,button{margin-right:1rem;font
 .tiles{display:flex;flex-wrap:wrap;gap:.8rem;padding:0;list-style:none}
 .tiles li{border:1px solid #bbb;border-radius:4px;padding:.6rem .9rem;min-width:11rem}
 .tiles li.worst{border-color:#8a1111;border-width:2px}
-.tiles .value{font-size:1.3rem;font-weight:bold;display:block}
+.tiles .value{font-size:1.3rem;font-weight:bold;display:block}.tiles .unknown{display:block;color:#555}
 .chart{width:100%;max-width:720px;height:auto;border:1px solid #ddd}
 .chart .grid{stroke:#bbb;stroke-dasharray:4 3}.chart text{font-size:11px;fill:#333}
 .chart .budget{fill:none;stroke:#0b4f9c;stroke-width:2}
@@ -179,10 +179,10 @@ pub fn detail(
             Some(d) => ul.tiles { @for t in &d.tiles {
                 li class=[t.worst.then_some("worst")] {
                     strong { (t.name) } @if t.worst { " (worst)" }
-                    span.value { @match t.budget_percent {
-                        Some(b) => { (format!("{b:.1}%")) " left" },
-                        None => "budget not reported",
-                    } }
+                    @match t.budget_percent {
+                        Some(b) => span.value { (format!("{b:.1}%")) " left" },
+                        None => span.unknown { "budget not in the status" },
+                    }
                     "target " (format!("{}%", t.target_percent))
                 }
             } },
