@@ -671,6 +671,7 @@ async fn operator_runs_with_only_the_charts_permissions(prefix: &str, single_nam
         .args(["--lease-namespace", &system, "--watch-namespace", &watched])
         .args(["--identity", &identity, "--disable-slo-engine"])
         .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port())])
+        .args(["--status-addr", &format!("127.0.0.1:{}", free_port())])
         .stdout(Stdio::from(out.try_clone().unwrap()))
         .stderr(Stdio::from(out))
         .spawn()

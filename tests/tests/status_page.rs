@@ -244,9 +244,7 @@ async fn the_status_page_lists_by_budget_and_details_a_pipeline_in_chromium() {
     let prometheus = Prometheus::with_history(&budget_history(&ns, end)).await;
 
     held_lease(&client, &ns, "tailwarden-status-page").await;
-    let standby_port = free_port();
-    let standby_addr = format!("127.0.0.1:{standby_port}");
-    let _standby = OperatorProcess::spawn(
+    let standby = OperatorProcess::spawn(
         "status-standby",
         &ns,
         &[
@@ -256,14 +254,12 @@ async fn the_status_page_lists_by_budget_and_details_a_pipeline_in_chromium() {
             &ns,
             "--lease-name",
             "tailwarden-status-page",
-            "--status-addr",
-            &standby_addr,
             "--prometheus-url",
             &prometheus.url,
         ],
         &logs,
     );
-    let base = format!("http://{standby_addr}");
+    let base = standby.status.clone();
     wait_for_ok("the standby's status page", &base, Duration::from_secs(30)).await;
 
     let list = dump_dom(&format!("{base}/"));
@@ -320,20 +316,13 @@ async fn the_status_page_lists_by_budget_and_details_a_pipeline_in_chromium() {
     assert_accessible("detail", &detail_url);
 
     // A leader serves the same pipelines from its live store, without the banner.
-    let leader_addr = format!("127.0.0.1:{}", free_port());
-    let _leader = OperatorProcess::spawn(
+    let leader_process = OperatorProcess::spawn(
         "status-leader",
         &ns,
-        &[
-            "--leader-elect",
-            "false",
-            "--disable-slo-engine",
-            "--status-addr",
-            &leader_addr,
-        ],
+        &["--leader-elect", "false", "--disable-slo-engine"],
         &logs,
     );
-    let leader = format!("http://{leader_addr}/");
+    let leader = format!("{}/", leader_process.status);
     wait_for_ok("the leader's status page", &leader, Duration::from_secs(30)).await;
     let html = reqwest::get(&leader).await.unwrap().text().await.unwrap();
     assert!(!html.contains(BANNER), "{html}");
@@ -341,7 +330,7 @@ async fn the_status_page_lists_by_budget_and_details_a_pipeline_in_chromium() {
         in_order(&html, &["checkout", "search", "catalog"]),
         "{html}"
     );
-    let missing = reqwest::get(format!("http://{leader_addr}/pipelines/{ns}/nothing"))
+    let missing = reqwest::get(format!("{leader}pipelines/{ns}/nothing"))
         .await
         .unwrap();
     assert_eq!(missing.status(), 404);
