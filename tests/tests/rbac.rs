@@ -268,9 +268,23 @@ fn chart_lints_and_grants_exactly_the_operators_verbs() {
             args.contains(&"--metrics-addr=0.0.0.0:8080".to_owned()),
             "{args:?}"
         );
+        assert!(
+            args.contains(&"--status-addr=0.0.0.0:8081".to_owned()),
+            "{args:?}"
+        );
+        assert_eq!(c["ports"][1]["name"], "status");
         let pdb = of_kind(objects, "PodDisruptionBudget")[0];
         assert_eq!(pdb["spec"]["maxUnavailable"], 1);
-        assert_eq!(of_kind(objects, "Service").len(), 1);
+        let services = of_kind(objects, "Service");
+        let ports: Vec<&Value> = services
+            .iter()
+            .map(|s| &s["spec"]["ports"][0]["name"])
+            .collect();
+        assert_eq!(
+            ports,
+            ["metrics", "status"],
+            "the metrics and status-page Services"
+        );
     }
     let watching =
         of_kind(&single, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]

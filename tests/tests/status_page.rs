@@ -272,11 +272,17 @@ async fn the_status_page_lists_by_budget_and_details_a_pipeline_in_chromium() {
         list.contains(r#"<span class="badge frozen">frozen</span>"#),
         "{list}"
     );
-    let frozen = dump_dom(&format!("{base}/?namespace={ns}&state=frozen"));
+    let frozen_url = format!("{base}/?namespace={ns}&state=frozen");
+    let frozen = dump_dom(&frozen_url);
     assert!(
         frozen.contains("checkout") && !frozen.contains("catalog"),
         "{frozen}"
     );
+    assert!(
+        frozen.contains(r#"<option value="frozen" selected="">frozen</option>"#),
+        "{frozen}"
+    );
+    screenshot(&frozen_url, "list-frozen.png", 600);
     let list_png = screenshot(&format!("{base}/"), "list.png", 900);
 
     let detail_url = format!("{base}/pipelines/{ns}/checkout");
@@ -326,6 +332,7 @@ async fn the_status_page_lists_by_budget_and_details_a_pipeline_in_chromium() {
     wait_for_ok("the leader's status page", &leader, Duration::from_secs(30)).await;
     let html = reqwest::get(&leader).await.unwrap().text().await.unwrap();
     assert!(!html.contains(BANNER), "{html}");
+    screenshot(&leader, "list-leader.png", 600);
     assert!(
         in_order(&html, &["checkout", "search", "catalog"]),
         "{html}"

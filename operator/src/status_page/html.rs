@@ -87,7 +87,10 @@ pub fn list(views: &[PipelineView], namespaces: &[String], filter: &Filter, mode
             p { "No pipeline matches." }
         } @else {
             table {
-                caption { (views.len()) " pipelines, lowest remaining budget first" }
+                caption {
+                    (views.len()) @if views.len() == 1 { " pipeline" } @else { " pipelines" }
+                    ", lowest remaining budget first"
+                }
                 thead { tr {
                     th scope="col" { "Pipeline" } th scope="col" { "Budget left" }
                     th scope="col" { "Worst SLO" } th scope="col" { "Burn rates" }
