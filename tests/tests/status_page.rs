@@ -31,14 +31,19 @@ fn output_dir() -> PathBuf {
     dir
 }
 
-/// axe-core's browser bundle, as tests/status-page/install.sh puts it.
+/// axe-core's browser bundle, where tests/status-page/install.sh puts it: `TAILWARDEN_AXE_JS`, else
+/// under `TAILWARDEN_CACHE` (default `~/.cache/tailwarden`).
 fn axe_js() -> PathBuf {
-    std::env::var_os("TAILWARDEN_AXE_JS")
+    if let Some(path) = std::env::var_os("TAILWARDEN_AXE_JS") {
+        return PathBuf::from(path);
+    }
+    let cache = std::env::var_os("TAILWARDEN_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             let home = std::env::var_os("HOME").expect("HOME is set");
-            Path::new(&home).join(".cache/tailwarden/axe/node_modules/axe-core/axe.min.js")
-        })
+            Path::new(&home).join(".cache/tailwarden")
+        });
+    cache.join("axe/node_modules/axe-core/axe.min.js")
 }
 
 /// Headless Chromium with `args` and a fresh profile; its stdout.

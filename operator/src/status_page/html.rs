@@ -315,6 +315,7 @@ mod tests {
         let views: Vec<PipelineView> = [
             pipeline("shop", "roomy", evaluated(90.0, false)),
             pipeline("shop", "tight", status),
+            pipeline("shop", r#""><script>x</script>"#, evaluated(50.0, false)),
         ]
         .iter()
         .map(|p| PipelineView::new(p, None))
@@ -323,6 +324,10 @@ mod tests {
         let out = list(&views, &["shop".into()], &Filter::default(), Mode::Leader).into_string();
         assert!(!out.contains(EVIL), "{out}");
         assert!(out.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert!(
+            out.contains(r#"href="/pipelines/shop/&quot;&gt;&lt;script&gt;x&lt;/script&gt;""#),
+            "a name is escaped inside the link's attribute too: {out}"
+        );
         assert!(out.find("shop/tight").unwrap() < out.find("shop/roomy").unwrap());
         assert!(!out.contains("standby"));
         assert!(!out.contains("<script"), "no JavaScript");
