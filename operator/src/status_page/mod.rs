@@ -110,15 +110,19 @@ async fn detail(
     let derived = detail::derive(&view);
     let now = jiff::Timestamp::now().as_second();
     let samples = match &derived {
-        Some(d) => page.history.budget(&view.pipeline, d.period, now).await,
-        None => Ok(Vec::new()),
+        Some(d) => page
+            .history
+            .budget(&view.pipeline, d.period, now)
+            .await
+            .map(|s| (s, now - d.period.as_secs() as i64))
+            .map_err(|e| e.to_string()),
+        None => {
+            Err("no chart: the spec's objectives are invalid, so the SLO period is unknown".into())
+        }
     };
-    let start = derived
-        .as_ref()
-        .map_or(now, |d| now - d.period.as_secs() as i64);
     let chart = match &samples {
-        Ok(s) => html::Chart::Samples(s, start as f64, now as f64),
-        Err(err) => html::Chart::Unavailable(err.to_string()),
+        Ok((s, start)) => html::Chart::Samples(s, *start as f64, now as f64),
+        Err(why) => html::Chart::Unavailable(why.clone()),
     };
     let spec = serde_yaml::to_string(&view.pipeline.spec).unwrap_or_else(|e| e.to_string());
     reply(

@@ -4,9 +4,9 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use kube::Client;
 use kube::api::{Api, ListParams};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Client, ResourceExt};
 use tailwarden_crds::RetailPipeline;
 
 use super::view::{Mode, PipelineView};
@@ -76,12 +76,7 @@ impl Source {
         }
         let api: Api<RetailPipeline> = Api::namespaced(self.client.clone(), namespace);
         let pipeline = api.get_opt(name).await?;
-        Ok((
-            Mode::Standby,
-            pipeline
-                .filter(|p| p.name_any() == name)
-                .map(|p| PipelineView::new(&p, None)),
-        ))
+        Ok((Mode::Standby, pipeline.map(|p| PipelineView::new(&p, None))))
     }
 
     async fn leader(&self) -> Option<(Store<RetailPipeline>, Verdicts)> {
