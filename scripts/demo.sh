@@ -51,7 +51,7 @@ say "Installing the RetailPipeline CRD"
 say "Starting the operator (logs: $state/logs/operator.log)"
 "$kubectl" create namespace tailwarden-system --dry-run=client -o yaml | "$kubectl" apply -f -
 "$CARGO_TARGET_DIR/debug/tailwarden-operator" --lease-namespace tailwarden-system \
-  --metrics-addr 127.0.0.1:0 >"$state/logs/operator.log" 2>&1 &
+  --metrics-addr 127.0.0.1:0 --status-addr 127.0.0.1:0 >"$state/logs/operator.log" 2>&1 &
 operator_pid=$!
 
 say "Applying the sample pipelines"

@@ -14,6 +14,7 @@ cd "$root"
 "$root/tests/prometheus/install.sh"
 "$root/tests/images/install.sh"
 "$root/tests/helm/build.sh"
+"$root/tests/status-page/install.sh"
 cargo build --workspace --all-targets
 
 # A short bounded fuzz run of the data plane's update parser (longer runs: docs/benchmarks.md).

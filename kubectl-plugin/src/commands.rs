@@ -15,7 +15,8 @@ use crate::cluster::Cluster;
 use crate::error::Error;
 use crate::history;
 use crate::marks::{self, Change, Current, expiry};
-use crate::summary::{Summary, sort, table};
+use crate::summary::table;
+use tailwarden_operator::summary::{Summary, sort};
 
 /// Runs the command line.
 pub async fn run(cli: Cli) -> Result<(), Error> {

@@ -23,6 +23,8 @@ pub mod rollout;
 pub mod rules_file;
 pub mod server;
 pub mod spec_error;
+pub mod status_page;
+pub mod summary;
 pub mod topology;
 pub mod verdict;
 

@@ -12,6 +12,9 @@ use tailwarden_operator::metrics::Metrics;
 use tailwarden_operator::prometheus_access::PrometheusAccess;
 use tailwarden_operator::reconciler::{self, Context};
 use tailwarden_operator::server::{self, Health};
+use tailwarden_operator::status_page::history::HistorySource;
+use tailwarden_operator::status_page::source::Source;
+use tailwarden_operator::status_page::{self, StatusPage};
 use tokio::sync::watch;
 use tracing::{error, info};
 
@@ -22,6 +25,9 @@ struct Args {
     /// Address of `/metrics`, `/healthz` and `/readyz`.
     #[arg(long, env = "TAILWARDEN_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: SocketAddr,
+    /// Address of the read-only SLO status page (docs/status-page.md).
+    #[arg(long, env = "TAILWARDEN_STATUS_ADDR", default_value = "0.0.0.0:8081")]
+    status_addr: SocketAddr,
     /// Watch only this namespace (all namespaces when unset).
     #[arg(long, env = "TAILWARDEN_WATCH_NAMESPACE")]
     watch_namespace: Option<String>,
@@ -146,6 +152,19 @@ async fn main() -> anyhow::Result<()> {
     health.ready.store(true, Ordering::Relaxed);
     let ctx = Arc::new(Context::new(client.clone(), metrics.clone(), &identity));
     let namespace = args.watch_namespace.as_deref();
+    // Served before leadership is known: a standby shows the status the leader last wrote.
+    let page = Arc::new(StatusPage {
+        source: Source {
+            client: client.clone(),
+            namespace: args.watch_namespace.clone(),
+            live: ctx.live.clone(),
+        },
+        history: HistorySource {
+            default_url: args.prometheus_url.clone(),
+            access: access.clone(),
+        },
+    });
+    let status_server = tokio::spawn(status_page::serve(args.status_addr, page, stopped()));
     let engine = (!args.disable_slo_engine).then(|| EngineConfig {
         default_prometheus: args.prometheus_url.clone(),
         interval: args.evaluation_interval,
@@ -157,6 +176,7 @@ async fn main() -> anyhow::Result<()> {
     if !args.leader_elect {
         reconciler::run(ctx, namespace, engine, stopped()).await;
         server.await??;
+        status_server.await??;
         return Ok(());
     }
 
@@ -205,6 +225,7 @@ async fn main() -> anyhow::Result<()> {
         error!(error = %err, "could not release the Lease");
     }
     server.await??;
+    status_server.await??;
     Ok(())
 }
 

@@ -29,6 +29,7 @@ use crate::metrics::Metrics;
 use crate::monitoring;
 use crate::plan::{self, Live, Plan};
 use crate::pod_trouble::{self, PodTrouble};
+use crate::status_page::source::LiveState;
 use crate::topology::Topology;
 use crate::verdict::{Verdict, Verdicts};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -57,6 +58,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// The SLO engine's latest verdicts.
     pub verdicts: Verdicts,
+    /// Where the status page finds the pipeline store once the controller runs.
+    pub live: LiveState,
     /// Permits to do a reconcile's API calls, granted first come, first served; closed when the
     /// controller shuts down.
     pub reconcile_slots: tokio::sync::Semaphore,
@@ -74,6 +77,7 @@ impl Context {
             client,
             metrics,
             verdicts: Verdicts::default(),
+            live: LiveState::default(),
             reconcile_slots: tokio::sync::Semaphore::new(RECONCILE_CONCURRENCY),
         }
     }
@@ -95,6 +99,7 @@ pub async fn run(
     // override) change, never for its status: the reconcile's own status write must not trigger
     // the next one. Children, verdicts and the resync still trigger as usual.
     let (reader, writer) = reflector::store();
+    ctx.live.publish(reader.clone(), ctx.verdicts.clone());
     let (metrics, known) = (ctx.metrics.clone(), reader.clone());
     let pipelines = watcher(
         api::<RetailPipeline>(&client, namespace),

@@ -45,7 +45,15 @@ impl BurnWindow {
     /// Whether this alert's condition holds for an SLO of `target`: both windows' error ratios
     /// burn the budget faster than `factor`.
     pub fn fires(&self, target: f64, short_ratio: f64, long_ratio: f64) -> bool {
-        burn_rate(target, short_ratio) > self.factor && burn_rate(target, long_ratio) > self.factor
+        self.fires_at(
+            burn_rate(target, short_ratio),
+            burn_rate(target, long_ratio),
+        )
+    }
+
+    /// Whether this alert's condition holds for the burn rates of its two windows.
+    pub fn fires_at(&self, short_rate: f64, long_rate: f64) -> bool {
+        short_rate > self.factor && long_rate > self.factor
     }
 }
 

@@ -11,6 +11,8 @@ pub struct OperatorProcess {
     pub identity: String,
     /// URL of its `/metrics`.
     pub metrics: String,
+    /// Base URL of its status page (`--status-addr`, a free loopback port).
+    pub status: String,
     child: Child,
 }
 
@@ -38,10 +40,12 @@ impl OperatorProcess {
         logs: &Path,
     ) -> Self {
         let log = std::fs::File::create(logs.join(format!("{identity}.log"))).unwrap();
+        let status = format!("127.0.0.1:{}", free_port());
         let child = Command::new(operator_bin())
             .args(args)
             .args(["--watch-namespace", namespace, "--identity", identity])
             .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+            .args(["--status-addr", &status])
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()
@@ -49,6 +53,7 @@ impl OperatorProcess {
         Self {
             identity: identity.into(),
             metrics: format!("http://127.0.0.1:{port}/metrics"),
+            status: format!("http://{status}"),
             child,
         }
     }

@@ -265,9 +265,23 @@ fn chart_lints_and_grants_exactly_the_operators_verbs() {
             args.contains(&"--metrics-addr=0.0.0.0:8080".to_owned()),
             "{args:?}"
         );
+        assert!(
+            args.contains(&"--status-addr=0.0.0.0:8081".to_owned()),
+            "{args:?}"
+        );
+        assert_eq!(c["ports"][1]["name"], "status");
         let pdb = of_kind(objects, "PodDisruptionBudget")[0];
         assert_eq!(pdb["spec"]["maxUnavailable"], 1);
-        assert_eq!(of_kind(objects, "Service").len(), 1);
+        let services = of_kind(objects, "Service");
+        let ports: Vec<&Value> = services
+            .iter()
+            .map(|s| &s["spec"]["ports"][0]["name"])
+            .collect();
+        assert_eq!(
+            ports,
+            ["metrics", "status"],
+            "the metrics and status-page Services"
+        );
     }
     let watching =
         of_kind(&single, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -668,6 +682,7 @@ async fn operator_runs_with_only_the_charts_permissions(prefix: &str, single_nam
         .args(["--lease-namespace", &system, "--watch-namespace", &watched])
         .args(["--identity", &identity, "--disable-slo-engine"])
         .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port())])
+        .args(["--status-addr", &format!("127.0.0.1:{}", free_port())])
         .stdout(Stdio::from(out.try_clone().unwrap()))
         .stderr(Stdio::from(out))
         .spawn()
