@@ -616,6 +616,49 @@ mod tests {
     }
 
     #[test]
+    fn sloth_labels_add_labels_and_an_info_recording_and_keep_the_alerts_matching() {
+        let sloth: Vec<Rule> = pipeline_rules(
+            "shop",
+            "web",
+            &Objectives::reference(),
+            SeriesLabels::WithSloth,
+        )
+        .into_iter()
+        .flat_map(|g| g.rules)
+        .collect();
+        let info = find(&sloth, "sloth_slo_info", "availability");
+        assert_eq!(info.labels["sloth_objective"], "99.95");
+        assert_eq!(info.labels["sloth_id"], "shop/web-availability");
+        assert_eq!(info.labels["sloth_service"], "shop/web");
+        let ratio = find(&sloth, "slo:sli_error:ratio_rate30d", "availability");
+        assert_eq!(ratio.labels["sloth_window"], "30d");
+        assert_eq!(ratio.labels["sloth_slo"], "availability");
+        let page = sloth.iter().find(|r| r.alert.is_some()).unwrap();
+        assert_eq!(page.labels["sloth_severity"], "page");
+        assert!(!page.labels.contains_key("sloth_window"));
+        let sel = r#"{namespace="shop",pipeline="web",slo="availability"}"#;
+        assert_eq!(
+            page.expr,
+            format!(
+                "max without (sloth_window) (slo:sli_error:ratio_rate5m{sel} > (14.4 * 0.0005))\nand\n\
+                 max without (sloth_window) (slo:sli_error:ratio_rate1h{sel} > (14.4 * 0.0005))"
+            )
+        );
+        // Without the Sloth labels and the info recordings, the recordings are the plain ones.
+        let records = |rules: Vec<Rule>| -> Vec<Rule> {
+            rules
+                .into_iter()
+                .filter(|r| r.record.is_some() && r.record.as_deref() != Some("sloth_slo_info"))
+                .map(|mut r| {
+                    r.labels.retain(|k, _| !k.starts_with("sloth_"));
+                    r
+                })
+                .collect()
+        };
+        assert_eq!(records(sloth), records(all_rules(&Objectives::reference())));
+    }
+
+    #[test]
     fn numbers_are_short() {
         assert_eq!(
             [
