@@ -935,4 +935,14 @@ pub struct PrometheusSpec {
     /// Base URL of the Prometheus HTTP API, e.g. `http://prometheus.monitoring:9090`.
     #[schemars(regex(pattern = r"^https?://[^\s/?#]+(/[^\s?#]*)?$"))]
     pub url: String,
+    /// Whether the SLO rules (the PrometheusRule, and what `render-rules` prints) also carry
+    /// Sloth's labels (`sloth_id`, `sloth_service`, `sloth_slo`, `sloth_window`,
+    /// `sloth_severity`) and `sloth_slo_info`, so Sloth's Grafana dashboards find the SLOs.
+    /// `sloth_service` is `<namespace>/<pipeline>`.
+    #[serde(
+        rename = "slothLabels",
+        default,
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub sloth_labels: bool,
 }

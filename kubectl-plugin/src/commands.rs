@@ -77,7 +77,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
                 // clap requires one of them.
                 (None, None) => unreachable!("rules needs a pipeline or -f"),
             };
-            let rules = render(&pipeline).map_err(|cause| Error::Rules {
+            let rules = render(&pipeline, false).map_err(|cause| Error::Rules {
                 pipeline: pipeline.name_any(),
                 cause,
             })?;

@@ -10,7 +10,7 @@ use kube::{CustomResource, Resource, ResourceExt};
 use serde::{Deserialize, Serialize};
 use tailwarden_crds::RetailPipeline;
 use tailwarden_slo::objective::Objectives;
-use tailwarden_slo::rules::{RuleGroup, pipeline_rules};
+use tailwarden_slo::rules::{RuleGroup, SeriesLabels, pipeline_rules};
 
 use crate::children::{labels, selector};
 
@@ -83,8 +83,27 @@ pub fn prometheus_rule(
     PrometheusRule {
         metadata: meta(pipeline, version, format!("{}-slos", pipeline.name_any())),
         spec: PrometheusRuleSpec {
-            groups: pipeline_rules(&ns, &pipeline.name_any(), objectives),
+            groups: pipeline_rules(
+                &ns,
+                &pipeline.name_any(),
+                objectives,
+                series_labels(pipeline, false),
+            ),
         },
+    }
+}
+
+/// The labels of the pipeline's SLO series: Sloth's too when its spec asks, or `sloth` does.
+pub fn series_labels(pipeline: &RetailPipeline, sloth: bool) -> SeriesLabels {
+    let asked = pipeline
+        .spec
+        .prometheus
+        .as_ref()
+        .is_some_and(|p| p.sloth_labels);
+    if sloth || asked {
+        SeriesLabels::WithSloth
+    } else {
+        SeriesLabels::Plain
     }
 }
 
@@ -157,6 +176,26 @@ mod tests {
         let json = serde_json::to_value(&rule).unwrap();
         assert_eq!(json["apiVersion"], "monitoring.coreos.com/v1");
         assert_eq!(json["kind"], "PrometheusRule");
+    }
+
+    #[test]
+    fn the_rule_carries_sloth_labels_only_when_the_spec_asks() {
+        let sloth_info = |p: &RetailPipeline| {
+            prometheus_rule(p, "1.0.0", &Objectives::reference())
+                .spec
+                .groups
+                .iter()
+                .flat_map(|g| &g.rules)
+                .filter(|r| r.record.as_deref() == Some("sloth_slo_info"))
+                .count()
+        };
+        let mut p = pipeline("shop");
+        assert_eq!(sloth_info(&p), 0);
+        p.spec.prometheus = Some(tailwarden_crds::PrometheusSpec {
+            url: "http://prometheus:9090".into(),
+            sloth_labels: true,
+        });
+        assert_eq!(sloth_info(&p), 13);
     }
 
     #[test]

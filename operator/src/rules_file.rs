@@ -7,6 +7,7 @@ use tailwarden_crds::RetailPipeline;
 use tailwarden_slo::rules::{RulesError, pipeline_rules, rules_file};
 
 use crate::evaluation::objectives;
+use crate::monitoring::series_labels;
 use crate::spec_error::SpecError;
 
 /// The pipeline's rules could not be rendered.
@@ -21,13 +22,14 @@ pub enum RenderError {
 }
 
 /// The rules file of `pipeline`; a pipeline without a namespace is taken to be in `default`, as
-/// `kubectl apply` would place it.
-pub fn render(pipeline: &RetailPipeline) -> Result<String, RenderError> {
+/// `kubectl apply` would place it. `sloth` adds Sloth's labels even when the spec does not ask.
+pub fn render(pipeline: &RetailPipeline, sloth: bool) -> Result<String, RenderError> {
     let namespace = pipeline.namespace().unwrap_or_else(|| "default".into());
     let objectives = objectives(&pipeline.spec)?;
     Ok(rules_file(&pipeline_rules(
         &namespace,
         &pipeline.name_any(),
         &objectives,
+        series_labels(pipeline, sloth),
     ))?)
 }

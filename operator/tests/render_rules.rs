@@ -1,5 +1,5 @@
 //! `render-rules`: `--help` is help, not a file name; a file, `-` and standard input render the
-//! same rules.
+//! same rules; without `--sloth-labels` the rules are those rendered before the option existed.
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
@@ -32,7 +32,11 @@ fn help_is_help() {
     let out = render(&["--help"], "");
     assert!(out.status.success(), "{out:?}");
     let help = String::from_utf8_lossy(&out.stdout);
-    assert!(help.contains("Usage: render-rules [FILE]"), "{help}");
+    assert!(
+        help.contains("Usage: render-rules [OPTIONS] [FILE]"),
+        "{help}"
+    );
+    assert!(help.contains("--sloth-labels"), "{help}");
 }
 
 #[test]
@@ -48,4 +52,33 @@ fn a_file_a_dash_and_stdin_render_the_same_rules() {
 #[test]
 fn a_missing_file_fails() {
     assert!(!render(&["/nonexistent/pipeline.yaml"], "").status.success());
+}
+
+/// The example's rules as render-rules printed them before `--sloth-labels` existed.
+const BEFORE_SLOTH: &str = include_str!("data/pipeline-cassandra.rules.yaml");
+
+#[test]
+fn by_default_the_rules_are_byte_identical_to_those_before_the_sloth_option() {
+    let out = render(&[EXAMPLE], "");
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout) == BEFORE_SLOTH);
+}
+
+#[test]
+fn sloth_labels_come_from_the_flag_or_the_spec() {
+    let flagged = render(&["--sloth-labels", EXAMPLE], "");
+    assert!(flagged.status.success(), "{flagged:?}");
+    let text = String::from_utf8_lossy(&flagged.stdout).into_owned();
+    // No namespace in the file: `default`, as `kubectl apply` would place it.
+    assert!(text.contains("sloth_service: default/catalog\n"), "{text}");
+    assert!(text.contains("- record: sloth_slo_info\n"));
+    assert!(text.contains("sloth_window: 30d\n"));
+
+    let yaml = std::fs::read_to_string(EXAMPLE).expect("the example pipeline");
+    let asked = yaml.replace(
+        "\nspec:\n",
+        "\nspec:\n  prometheus:\n    url: http://prometheus:9090\n    slothLabels: true\n",
+    );
+    assert_ne!(asked, yaml, "the example has a spec");
+    assert_eq!(render(&[], &asked).stdout, flagged.stdout);
 }

@@ -1,7 +1,7 @@
 //! Prometheus rules for one pipeline: SLI recordings per window, error-budget meta recordings and
 //! multi-window multi-burn-rate alerts. The series are named as Sloth names them, with plain
 //! `namespace`, `pipeline` and `slo` labels instead of Sloth's; the dashboards in `dashboards/`
-//! read them.
+//! read them. [`SeriesLabels::WithSloth`] adds Sloth's labels too, for Sloth's own dashboards.
 //!
 //! The structs serialize to the Prometheus rules-file format, which is also the shape of a
 //! PrometheusRule's `spec.groups`, so the operator can wrap them without translation.
@@ -30,6 +30,23 @@ const DAY: u64 = 86_400;
 
 /// The window of `slo:current_burn_rate:ratio`, as in Sloth.
 const CURRENT_WINDOW: Duration = Duration::from_secs(300);
+
+/// Which labels identify the series of an SLO.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SeriesLabels {
+    /// `namespace`, `pipeline` and `slo` only.
+    #[default]
+    Plain,
+    /// Also Sloth's `sloth_id`, `sloth_service` (`<namespace>/<pipeline>`), `sloth_slo`,
+    /// `sloth_window` and `sloth_severity`, plus a `sloth_slo_info` recording: Sloth's Grafana
+    /// dashboards select on these.
+    WithSloth,
+}
+
+/// What `sloth_slo_info` names as the generator, in place of Sloth's own mode, spec and version.
+const SLOTH_MODE: &str = "tailwarden";
+const SLOTH_SPEC: &str = "tailwarden.io/v1alpha1";
+const SLOTH_VERSION: &str = concat!("tailwarden-", env!("CARGO_PKG_VERSION"));
 
 /// A group of rules evaluated together, in order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,7 +94,12 @@ pub fn sli_windows(period: Duration) -> Vec<Duration> {
 
 /// The rule groups of one pipeline: SLI recordings, meta recordings, alerts. Rules within a
 /// group run in order, so each group only reads series recorded by the groups before it.
-pub fn pipeline_rules(namespace: &str, pipeline: &str, objectives: &Objectives) -> Vec<RuleGroup> {
+pub fn pipeline_rules(
+    namespace: &str,
+    pipeline: &str,
+    objectives: &Objectives,
+    labels: SeriesLabels,
+) -> Vec<RuleGroup> {
     let selector = promql::pipeline_selector(namespace, pipeline);
     let period = period(objectives);
     let slos = slos(objectives);
@@ -89,7 +111,7 @@ pub fn pipeline_rules(namespace: &str, pipeline: &str, objectives: &Objectives) 
     let per_slo = |f: &dyn Fn(&Slo, &Target) -> Vec<Rule>| -> Vec<Rule> {
         slos.iter()
             .flat_map(|slo| {
-                let target = Target::new(namespace, pipeline, slo);
+                let target = Target::new(namespace, pipeline, slo, labels);
                 f(slo, &target)
             })
             .collect()
@@ -128,21 +150,41 @@ pub enum RulesError {
 struct Target {
     labels: BTreeMap<String, String>,
     selector: String,
+    scheme: SeriesLabels,
 }
 
 impl Target {
-    fn new(namespace: &str, pipeline: &str, slo: &Slo) -> Self {
-        let labels = BTreeMap::from([
+    fn new(namespace: &str, pipeline: &str, slo: &Slo, scheme: SeriesLabels) -> Self {
+        let mut labels = BTreeMap::from([
             ("namespace".to_string(), namespace.to_string()),
             ("pipeline".to_string(), pipeline.to_string()),
             ("slo".to_string(), slo.name.clone()),
         ]);
+        if scheme == SeriesLabels::WithSloth {
+            let service = format!("{namespace}/{pipeline}");
+            labels.insert("sloth_id".into(), format!("{service}-{}", slo.name));
+            labels.insert("sloth_service".into(), service);
+            labels.insert("sloth_slo".into(), slo.name.clone());
+        }
         let selector = format!(
             "{},slo={}",
             promql::pipeline_selector(namespace, pipeline),
             promql::quote(&slo.name)
         );
-        Self { labels, selector }
+        Self {
+            labels,
+            selector,
+            scheme,
+        }
+    }
+
+    /// The labels of the recording over `window`: Sloth tells the windows apart by a label too.
+    fn window_labels(&self, window: Duration) -> BTreeMap<String, String> {
+        let mut labels = self.labels.clone();
+        if self.scheme == SeriesLabels::WithSloth {
+            labels.insert("sloth_window".into(), prom_duration(window));
+        }
+        labels
     }
 
     /// A recorded series of this SLO: `slo:sli_error:ratio_rate5m{namespace=…,slo=…}`.
@@ -170,7 +212,7 @@ fn sli_recordings(slo: &Slo, target: &Target, selector: &str, period: Duration) 
             record(
                 promql::sli_error_metric(w),
                 slo.error_ratio(selector, w, GROUPING),
-                target.labels.clone(),
+                target.window_labels(w),
             )
         })
         .collect()
@@ -207,7 +249,24 @@ fn meta_recordings(slo: &Slo, target: &Target, period: Duration) -> Vec<Rule> {
     ]
     .into_iter()
     .map(|(name, expr)| record(name.into(), expr, target.labels.clone()))
+    .chain(slo_info(slo, target))
     .collect()
+}
+
+/// Sloth's `sloth_slo_info`, which its dashboards list SLOs by; the objective in percent.
+fn slo_info(slo: &Slo, target: &Target) -> Option<Rule> {
+    (target.scheme == SeriesLabels::WithSloth).then(|| {
+        let mut labels = target.labels.clone();
+        for (name, value) in [
+            ("sloth_mode", SLOTH_MODE.to_string()),
+            ("sloth_spec", SLOTH_SPEC.to_string()),
+            ("sloth_version", SLOTH_VERSION.to_string()),
+            ("sloth_objective", number(slo.target * 100.0)),
+        ] {
+            labels.insert(name.into(), value);
+        }
+        record("sloth_slo_info".into(), "vector(1)".into(), labels)
+    })
 }
 
 /// One alert per window pair. By default none is held: the short window already confirms that
@@ -228,16 +287,24 @@ fn burn_alert(
 ) -> Rule {
     let threshold = format!("({} * {})", number(w.factor), number(slo.error_budget()));
     let over = |window: Duration| {
-        format!(
+        let over = format!(
             "{} > {threshold}",
             target.series(&promql::sli_error_metric(window))
-        )
+        );
+        // The windows' `sloth_window` labels differ, so `and` would match nothing with them.
+        match target.scheme {
+            SeriesLabels::Plain => over,
+            SeriesLabels::WithSloth => format!("max without (sloth_window) ({over})"),
+        }
     };
     let (short, long) = (prom_duration(w.short), prom_duration(w.long));
     let mut labels = target.labels.clone();
     labels.insert("severity".into(), w.severity.as_str().into());
     labels.insert("short".into(), short.clone());
     labels.insert("long".into(), long.clone());
+    if target.scheme == SeriesLabels::WithSloth {
+        labels.insert("sloth_severity".into(), w.severity.as_str().into());
+    }
     let pipeline = format!(
         "{}/{}",
         target.labels["namespace"], target.labels["pipeline"]
@@ -286,7 +353,7 @@ mod tests {
     use crate::objective::WindowKind;
 
     fn all_rules(objectives: &Objectives) -> Vec<Rule> {
-        pipeline_rules("shop", "web", objectives)
+        pipeline_rules("shop", "web", objectives, SeriesLabels::Plain)
             .into_iter()
             .flat_map(|g| g.rules)
             .collect()
@@ -321,7 +388,7 @@ mod tests {
 
     #[test]
     fn groups_hold_recordings_per_window_meta_and_four_alerts_per_slo() {
-        let groups = pipeline_rules("shop", "web", &Objectives::reference());
+        let groups = pipeline_rules("shop", "web", &Objectives::reference(), SeriesLabels::Plain);
         let names: Vec<_> = groups.iter().map(|g| g.name.as_str()).collect();
         assert_eq!(
             names,
@@ -527,7 +594,7 @@ mod tests {
 
     #[test]
     fn rules_file_uses_the_prometheus_field_names_and_round_trips() {
-        let groups = pipeline_rules("shop", "web", &Objectives::reference());
+        let groups = pipeline_rules("shop", "web", &Objectives::reference(), SeriesLabels::Plain);
         let yaml = rules_file(&groups).unwrap();
         assert!(yaml.starts_with("groups:\n- name: tailwarden-slo-sli-shop-web\n"));
         assert!(!yaml.contains("for:"), "no holds by default");
@@ -536,7 +603,8 @@ mod tests {
             alert_holds: AlertHolds::ShortWindowHalf,
             ..Objectives::reference()
         };
-        let held_yaml = rules_file(&pipeline_rules("shop", "web", &held)).unwrap();
+        let held_yaml =
+            rules_file(&pipeline_rules("shop", "web", &held, SeriesLabels::Plain)).unwrap();
         assert!(held_yaml.contains("\n    for: 2m\n"));
         assert_eq!(held_yaml.matches("\n    for: ").count(), 13 * 4);
         #[derive(Deserialize)]
@@ -545,6 +613,49 @@ mod tests {
         }
         let back: File = serde_yaml::from_str(&yaml).unwrap();
         assert_eq!(back.groups, groups);
+    }
+
+    #[test]
+    fn sloth_labels_add_labels_and_an_info_recording_and_keep_the_alerts_matching() {
+        let sloth: Vec<Rule> = pipeline_rules(
+            "shop",
+            "web",
+            &Objectives::reference(),
+            SeriesLabels::WithSloth,
+        )
+        .into_iter()
+        .flat_map(|g| g.rules)
+        .collect();
+        let info = find(&sloth, "sloth_slo_info", "availability");
+        assert_eq!(info.labels["sloth_objective"], "99.95");
+        assert_eq!(info.labels["sloth_id"], "shop/web-availability");
+        assert_eq!(info.labels["sloth_service"], "shop/web");
+        let ratio = find(&sloth, "slo:sli_error:ratio_rate30d", "availability");
+        assert_eq!(ratio.labels["sloth_window"], "30d");
+        assert_eq!(ratio.labels["sloth_slo"], "availability");
+        let page = sloth.iter().find(|r| r.alert.is_some()).unwrap();
+        assert_eq!(page.labels["sloth_severity"], "page");
+        assert!(!page.labels.contains_key("sloth_window"));
+        let sel = r#"{namespace="shop",pipeline="web",slo="availability"}"#;
+        assert_eq!(
+            page.expr,
+            format!(
+                "max without (sloth_window) (slo:sli_error:ratio_rate5m{sel} > (14.4 * 0.0005))\nand\n\
+                 max without (sloth_window) (slo:sli_error:ratio_rate1h{sel} > (14.4 * 0.0005))"
+            )
+        );
+        // Without the Sloth labels and the info recordings, the recordings are the plain ones.
+        let records = |rules: Vec<Rule>| -> Vec<Rule> {
+            rules
+                .into_iter()
+                .filter(|r| r.record.is_some() && r.record.as_deref() != Some("sloth_slo_info"))
+                .map(|mut r| {
+                    r.labels.retain(|k, _| !k.starts_with("sloth_"));
+                    r
+                })
+                .collect()
+        };
+        assert_eq!(records(sloth), records(all_rules(&Objectives::reference())));
     }
 
     #[test]

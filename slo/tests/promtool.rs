@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tailwarden_slo::objective::{AlertHolds, Objectives, WindowKind};
 use tailwarden_slo::promql;
-use tailwarden_slo::rules::{self, BURN_ALERT, Rule, RuleGroup};
+use tailwarden_slo::rules::{self, BURN_ALERT, Rule, RuleGroup, SeriesLabels};
 
 const DAY: u64 = 86_400;
 
@@ -48,8 +48,12 @@ fn workdir(name: &str) -> PathBuf {
 }
 
 /// Writes the rules of pipeline shop/web and returns the path and the rules.
-fn write_rules(dir: &Path, objectives: &Objectives) -> (PathBuf, Vec<RuleGroup>) {
-    let groups = rules::pipeline_rules("shop", "web", objectives);
+fn write_rules(
+    dir: &Path,
+    objectives: &Objectives,
+    labels: SeriesLabels,
+) -> (PathBuf, Vec<RuleGroup>) {
+    let groups = rules::pipeline_rules("shop", "web", objectives, labels);
     let path = dir.join("rules.yaml");
     std::fs::write(&path, rules::rules_file(&groups).expect("render rules")).expect("write rules");
     (path, groups)
@@ -105,8 +109,18 @@ struct Sample {
 
 /// Runs one promtool unit-test case against the rules of `objectives`.
 fn run_case(name: &str, objectives: &Objectives, case: impl FnOnce(&[Rule]) -> Case) {
+    run_labelled_case(name, objectives, SeriesLabels::Plain, case);
+}
+
+/// [`run_case`] with the rules labelled as `labels` says.
+fn run_labelled_case(
+    name: &str,
+    objectives: &Objectives,
+    labels: SeriesLabels,
+    case: impl FnOnce(&[Rule]) -> Case,
+) {
     let dir = workdir(name);
-    let (rules_path, groups) = write_rules(&dir, objectives);
+    let (rules_path, groups) = write_rules(&dir, objectives, labels);
     let rules: Vec<Rule> = groups.iter().flat_map(|g| g.rules.clone()).collect();
     let tests = UnitTests {
         rule_files: vec![rules_path.display().to_string()],
@@ -254,14 +268,21 @@ fn generated_rules_pass_promtool_check() {
         window_kind: WindowKind::CalendarMonth,
         ..Objectives::reference()
     };
-    for (name, objectives) in [
-        ("check-reference", Objectives::reference()),
-        ("check-reference-held", held(Objectives::reference())),
-        ("check-28d", custom_28d()),
-        ("check-calendar", calendar),
+    let plain = SeriesLabels::Plain;
+    for (name, objectives, labels) in [
+        ("check-reference", Objectives::reference(), plain),
+        ("check-reference-held", held(Objectives::reference()), plain),
+        ("check-28d", custom_28d(), plain),
+        ("check-calendar", calendar, plain),
+        (
+            "check-sloth",
+            Objectives::reference(),
+            SeriesLabels::WithSloth,
+        ),
+        ("check-sloth-28d", custom_28d(), SeriesLabels::WithSloth),
     ] {
         let dir = workdir(name);
-        let (path, groups) = write_rules(&dir, &objectives);
+        let (path, groups) = write_rules(&dir, &objectives, labels);
         let count: usize = groups.iter().map(|g| g.rules.len()).sum();
         let out = assert_success(&promtool(&[&path], &["check", "rules"]), name);
         assert!(
@@ -300,6 +321,58 @@ fn total_outage_pages_and_tickets_at_the_first_bad_evaluation() {
             ],
         }
     });
+}
+
+/// The same outage with Sloth's labels: the same four alerts fire, now also labelled
+/// `sloth_severity` and without `sloth_window`, and the recordings carry Sloth's labels.
+#[test]
+#[ignore = "needs promtool: tests/run.sh"]
+fn with_sloth_labels_a_total_outage_fires_the_same_alerts() {
+    let reference = Objectives::reference();
+    run_labelled_case(
+        "fast-burn-sloth",
+        &reference,
+        SeriesLabels::WithSloth,
+        |rules| {
+            let all = || firing(rules, "availability", &["5m", "30m", "2h", "6h"]);
+            assert!(
+                all()
+                    .iter()
+                    .all(|a| a.exp_labels.contains_key("sloth_severity")
+                        && !a.exp_labels.contains_key("sloth_window"))
+            );
+            let sloth = r#"sloth_id="shop/web-availability",sloth_service="shop/web",sloth_slo="availability""#;
+            let labels = format!(r#"namespace="shop",pipeline="web",slo="availability",{sloth}"#);
+            Case {
+                interval: "1m",
+                input_series: reads(&[(60, 600.0, 0.0), (30, 0.0, 600.0)]),
+                alert_rule_test: vec![alerts_at(60, vec![]), alerts_at(61, all())],
+                promql_expr_test: vec![
+                    rounded_at(
+                        61,
+                        r#"slo:sli_error:ratio_rate5m{sloth_slo="availability"}"#,
+                        &format!(r#"{labels},sloth_window="5m""#),
+                        0.2,
+                    ),
+                    rounded_at(
+                        61,
+                        r#"slo:current_burn_rate:ratio{sloth_slo="availability"}"#,
+                        &labels,
+                        0.2 / 0.0005,
+                    ),
+                    rounded_at(
+                        61,
+                        r#"sloth_slo_info{sloth_slo="availability"}"#,
+                        &format!(
+                            r#"{labels},sloth_mode="tailwarden",sloth_objective="99.95",sloth_spec="tailwarden.io/v1alpha1",sloth_version="tailwarden-{}""#,
+                            env!("CARGO_PKG_VERSION")
+                        ),
+                        1.0,
+                    ),
+                ],
+            }
+        },
+    );
 }
 
 /// The same outage with Pyrra's holds: the 5m/1h page is pending from 61m, held 2m, firing at

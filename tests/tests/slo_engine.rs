@@ -12,7 +12,7 @@ use tailwarden_operator::engine::{Engine, EngineConfig};
 use tailwarden_operator::evaluation::objectives;
 use tailwarden_operator::metrics::Metrics;
 use tailwarden_operator::verdict::Verdicts;
-use tailwarden_slo::rules::{pipeline_rules, rules_file};
+use tailwarden_slo::rules::{SeriesLabels, pipeline_rules, rules_file};
 use tailwarden_tests::prometheus::{History, Prometheus};
 use tailwarden_tests::scrape_target::{ScrapeTarget, Traffic};
 use tailwarden_tests::wait_for;
@@ -207,6 +207,7 @@ async fn with_the_generated_rules_loaded_the_ratios_come_from_the_recordings() {
         "shop",
         "web",
         &objectives(&web.spec).expect("valid objectives"),
+        SeriesLabels::Plain,
     ))
     .expect("the rules render");
     let target = ScrapeTarget::start("shop", "web").await;

@@ -13,6 +13,10 @@ use tailwarden_crds::RetailPipeline;
 struct Args {
     /// The RetailPipeline YAML; `-` or none reads standard input.
     file: Option<PathBuf>,
+    /// Also label the series as Sloth does and record `sloth_slo_info`, for Sloth's dashboards
+    /// (as the spec's `prometheus.slothLabels` does).
+    #[arg(long)]
+    sloth_labels: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -25,6 +29,9 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let pipeline: RetailPipeline = serde_yaml::from_str(&text)?;
-    print!("{}", tailwarden_operator::rules_file::render(&pipeline)?);
+    print!(
+        "{}",
+        tailwarden_operator::rules_file::render(&pipeline, args.sloth_labels)?
+    );
     Ok(())
 }

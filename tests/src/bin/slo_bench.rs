@@ -38,7 +38,7 @@ use tailwarden_operator::engine::{Engine, EngineConfig};
 use tailwarden_operator::evaluation::objectives;
 use tailwarden_operator::metrics::Metrics;
 use tailwarden_operator::verdict::Verdicts;
-use tailwarden_slo::rules::{pipeline_rules, rules_file};
+use tailwarden_slo::rules::{SeriesLabels, pipeline_rules, rules_file};
 use tailwarden_tests::free_port;
 use tailwarden_tests::prometheus::Prometheus;
 
@@ -322,7 +322,12 @@ async fn live(o: Opts) {
             .iter()
             .flat_map(|p| {
                 let o = objectives(&p.spec).expect("default objectives");
-                pipeline_rules(&p.namespace().unwrap(), &p.name_any(), &o)
+                pipeline_rules(
+                    &p.namespace().unwrap(),
+                    &p.name_any(),
+                    &o,
+                    SeriesLabels::Plain,
+                )
             })
             .collect();
         std::fs::write(&file, rules_file(&groups).unwrap()).unwrap();
