@@ -2,7 +2,7 @@
 //! current conditions that explain a freeze or degradation. Both as the operator wrote them.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use tailwarden_crds::{Decision, DecisionInputs, RetailPipelineStatus};
+use tailwarden_crds::{Decision, RetailPipelineStatus};
 use tailwarden_operator::conditions::{
     BUDGET_EXHAUSTED, DEGRADED, METRICS_AVAILABLE, ROLLOUT_FROZEN,
 };
@@ -51,40 +51,11 @@ fn decision(d: &Decision) -> String {
         d.kind.as_str(),
         d.reason
     );
-    let inputs = inputs(&d.inputs);
+    let inputs = tailwarden_operator::summary::decision_inputs(&d.inputs);
     if !inputs.is_empty() {
         text.push_str(&format!("    inputs: {inputs}\n"));
     }
     text
-}
-
-/// The signals a decision was taken on, those that are known.
-fn inputs(i: &DecisionInputs) -> String {
-    let mut parts = vec![];
-    match (i.replicas_before, i.replicas_after) {
-        (Some(before), Some(after)) => parts.push(format!("replicas {before} -> {after}")),
-        (None, Some(after)) => parts.push(format!("replicas -> {after}")),
-        (Some(before), None) => parts.push(format!("replicas {before} ->")),
-        (None, None) => {}
-    }
-    let fields = [
-        (
-            "budget",
-            i.budget_remaining_percent.map(|p| format!("{p}%")),
-        ),
-        ("worst SLO", i.worst_slo.clone()),
-        ("read P99", i.read_p99.clone()),
-        ("freshness lag", i.freshness_lag.clone()),
-        ("by", i.actor.clone()),
-        ("until", i.until.clone()),
-        ("version", i.version.clone()),
-    ];
-    for (name, value) in fields {
-        if let Some(value) = value {
-            parts.push(format!("{name} {value}"));
-        }
-    }
-    parts.join(", ")
 }
 
 fn condition(c: &Condition) -> String {
@@ -154,15 +125,5 @@ mod tests {
             render("shop/web", Some(&RetailPipelineStatus::default())),
             "No decisions recorded for shop/web yet.\n"
         );
-    }
-
-    #[test]
-    fn inputs_of_a_manual_freeze_name_who_and_until_when() {
-        let i = DecisionInputs {
-            actor: Some("alice".into()),
-            until: Some("2026-12-02T18:00:00Z".into()),
-            ..Default::default()
-        };
-        assert_eq!(inputs(&i), "by alice, until 2026-12-02T18:00:00Z");
     }
 }

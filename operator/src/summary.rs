@@ -3,7 +3,9 @@
 
 use kube::ResourceExt;
 use serde::Serialize;
-use tailwarden_crds::{BurnRate, MarkStatus, RetailPipeline, RetailPipelineStatus, RoleStatus};
+use tailwarden_crds::{
+    BurnRate, DecisionInputs, MarkStatus, RetailPipeline, RetailPipelineStatus, RoleStatus,
+};
 
 use crate::conditions::DEGRADED;
 
@@ -78,6 +80,34 @@ fn replicas(role: &RoleStatus) -> Option<Replicas> {
     })
 }
 
+/// The signals a decision was taken on, those the status names, as `name value` joined by
+/// commas: one wording for `kubectl tailwarden why` and the status page.
+pub fn decision_inputs(i: &DecisionInputs) -> String {
+    let replicas = match (i.replicas_before, i.replicas_after) {
+        (Some(before), Some(after)) => Some(format!("{before} -> {after}")),
+        (None, Some(after)) => Some(format!("-> {after}")),
+        (Some(before), None) => Some(format!("{before} ->")),
+        (None, None) => None,
+    };
+    [
+        ("replicas", replicas),
+        (
+            "budget",
+            i.budget_remaining_percent.map(|b| format!("{b:.1}%")),
+        ),
+        ("worst SLO", i.worst_slo.clone()),
+        ("read P99", i.read_p99.clone()),
+        ("freshness lag", i.freshness_lag.clone()),
+        ("by", i.actor.clone()),
+        ("until", i.until.clone()),
+        ("version", i.version.clone()),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| Some(format!("{name} {}", value?)))
+    .collect::<Vec<_>>()
+    .join(", ")
+}
+
 /// Whether the condition `type_` is True or False; None when absent or Unknown.
 pub fn condition(status: &RetailPipelineStatus, type_: &str) -> Option<bool> {
     match status
@@ -105,4 +135,26 @@ pub fn sort(rows: &mut [Summary]) {
             .then_with(|| a.namespace.cmp(&b.namespace))
             .then_with(|| a.name.cmp(&b.name))
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decision_inputs_name_what_is_known() {
+        let i = DecisionInputs {
+            actor: Some("alice".into()),
+            until: Some("2026-12-02T18:00:00Z".into()),
+            ..Default::default()
+        };
+        assert_eq!(decision_inputs(&i), "by alice, until 2026-12-02T18:00:00Z");
+        let i = DecisionInputs {
+            replicas_before: Some(2),
+            replicas_after: Some(3),
+            budget_remaining_percent: Some(18.0),
+            ..Default::default()
+        };
+        assert_eq!(decision_inputs(&i), "replicas 2 -> 3, budget 18.0%");
+    }
 }

@@ -2,7 +2,7 @@
 //! value, so names, reasons and annotations (user data) cannot inject markup.
 
 use maud::{DOCTYPE, Markup, PreEscaped, html};
-use tailwarden_crds::{Decision, DecisionInputs};
+use tailwarden_crds::Decision;
 
 use super::chart::{self, Sample};
 use super::detail::Derived;
@@ -257,33 +257,8 @@ fn decision(d: &Decision) -> Markup {
         td { (d.time) }
         td { (d.kind.as_str()) @if d.dry_run { " (dry run)" } }
         td { (d.reason) }
-        td { (inputs(&d.inputs)) }
+        td { (crate::summary::decision_inputs(&d.inputs)) }
     } }
-}
-
-/// The inputs the status names, `name value` joined by commas.
-fn inputs(i: &DecisionInputs) -> String {
-    let replicas = match (i.replicas_before, i.replicas_after) {
-        (Some(b), Some(a)) => Some(format!("{b} → {a}")),
-        _ => None,
-    };
-    [
-        ("replicas", replicas),
-        (
-            "budget",
-            i.budget_remaining_percent.map(|b| format!("{b:.1}%")),
-        ),
-        ("worst SLO", i.worst_slo.clone()),
-        ("read P99", i.read_p99.clone()),
-        ("freshness lag", i.freshness_lag.clone()),
-        ("by", i.actor.clone()),
-        ("until", i.until.clone()),
-        ("version", i.version.clone()),
-    ]
-    .into_iter()
-    .filter_map(|(name, value)| Some(format!("{name} {}", value?)))
-    .collect::<Vec<_>>()
-    .join(", ")
 }
 
 fn percent(value: Option<f64>) -> String {
