@@ -15,6 +15,8 @@ cd "$root"
 "$root/tests/images/install.sh"
 "$root/tests/helm/build.sh"
 "$root/tests/status-page/install.sh"
+"$root/tests/services/build.sh"
+"$root/tests/rust-deps.sh"
 cargo build --workspace --all-targets
 
 # A short bounded fuzz run of the data plane's update parser (longer runs: docs/benchmarks.md).
@@ -27,6 +29,8 @@ CARGO_TARGET_DIR="$TAILWARDEN_CACHE/target-fuzz" "$root/dataplane/fuzz/run.sh" "
 state=$(mktemp -d "${TMPDIR:-/tmp}/tailwarden-test.XXXXXX")
 stop() {
   local rc=$?
+  "$root/tests/services/down.sh" "$state/services" >"$state/services-down.log" 2>&1 ||
+    { cat "$state/services-down.log" >&2; [[ $rc -ne 0 ]] || rc=1; }
   # A teardown that leaves the real node's changes on the host fails the run (node-down.sh).
   if ! "$root/tests/cluster/down.sh" "$state" >"$state/down.log" 2>&1; then
     cat "$state/down.log" >&2
@@ -40,6 +44,13 @@ stop() {
   exit "$rc"
 }
 trap stop EXIT
+# Real Apache Kafka and Apache Cassandra (with password authentication) on loopback for the
+# distributed data plane's tests: tests/services/. They export TAILWARDEN_KAFKA_BOOTSTRAP,
+# TAILWARDEN_CASSANDRA and its credentials through $state/services/env.
+TAILWARDEN_SKIP_BUILD=1 "$root/tests/services/kafka-up.sh" "$state/services"
+TAILWARDEN_SKIP_BUILD=1 TAILWARDEN_CASSANDRA_AUTH=1 "$root/tests/services/cassandra-up.sh" "$state/services"
+# shellcheck disable=SC1091
+source "$state/services/env"
 # One real node (kubelet, containerd, kube-proxy) beside the kwok nodes, running our images built
 # from the debug binaries above: tests/cluster/node-up.sh.
 TAILWARDEN_SKIP_BUILD=1 TAILWARDEN_REAL_NODE=1 "$root/tests/cluster/up.sh" "$state"
