@@ -27,6 +27,9 @@ pub const INGEST_QUEUE_DEPTH: &str = "tailwarden_ingest_queue_depth_records";
 pub const INGEST_REFUSED: &str = "tailwarden_ingest_refused_records_total";
 /// The Retry-After of a worker's 429, seconds.
 pub const INGEST_RETRY_AFTER: &str = "tailwarden_ingest_retry_after_seconds";
+/// Records in Kafka not yet consumed by the group, by `topic` and `partition`: each partition is
+/// exported by the worker it is assigned to, so the sum over workers is the group's lag.
+pub const CONSUMER_LAG: &str = "tailwarden_ingest_consumer_lag_records";
 
 /// The `slo` label value of the freshness SLO, whose windows read its own 5m recording.
 pub const FRESHNESS_SLO: &str = "freshness";
@@ -263,25 +266,26 @@ pub fn accepted_rate(selector: &str, window: Duration, grouping: &str) -> String
 }
 
 /// Ingest backlog in records, summed over workers: the records admitted and not yet durable,
-/// plus the records producers hold after a 429. The admission queue alone is capped at its
-/// capacity, so it could never show demand beyond it; a producer retries a refused record every
-/// Retry-After seconds, so `refused/s × Retry-After` is how many it holds. Workers that export no
-/// refusals count only their queue.
+/// plus the records producers hold after a 429, plus the Kafka consumer group's lag. The
+/// admission queue alone is capped at its capacity, so it could never show demand beyond it; a
+/// producer retries a refused record every Retry-After seconds, so `refused/s × Retry-After` is
+/// how many it holds. Terms a pipeline does not export (no refusals, no Kafka) count as zero.
 pub fn ingest_backlog(selector: &str, window: Duration, grouping: &str) -> String {
     let sel = matchers(&[selector]);
     let queued = format!("sum by ({grouping}) ({INGEST_QUEUE_DEPTH}{{{sel}}})");
     format!(
-        "{queued} + (sum by ({grouping}) (rate({INGEST_REFUSED}{{{sel}}}[{}]) * {INGEST_RETRY_AFTER}{{{sel}}}) or 0 * {queued})",
+        "{queued} + (sum by ({grouping}) (rate({INGEST_REFUSED}{{{sel}}}[{}]) * {INGEST_RETRY_AFTER}{{{sel}}}) or 0 * {queued}) + (sum by ({grouping}) ({CONSUMER_LAG}{{{sel}}}) or 0 * {queued})",
         prom_duration(window)
     )
 }
 
-/// Backlog growth in records per second over `window` (`deriv` fits a line through a gauge).
+/// Backlog growth in records per second over `window` (`deriv` fits a line through a gauge):
+/// the admission queues' and the Kafka consumer lag's.
 pub fn queue_depth_slope(selector: &str, window: Duration, grouping: &str) -> String {
+    let (sel, w) = (matchers(&[selector]), prom_duration(window));
+    let queued = format!("sum by ({grouping}) (deriv({INGEST_QUEUE_DEPTH}{{{sel}}}[{w}]))");
     format!(
-        "sum by ({grouping}) (deriv({INGEST_QUEUE_DEPTH}{{{}}}[{}]))",
-        matchers(&[selector]),
-        prom_duration(window)
+        "{queued} + (sum by ({grouping}) (deriv({CONSUMER_LAG}{{{sel}}}[{w}])) or 0 * {queued})"
     )
 }
 
@@ -479,11 +483,11 @@ mod tests {
         );
         assert_eq!(
             ingest_backlog("", M5, BY),
-            "sum by (namespace, pipeline) (tailwarden_ingest_queue_depth_records{}) + (sum by (namespace, pipeline) (rate(tailwarden_ingest_refused_records_total{}[5m]) * tailwarden_ingest_retry_after_seconds{}) or 0 * sum by (namespace, pipeline) (tailwarden_ingest_queue_depth_records{}))"
+            "sum by (namespace, pipeline) (tailwarden_ingest_queue_depth_records{}) + (sum by (namespace, pipeline) (rate(tailwarden_ingest_refused_records_total{}[5m]) * tailwarden_ingest_retry_after_seconds{}) or 0 * sum by (namespace, pipeline) (tailwarden_ingest_queue_depth_records{})) + (sum by (namespace, pipeline) (tailwarden_ingest_consumer_lag_records{}) or 0 * sum by (namespace, pipeline) (tailwarden_ingest_queue_depth_records{}))"
         );
         assert_eq!(
             queue_depth_slope(SEL, M5, BY),
-            r#"sum by (namespace, pipeline) (deriv(tailwarden_ingest_queue_depth_records{namespace="shop",pipeline="web"}[5m]))"#
+            r#"sum by (namespace, pipeline) (deriv(tailwarden_ingest_queue_depth_records{namespace="shop",pipeline="web"}[5m])) + (sum by (namespace, pipeline) (deriv(tailwarden_ingest_consumer_lag_records{namespace="shop",pipeline="web"}[5m])) or 0 * sum by (namespace, pipeline) (deriv(tailwarden_ingest_queue_depth_records{namespace="shop",pipeline="web"}[5m])))"#
         );
     }
 

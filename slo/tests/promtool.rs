@@ -893,6 +893,49 @@ fn refused_writes_count_as_backlog_beyond_the_queue() {
     });
 }
 
+/// A distributed pipeline's Kafka consumer lag is backlog: two partitions, exported by the two
+/// workers they are assigned to, lag 1,000 and 500 records at the start and each grows 60 records
+/// a minute. At 30m: 0 queued + (1,000 + 1,800) + (500 + 1,800) = 5,100 records, growing
+/// 2 records/s; no refusal series, so that term is zero.
+#[test]
+#[ignore = "needs promtool: tests/run.sh"]
+fn consumer_lag_counts_as_backlog() {
+    let m5 = Duration::from_secs(300);
+    let objectives = Objectives::reference();
+    let shop_web = r#"namespace="shop",pipeline="web""#;
+    let by = rules::GROUPING;
+    run_case("consumer-lag", &objectives, |_| Case {
+        interval: "1m",
+        input_series: vec![
+            series(
+                "tailwarden_ingest_queue_depth_records",
+                r#"pod="a""#,
+                "0+0x60".into(),
+            ),
+            series(
+                "tailwarden_ingest_queue_depth_records",
+                r#"pod="b""#,
+                "0+0x60".into(),
+            ),
+            series(
+                "tailwarden_ingest_consumer_lag_records",
+                r#"pod="a",topic="prices",partition="0""#,
+                "1000+60x60".into(),
+            ),
+            series(
+                "tailwarden_ingest_consumer_lag_records",
+                r#"pod="b",topic="prices",partition="1""#,
+                "500+60x60".into(),
+            ),
+        ],
+        alert_rule_test: vec![],
+        promql_expr_test: vec![
+            rounded_at(30, &promql::ingest_backlog("", m5, by), shop_web, 5_100.0),
+            rounded_at(30, &promql::queue_depth_slope("", m5, by), shop_web, 2.0),
+        ],
+    });
+}
+
 /// A latency bound that is not a bucket of the workers' read histogram is found per class, so the
 /// status can name the field instead of reporting plain missing data; a bound that is a bucket
 /// finds nothing.
