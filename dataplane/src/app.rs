@@ -27,7 +27,7 @@ use crate::ingest::{ChannelSource, deferral};
 use crate::metrics::{LayerLabel, Metrics};
 use crate::serve::http::ServeState;
 use crate::serve::reader::Reader;
-use crate::snapshot::{ImportDir, Snapshots};
+use crate::snapshot::{ImportDir, InterruptedLoads, Snapshots};
 use crate::store::Store;
 use crate::store::embedded::EmbeddedStore;
 
@@ -142,6 +142,7 @@ pub async fn run(
         store.clone(),
         feed.clone(),
         metrics.clone(),
+        InterruptedLoads::Discard,
     )?);
     metrics
         .dead_letters_stored

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
-use crate::feed::{ChangeEvent, ChangeFeed};
+use crate::feed::{ChangeEvent, ChangeFeed, Invalidate};
 use crate::merge::apply;
 use crate::metrics::{ClassLabel, Metrics};
 use crate::model::{Class, Entity, EntityKey, now_ms};
@@ -184,15 +184,29 @@ pub struct LoadRequest {
     pub max_rejected_ratio: f64,
 }
 
+/// What opening the lifecycle does with loads that are still `loading`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InterruptedLoads {
+    /// Discard them: this process is the store's only writer, so a `loading` version is one its
+    /// previous run left behind.
+    Discard,
+    /// Keep them: other workers share the store (a distributed pipeline), and a `loading` version
+    /// may be another worker's load in progress. One left by a crash stays listed as `loading`,
+    /// is never activated, and never blocks a new load (which takes the next version).
+    Keep,
+}
+
 impl Snapshots {
-    /// Opens the lifecycle: deletes loads interrupted by a crash and reads the active version.
+    /// Opens the lifecycle: deletes loads interrupted by a crash (when `interrupted` says so) and
+    /// reads the active version.
     pub fn open(
         store: Arc<dyn Store>,
         feed: Arc<dyn ChangeFeed>,
         metrics: Arc<Metrics>,
+        interrupted: InterruptedLoads,
     ) -> Result<Self, StoreError> {
         for meta in store.snapshots()? {
-            if meta.state == SnapshotState::Loading {
+            if meta.state == SnapshotState::Loading && interrupted == InterruptedLoads::Discard {
                 tracing::warn!(
                     version = meta.version,
                     "discarding interrupted snapshot load"
@@ -502,6 +516,29 @@ impl Snapshots {
     }
 }
 
+/// Serve workers of a distributed pipeline learn of a snapshot switch made by an ingest worker
+/// through the change feed's `All` event and re-read the pointer row. Subscribed before the
+/// caches, so they are invalidated only once reads already use the new version.
+impl Invalidate for Snapshots {
+    fn invalidate(&self, events: &[ChangeEvent]) {
+        if !events.iter().any(|e| matches!(e, ChangeEvent::All)) {
+            return;
+        }
+        match self.store.active_snapshot() {
+            Ok(version) => {
+                let version = version.unwrap_or(0);
+                if self.active.swap(version, Ordering::AcqRel) != version {
+                    tracing::info!(version, "active snapshot switched by another worker");
+                }
+                if let Err(e) = self.publish_metrics() {
+                    tracing::warn!(error = %e, "reading snapshot metadata failed");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "re-reading the active snapshot failed"),
+        }
+    }
+}
+
 fn previous_complete(metas: &[SnapshotMeta], active: u64) -> Option<u64> {
     metas
         .iter()
@@ -569,6 +606,58 @@ fn for_each_line(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::feed::InProcessFeed;
+    use crate::store::embedded::EmbeddedStore;
+
+    /// A serve worker's lifecycle re-reads the pointer row on an `All` event, as it must when an
+    /// ingest worker of the same distributed pipeline switches the version, and ignores
+    /// entity-only events.
+    #[test]
+    fn an_all_event_rereads_the_active_version() {
+        let dir = std::env::temp_dir().join(format!("tw-snap-{}", fastrand::u64(..)));
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir, 1 << 20).unwrap());
+        let open = || {
+            Snapshots::open(
+                store.clone(),
+                Arc::new(InProcessFeed::default()),
+                Arc::new(Metrics::default()),
+                InterruptedLoads::Keep,
+            )
+            .unwrap()
+        };
+        let serve = open();
+        assert_eq!(serve.active(), 0);
+        for version in [1, 2] {
+            let meta = SnapshotMeta {
+                version,
+                state: SnapshotState::Complete,
+                as_of_ms: 1,
+                completed_at_ms: Some(2),
+                records: 0,
+                rejected: 0,
+            };
+            store.put_snapshot_meta(&meta, true).unwrap();
+        }
+        let key = EntityKey {
+            class: Class::Product,
+            id: "p1".into(),
+            sub: None,
+        };
+        serve.invalidate(&[ChangeEvent::Entity(key)]);
+        assert_eq!(
+            serve.active(),
+            0,
+            "an entity event leaves the pointer alone"
+        );
+        serve.invalidate(&[ChangeEvent::All]);
+        assert_eq!(serve.active(), 2);
+        store.set_active_snapshot(1).unwrap();
+        serve.invalidate(&[ChangeEvent::All]);
+        assert_eq!(serve.active(), 1, "a rollback elsewhere is seen too");
+        drop(serve);
+        drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     /// The rules of `?path=` on a real directory tree, reached through a symlinked import dir
     /// (as `/tmp` is on some systems, or a volume mount may be).

@@ -123,3 +123,118 @@ impl UpdateSource for ChannelSource {
         }
     }
 }
+
+/// How long the merged source waits on its second source before looking at the first again: the
+/// most an in-process job (a replay, a deferred chunk) waits behind an idle Kafka poll.
+const MERGED_SLICE: Duration = Duration::from_millis(20);
+
+/// Two sources feeding one writer: `first` (the in-process channel of replays, deferred updates
+/// and, without Kafka, the HTTP API) is taken without waiting whenever it has a job; `second` (the
+/// Kafka consumer) is waited on in short slices. Closed once both are.
+pub struct MergedSource<A, B> {
+    first: Option<A>,
+    second: Option<B>,
+}
+
+impl<A: UpdateSource, B: UpdateSource> MergedSource<A, B> {
+    /// Both sources, neither closed yet.
+    pub fn new(first: A, second: B) -> Self {
+        Self {
+            first: Some(first),
+            second: Some(second),
+        }
+    }
+}
+
+impl<A: UpdateSource, B: UpdateSource> UpdateSource for MergedSource<A, B> {
+    fn next(&mut self, timeout: Duration) -> Next {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(first) = &mut self.first {
+                match first.next(Duration::ZERO) {
+                    Next::Job(job) => return Next::Job(job),
+                    Next::Closed => self.first = None,
+                    Next::Idle => {}
+                }
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let slice = if self.first.is_some() {
+                left.min(MERGED_SLICE)
+            } else {
+                left
+            };
+            match &mut self.second {
+                Some(second) => match second.next(slice) {
+                    Next::Job(job) => return Next::Job(job),
+                    Next::Closed => self.second = None,
+                    Next::Idle => {}
+                },
+                None if self.first.is_none() => return Next::Closed,
+                None => {
+                    if let Some(first) = &mut self.first {
+                        return first.next(left);
+                    }
+                }
+            }
+            if std::time::Instant::now() >= deadline {
+                return Next::Idle;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scripted source: yields its answers in order, then `Closed`.
+    struct Script(std::collections::VecDeque<Option<&'static str>>);
+
+    impl UpdateSource for Script {
+        fn next(&mut self, _timeout: Duration) -> Next {
+            match self.0.pop_front() {
+                Some(Some(_)) => Next::Job(Job::new(Vec::new()).0),
+                Some(None) => Next::Idle,
+                None => Next::Closed,
+            }
+        }
+    }
+
+    fn script(answers: &[Option<&'static str>]) -> Script {
+        Script(answers.iter().copied().collect())
+    }
+
+    fn drain(mut source: impl UpdateSource) -> (usize, usize) {
+        let (mut jobs, mut idles) = (0, 0);
+        for _ in 0..100 {
+            match source.next(Duration::from_millis(1)) {
+                Next::Job(_) => jobs += 1,
+                Next::Idle => idles += 1,
+                Next::Closed => return (jobs, idles),
+            }
+        }
+        panic!("the merged source never closed");
+    }
+
+    #[test]
+    fn every_job_of_both_sources_comes_through_and_it_closes_after_both() {
+        let first = script(&[Some("a"), None, Some("b"), None]);
+        let second = script(&[None, Some("x"), None, Some("y"), Some("z")]);
+        let (jobs, _) = drain(MergedSource::new(first, second));
+        assert_eq!(jobs, 5);
+    }
+
+    #[test]
+    fn a_closed_first_source_leaves_the_second_running() {
+        let (jobs, _) = drain(MergedSource::new(
+            script(&[]),
+            script(&[None, Some("x"), Some("y")]),
+        ));
+        assert_eq!(jobs, 2);
+        let (jobs, _) = drain(MergedSource::new(
+            script(&[Some("a"), None, Some("b")]),
+            script(&[]),
+        ));
+        assert_eq!(jobs, 2);
+    }
+}

@@ -143,6 +143,7 @@ mod tests {
     use crate::feed::InProcessFeed;
     use crate::metrics::Metrics;
     use crate::model::{SubKey, Update, Version};
+    use crate::snapshot::InterruptedLoads;
     use crate::store::WriteSet;
     use crate::store::embedded::EmbeddedStore;
     use prometheus_client::metrics::counter::Counter;
@@ -192,7 +193,13 @@ mod tests {
         store.commit(&set).unwrap();
         let metrics = Arc::new(Metrics::new());
         let snapshots = Arc::new(
-            Snapshots::open(store.clone(), Arc::new(InProcessFeed::default()), metrics).unwrap(),
+            Snapshots::open(
+                store.clone(),
+                Arc::new(InProcessFeed::default()),
+                metrics,
+                InterruptedLoads::Discard,
+            )
+            .unwrap(),
         );
         let inv = Arc::new(Invalidation::new(Counter::default()));
         let reader = Reader::new(
