@@ -29,7 +29,7 @@ pub const INGEST_REFUSED: &str = "tailwarden_ingest_refused_records_total";
 pub const INGEST_RETRY_AFTER: &str = "tailwarden_ingest_retry_after_seconds";
 /// Records in Kafka not yet consumed by the group, by `topic` and `partition`: each partition is
 /// exported by the worker it is assigned to, so the sum over workers is the group's lag.
-pub const CONSUMER_LAG: &str = "tailwarden_ingest_consumer_lag_records";
+pub const CONSUMER_LAG: &str = "tailwarden_kafka_consumer_lag_records";
 
 /// The `slo` label value of the freshness SLO, whose windows read its own 5m recording.
 pub const FRESHNESS_SLO: &str = "freshness";
@@ -483,11 +483,11 @@ mod tests {
         );
         assert_eq!(
             ingest_backlog("", M5, BY),
-            "sum by (namespace, pipeline) (tailwarden_ingest_queue_depth_records{}) + (sum by (namespace, pipeline) (rate(tailwarden_ingest_refused_records_total{}[5m]) * tailwarden_ingest_retry_after_seconds{}) or 0 * sum by (namespace, pipeline) (tailwarden_ingest_queue_depth_records{})) + (sum by (namespace, pipeline) (tailwarden_ingest_consumer_lag_records{}) or 0 * sum by (namespace, pipeline) (tailwarden_ingest_queue_depth_records{}))"
+            "sum by (namespace, pipeline) (tailwarden_ingest_queue_depth_records{}) + (sum by (namespace, pipeline) (rate(tailwarden_ingest_refused_records_total{}[5m]) * tailwarden_ingest_retry_after_seconds{}) or 0 * sum by (namespace, pipeline) (tailwarden_ingest_queue_depth_records{})) + (sum by (namespace, pipeline) (tailwarden_kafka_consumer_lag_records{}) or 0 * sum by (namespace, pipeline) (tailwarden_ingest_queue_depth_records{}))"
         );
         assert_eq!(
             queue_depth_slope(SEL, M5, BY),
-            r#"sum by (namespace, pipeline) (deriv(tailwarden_ingest_queue_depth_records{namespace="shop",pipeline="web"}[5m])) + (sum by (namespace, pipeline) (deriv(tailwarden_ingest_consumer_lag_records{namespace="shop",pipeline="web"}[5m])) or 0 * sum by (namespace, pipeline) (deriv(tailwarden_ingest_queue_depth_records{namespace="shop",pipeline="web"}[5m])))"#
+            r#"sum by (namespace, pipeline) (deriv(tailwarden_ingest_queue_depth_records{namespace="shop",pipeline="web"}[5m])) + (sum by (namespace, pipeline) (deriv(tailwarden_kafka_consumer_lag_records{namespace="shop",pipeline="web"}[5m])) or 0 * sum by (namespace, pipeline) (deriv(tailwarden_ingest_queue_depth_records{namespace="shop",pipeline="web"}[5m])))"#
         );
     }
 

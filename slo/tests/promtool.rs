@@ -918,12 +918,12 @@ fn consumer_lag_counts_as_backlog() {
                 "0+0x60".into(),
             ),
             series(
-                "tailwarden_ingest_consumer_lag_records",
+                "tailwarden_kafka_consumer_lag_records",
                 r#"pod="a",topic="prices",partition="0""#,
                 "1000+60x60".into(),
             ),
             series(
-                "tailwarden_ingest_consumer_lag_records",
+                "tailwarden_kafka_consumer_lag_records",
                 r#"pod="b",topic="prices",partition="1""#,
                 "500+60x60".into(),
             ),
