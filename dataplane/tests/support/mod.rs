@@ -17,9 +17,6 @@ pub struct Server {
     args: Vec<String>,
     /// Where stderr (the JSON log) goes; discarded when `None`.
     log: Option<PathBuf>,
-    /// Passes `--data-dir dir`, which makes the storage embedded; distributed workers take their
-    /// storage from the config file instead.
-    embedded: bool,
 }
 
 /// A free TCP port on loopback, never handed out twice by this process.
@@ -100,31 +97,6 @@ impl Server {
             metrics: String::new(),
             args: extra.iter().map(|s| s.to_string()).collect(),
             log,
-            embedded: true,
-        };
-        s.restart().await;
-        s
-    }
-
-    /// Starts a worker of `role` on the storage and streams of `config` (a distributed pipeline),
-    /// with `dir` for its log (`dir/worker.log`), and waits until it listens.
-    pub async fn start_distributed(dir: &Path, config: &Path, role: &str, extra: &[&str]) -> Server {
-        let mut args = vec![
-            "--role".to_owned(),
-            role.to_owned(),
-            "--config".to_owned(),
-            config.display().to_string(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let mut s = Server {
-            child: Command::new("true").spawn().unwrap(),
-            dir: dir.to_owned(),
-            ingest: String::new(),
-            serve: String::new(),
-            metrics: String::new(),
-            args,
-            log: Some(dir.join("worker.log")),
-            embedded: false,
         };
         s.restart().await;
         s
@@ -142,14 +114,10 @@ impl Server {
         } else {
             vec!["--role", "standalone"]
         };
-        let data_dir: Vec<&std::ffi::OsStr> = if self.embedded {
-            vec!["--data-dir".as_ref(), self.dir.as_os_str()]
-        } else {
-            vec![]
-        };
         self.child = Command::new(env!("CARGO_BIN_EXE_tailwarden-dataplane"))
             .args(role)
-            .args(data_dir)
+            .arg("--data-dir")
+            .arg(&self.dir)
             .args(["--listen-ingest", &format!("127.0.0.1:{i}")])
             .args(["--listen-serve", &format!("127.0.0.1:{sv}")])
             .args(["--listen-metrics", &format!("127.0.0.1:{m}")])
