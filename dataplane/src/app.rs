@@ -10,16 +10,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use axum::routing::get;
 use tokio::sync::watch;
 
 use crate::auth::Guards;
 use crate::cache::{Cache, CacheCounters, Invalidation};
 use crate::config::{Config, ConfigError, Role, Storage, Streams};
 use crate::feed::{ChangeFeed, InProcessFeed};
+use crate::health::Health;
 use crate::ingest::admission::Admission;
 use crate::ingest::http::IngestState;
 use crate::ingest::writer::{Writer, WriterConfig};
@@ -128,6 +125,18 @@ pub async fn run(
     let metrics = Arc::new(Metrics::with_read_bounds(
         &config.serve.latency_bounds_seconds,
     ));
+    // Health first: a worker that waits for its backends answers /readyz with the reason.
+    let (stop_http, http_stopped) = watch::channel(false);
+    let health = Health::new(metrics.clone(), tuning.require_snapshot);
+    let mut servers = vec![
+        serve(
+            "metrics",
+            config.listen.metrics,
+            health.router(),
+            http_stopped.clone(),
+        )
+        .await?,
+    ];
     let (cache_bytes, flush_bytes) = (tuning.store_cache_bytes, tuning.store_flush_bytes);
     let store_path = path.clone();
     let store: Arc<dyn Store> = Arc::new(
@@ -149,11 +158,9 @@ pub async fn run(
         .set(store.dead_letter_count() as i64);
     metrics.ingest_deferred.set(store.deferred_count() as i64);
 
-    let (stop_http, http_stopped) = watch::channel(false);
     let (close_writer, writer_closing) = watch::channel(false);
-    let mut servers = Vec::new();
     let mut writer_thread = None;
-    let store_failed = Arc::new(AtomicBool::new(false));
+    let store_failed = health.store_failed.clone();
     let ingests = matches!(role, Role::Ingest | Role::Standalone);
     let serves = matches!(role, Role::Serve | Role::Standalone);
 
@@ -267,32 +274,12 @@ pub async fn run(
         servers.push(serve("serve", config.listen.serve, router, http_stopped.clone()).await?);
     }
 
-    let health = Arc::new(Health {
-        metrics: metrics.clone(),
-        snapshots: snapshots.clone(),
-        require_snapshot: tuning.require_snapshot,
-        stopping: AtomicBool::new(false),
-        store_failed,
-    });
-    let health_router = Router::new()
-        .route("/metrics", get(metrics_text))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .with_state(health.clone());
-    servers.push(
-        serve(
-            "metrics",
-            config.listen.metrics,
-            health_router,
-            http_stopped.clone(),
-        )
-        .await?,
-    );
+    health.started(snapshots.clone());
     tracing::info!(role = role.as_str(), "ready");
 
     shutdown.await;
     tracing::info!("shutting down: draining in-flight requests");
-    health.stopping.store(true, Ordering::Relaxed);
+    health.stopping();
     let _ = stop_http.send(true);
     for server in servers {
         server.await??;
@@ -358,49 +345,4 @@ async fn serve(
             })
             .await
     }))
-}
-
-struct Health {
-    metrics: Arc<Metrics>,
-    snapshots: Arc<Snapshots>,
-    require_snapshot: bool,
-    stopping: AtomicBool,
-    store_failed: Arc<AtomicBool>,
-}
-
-/// Live unless a store commit failed: the engine may refuse every later write, and a restart
-/// recovers it from its journal.
-async fn healthz(State(h): State<Arc<Health>>) -> impl IntoResponse {
-    if h.store_failed.load(Ordering::Relaxed) {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store commit failed; restart to recover",
-        )
-    } else {
-        (StatusCode::OK, "ok")
-    }
-}
-
-async fn metrics_text(State(h): State<Arc<Health>>) -> impl IntoResponse {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        h.metrics.encode(),
-    )
-}
-
-/// Ready once the store is open (it is, or this listener would not exist), a snapshot is active
-/// when one is required, and shutdown has not begun.
-async fn readyz(State(h): State<Arc<Health>>) -> impl IntoResponse {
-    if h.stopping.load(Ordering::Relaxed) {
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting down")
-    } else if h.store_failed.load(Ordering::Relaxed) {
-        (StatusCode::SERVICE_UNAVAILABLE, "store commit failed")
-    } else if h.require_snapshot && h.snapshots.active() == 0 {
-        (StatusCode::SERVICE_UNAVAILABLE, "no active snapshot")
-    } else {
-        (StatusCode::OK, "ready")
-    }
 }

@@ -12,6 +12,7 @@ pub use tailwarden_contract::config;
 pub mod currency;
 pub mod dedup;
 pub mod feed;
+pub mod health;
 pub mod ingest;
 pub mod merge;
 pub mod metrics;

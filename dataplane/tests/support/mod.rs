@@ -131,14 +131,16 @@ impl Server {
             })
             .spawn()
             .unwrap();
-        let url = format!("{}/healthz", self.metrics);
-        eventually("the server to listen", Duration::from_secs(30), || {
+        // Started once /readyz no longer says it is starting (it may stay unready for another
+        // reason, such as a required snapshot).
+        let url = format!("{}/readyz", self.metrics);
+        eventually("the server to start", Duration::from_secs(30), || {
             let url = url.clone();
             async move {
-                reqwest::get(&url)
-                    .await
-                    .ok()
-                    .filter(|r| r.status().is_success())
+                let r = reqwest::get(&url).await.ok()?;
+                let ok = r.status().is_success();
+                let body = r.text().await.ok()?;
+                (ok || !body.starts_with("starting")).then_some(())
             }
         })
         .await;
