@@ -11,6 +11,7 @@
 //! | `changes.rs` | [`changes::KafkaChangeFeed`]: the change topic as a [`crate::feed::ChangeFeed`] |
 //! | `lag.rs` | [`lag::LagMonitor`]: consumer lag per partition, in records and seconds |
 //! | `replay.rs` | moving a group's offsets; re-ingesting the dead-letter topic |
+//! | `mode.rs` | [`mode::KafkaMode`]: the pieces above assembled for `app.rs` |
 //!
 //! See docs/dataplane.md, section "Kafka".
 
@@ -19,6 +20,7 @@ pub mod client;
 pub mod consumer;
 pub mod ingest;
 pub mod lag;
+pub mod mode;
 pub mod producer;
 pub mod replay;
 
@@ -105,5 +107,28 @@ impl Topics {
         all.sort_unstable();
         all.dedup();
         all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalog_classes_ride_on_the_product_topic_and_topics_are_consumed_once() {
+        let t = Topics::with_prefix("shop");
+        assert_eq!(t.for_class(Class::Pricing), "shop.pricing");
+        assert_eq!(t.for_class(Class::Brand), "shop.product");
+        assert_eq!(t.dead_letters, "shop.dead-letters");
+        let shared = Topics {
+            inventory: "shop.product".into(),
+            ..t.clone()
+        };
+        let consumed = shared.consumed();
+        assert_eq!(consumed.len(), 4, "{consumed:?}");
+        assert!(
+            !consumed.contains(&"shop.changes"),
+            "the change topic is not ingested"
+        );
     }
 }
