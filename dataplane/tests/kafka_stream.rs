@@ -213,10 +213,11 @@ fn writer(
             dead_letter_max: 1_000_000,
             dead_letter_retention: Duration::from_secs(3600),
             dedup_window: 100_000,
-            hot_entities: 0,
+            hot_entities: 10_000,
         },
     )
-    .unwrap();
+    .unwrap()
+    .with_ownership_epoch(source.ownership_epoch());
     std::thread::spawn(move || w.run(source))
 }
 

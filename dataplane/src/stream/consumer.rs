@@ -18,6 +18,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -67,6 +68,7 @@ impl Default for SourceConfig {
 pub struct SourceContext {
     metrics: Arc<Metrics>,
     revoked: Mutex<Vec<Partition>>,
+    epoch: Arc<AtomicU64>,
 }
 
 impl ClientContext for SourceContext {}
@@ -92,6 +94,7 @@ impl ConsumerContext for SourceContext {
                 RebalanceKind::Error
             }
         };
+        self.epoch.fetch_add(1, Ordering::AcqRel);
         self.metrics
             .kafka_rebalances
             .get_or_create(&RebalanceLabel { kind })
@@ -138,6 +141,7 @@ impl KafkaSource {
         let context = SourceContext {
             metrics: metrics.clone(),
             revoked: Mutex::new(Vec::new()),
+            epoch: Arc::new(AtomicU64::new(0)),
         };
         let consumer: BaseConsumer<SourceContext> = conn
             .config()
@@ -163,6 +167,13 @@ impl KafkaSource {
             paused: HashSet::new(),
             resume_at: None,
         })
+    }
+
+    /// Bumped on every rebalance, before any record of the new assignment is handed out: give it
+    /// to `Writer::with_ownership_epoch` so that the writer's hot states never outlive a
+    /// partition's ownership (with a store shared by several ingest workers).
+    pub fn ownership_epoch(&self) -> Arc<AtomicU64> {
+        self.consumer.context().epoch.clone()
     }
 
     /// The partitions currently paused after a failed job.

@@ -51,7 +51,7 @@ impl KafkaMode {
     }
 
     /// The consumer group as the writer's second source (ingest role):
-    /// `writer.run(MergedSource::new(channel_source, kafka_source))`.
+    /// `writer.with_ownership_epoch(source.ownership_epoch()).run(MergedSource::new(channel_source, source))`.
     pub fn source(
         &self,
         closing: tokio::sync::watch::Receiver<bool>,
