@@ -57,6 +57,11 @@ impl LagMonitor {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false")
+            // Only the first record of each backlogged partition is read: answer fast.
+            .set("fetch.wait.max.ms", "10")
+            .set("fetch.max.bytes", "1048576")
+            .set("max.partition.fetch.bytes", "65536")
+            .set("queued.max.messages.kbytes", "1024")
             .create()?;
         Ok(Self {
             consumer,
@@ -97,16 +102,28 @@ impl LagMonitor {
             drop(list);
             v
         };
-        let mut out = Vec::with_capacity(committed.len());
+        let mut measured = Vec::with_capacity(committed.len());
         for (topic, partition, committed) in committed {
             let (low, high) = self
                 .consumer
                 .fetch_watermarks(&topic, partition, self.timeout)?;
             // Without a commit the group starts at the earliest record (auto.offset.reset).
             let start = committed.unwrap_or(low).max(low);
+            measured.push((topic, partition, committed, start, high));
+        }
+        let backlog: Vec<(String, i32, i64)> = measured
+            .iter()
+            .filter(|(_, _, _, start, high)| high > start)
+            .map(|(t, p, _, start, _)| (t.clone(), *p, *start))
+            .collect();
+        let ages = self.oldest_ages(&backlog)?;
+        let mut out = Vec::with_capacity(measured.len());
+        for (topic, partition, committed, start, high) in measured {
             let records = (high - start).max(0);
             let seconds = if records > 0 {
-                self.oldest_age(&topic, partition, start)?.unwrap_or(0.0)
+                ages.get(&(topic.clone(), partition))
+                    .copied()
+                    .unwrap_or(0.0)
             } else {
                 0.0
             };
@@ -135,30 +152,38 @@ impl LagMonitor {
         Ok(out)
     }
 
-    /// The age of the record at `offset`, read with a plain assignment.
-    fn oldest_age(
+    /// The age of the record at each (topic, partition, offset), read with one plain
+    /// assignment of all of them.
+    fn oldest_ages(
         &self,
-        topic: &str,
-        partition: i32,
-        offset: i64,
-    ) -> Result<Option<f64>, StreamError> {
+        at: &[(String, i32, i64)],
+    ) -> Result<std::collections::HashMap<(String, i32), f64>, StreamError> {
+        let mut ages = std::collections::HashMap::new();
+        if at.is_empty() {
+            return Ok(ages);
+        }
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+        for (topic, partition, offset) in at {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+        }
         self.consumer.assign(&tpl)?;
+        drop(tpl);
         let deadline = std::time::Instant::now() + self.timeout;
-        while std::time::Instant::now() < deadline {
-            match self.consumer.poll(Duration::from_millis(200)) {
-                Some(Ok(m)) if m.topic() == topic && m.partition() == partition => {
-                    return Ok(m
-                        .timestamp()
-                        .to_millis()
-                        .map(|t| ((now_ms() - t).max(0) as f64) / 1000.0));
+        while ages.len() < at.len() && std::time::Instant::now() < deadline {
+            match self.consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    let key = (m.topic().to_owned(), m.partition());
+                    if !ages.contains_key(&key)
+                        && let Some(t) = m.timestamp().to_millis()
+                    {
+                        ages.insert(key, ((now_ms() - t).max(0) as f64) / 1000.0);
+                    }
                 }
                 Some(Err(e)) => return Err(e.into()),
-                _ => {}
+                None => {}
             }
         }
-        Ok(None)
+        Ok(ages)
     }
 
     /// Measures every `every` until `stop` turns true (run it on a thread of its own).
