@@ -120,6 +120,10 @@ impl Default for Storage {
 /// Exactly one source of updates.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "read once per process; boxing would only add noise to every match"
+)]
 pub enum Streams {
     /// The bulk HTTP write API.
     #[serde(rename_all = "camelCase")]
@@ -150,9 +154,9 @@ impl Default for Streams {
     }
 }
 
-/// One Kafka topic per data class.
+/// One Kafka topic per data class, and the pipeline's two topics of its own.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KafkaTopics {
     /// Product metadata updates.
     pub product: String,
@@ -162,6 +166,10 @@ pub struct KafkaTopics {
     pub inventory: String,
     /// Fulfillment-option updates.
     pub fulfillment: String,
+    /// Change events that every serve worker consumes to invalidate its caches.
+    pub changes: String,
+    /// Rejected records with their reasons, replayable like the embedded dead-letter store.
+    pub dead_letters: String,
 }
 
 /// Listen addresses. Each role opens only the listeners it serves.
@@ -452,6 +460,14 @@ impl Config {
             }
             _ => {}
         }
+        if matches!(self.storage, Storage::Cassandra { .. })
+            && !matches!(self.streams, Streams::Kafka { .. })
+        {
+            return invalid(
+                "storage.cassandra",
+                "needs streams.kafka: serve workers learn of changes from its change topic",
+            );
+        }
         match &self.streams {
             Streams::Kafka {
                 bootstrap_servers, ..
@@ -545,6 +561,19 @@ mod tests {
         // The token itself has no key: a typo'd inline token fails instead of being used.
         let err = Config::parse("auth: {adminToken: s3cret}\n").unwrap_err();
         assert!(err.to_string().contains("adminToken"), "{err}");
+    }
+
+    #[test]
+    fn cassandra_needs_kafka_and_kafka_names_its_own_topics() {
+        let cassandra =
+            "storage: !cassandra {contactPoints: ['c:9042'], keyspace: k, consistency: ONE}\n";
+        let err = Config::parse(cassandra).unwrap_err();
+        assert!(err.to_string().contains("storage.cassandra"), "{err}");
+        let kafka = "streams: !kafka {bootstrapServers: ['k:9092'], consumerGroup: g, topics: {product: p, pricing: q, inventory: i, fulfillment: f, changes: c, deadLetters: d}}\n";
+        let config = Config::parse(&format!("{cassandra}{kafka}")).unwrap();
+        assert_eq!(Config::parse(&config.to_yaml()).unwrap(), config);
+        let err = Config::parse(&kafka.replace(", deadLetters: d", "")).unwrap_err();
+        assert!(err.to_string().contains("deadLetters"), "{err}");
     }
 
     #[test]

@@ -37,6 +37,7 @@ pub const WINDOW_PATTERN: &str = r"^[1-9][0-9]*(d|w)$";
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.storage) || !has(self.storage.cassandra) || (has(self.streams) && has(self.streams.kafka))").message("storage.cassandra needs streams.kafka: serve workers learn of changes from its change topic").field_path(".streams"))]
 pub struct RetailPipelineSpec {
     /// The data-plane workers to run. Changing `version` is a rollout, gated by the error budget.
     pub dataplane: DataplaneSpec,
@@ -304,8 +305,10 @@ pub struct KafkaStreams {
     pub credentials_secret_ref: Option<SecretRef>,
 }
 
-/// One Kafka topic per data class.
+/// One Kafka topic per data class, and the pipeline's change and dead-letter topics. Topics
+/// and their partition counts belong to the Kafka administrator: the workers never create them.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct KafkaTopics {
     /// Topic of product metadata updates.
     #[schemars(regex(pattern = r"^[A-Za-z0-9._-]{1,249}$"))]
@@ -319,6 +322,15 @@ pub struct KafkaTopics {
     /// Topic of fulfillment-option updates.
     #[schemars(regex(pattern = r"^[A-Za-z0-9._-]{1,249}$"))]
     pub fulfillment: String,
+    /// Topic of change events that every serve worker consumes to invalidate its caches.
+    /// Default: `<pipeline name>.changes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9._-]{1,249}$"))]
+    pub changes: Option<String>,
+    /// Topic of rejected records with their reasons. Default: `<pipeline name>.dead-letters`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9._-]{1,249}$"))]
+    pub dead_letters: Option<String>,
 }
 
 /// A replica range for one role.

@@ -604,7 +604,7 @@ mod tests {
 
     fn plan(p: &RetailPipeline, degraded: bool) -> Plan {
         Plan {
-            config: render(&p.spec, degraded).unwrap(),
+            config: render(&p.name_any(), &p.spec, degraded).unwrap(),
             replicas: Replicas {
                 ingest: 3,
                 serve: 4,

@@ -27,8 +27,13 @@ const QUEUE_CAPACITY: usize = 100_000;
 /// Read deadline: comfortably inside the default P99 objective, so reads fail fast instead of queueing.
 const READ_TIMEOUT_MS: u64 = 100;
 
-/// The data-plane config for a spec. `pause_non_critical` comes from the error-budget decision.
-pub fn render(spec: &RetailPipelineSpec, pause_non_critical: bool) -> Result<Config, SpecError> {
+/// The data-plane config for pipeline `name`'s spec. `pause_non_critical` comes from the
+/// error-budget decision.
+pub fn render(
+    name: &str,
+    spec: &RetailPipelineSpec,
+    pause_non_critical: bool,
+) -> Result<Config, SpecError> {
     let storage = match (&spec.storage.embedded, &spec.storage.cassandra) {
         (_, Some(c)) => Storage::Cassandra {
             contact_points: c.contact_points.clone(),
@@ -54,6 +59,16 @@ pub fn render(spec: &RetailPipelineSpec, pause_non_critical: bool) -> Result<Con
                 pricing: k.topics.pricing.clone(),
                 inventory: k.topics.inventory.clone(),
                 fulfillment: k.topics.fulfillment.clone(),
+                changes: k
+                    .topics
+                    .changes
+                    .clone()
+                    .unwrap_or_else(|| format!("{name}.changes")),
+                dead_letters: k
+                    .topics
+                    .dead_letters
+                    .clone()
+                    .unwrap_or_else(|| format!("{name}.dead-letters")),
             },
             consumer_group: k.consumer_group.clone(),
             credentials_dir: k
@@ -175,7 +190,10 @@ mod tests {
     fn every_latency_objective_is_rendered_as_a_bucket_bound() {
         let mut s = spec();
         s.slos.read_latency[0].p99 = "250ms".into();
-        let bounds = render(&s, false).unwrap().serve.latency_bounds_seconds;
+        let bounds = render("shop", &s, false)
+            .unwrap()
+            .serve
+            .latency_bounds_seconds;
         assert!(bounds.contains(&0.25), "{bounds:?}");
         assert!(bounds.contains(&0.12) && bounds.contains(&0.2));
         // The workers' bucket label and the rules' `le` matcher are the same string.
@@ -185,7 +203,7 @@ mod tests {
 
     #[test]
     fn default_spec_renders_the_embedded_http_config() {
-        let config = render(&spec(), false).unwrap();
+        let config = render("shop", &spec(), false).unwrap();
         assert_eq!(
             config.storage,
             Storage::Embedded {
@@ -210,7 +228,7 @@ mod tests {
             "adminTokenSecretRef": {"name": "shop-admin", "key": "token"}
         }))
         .unwrap();
-        let config = render(&s, false).unwrap();
+        let config = render("shop", &s, false).unwrap();
         assert_eq!(
             config.auth.ingest_token_file,
             Some(PathBuf::from("/etc/tailwarden/tokens/ingest/token"))
@@ -228,7 +246,12 @@ mod tests {
         );
         assert_eq!(Config::parse(&yaml).unwrap(), config);
         // Without a reference the config has no auth at all (open, as before).
-        assert!(!render(&spec(), false).unwrap().to_yaml().contains("auth"));
+        assert!(
+            !render("shop", &spec(), false)
+                .unwrap()
+                .to_yaml()
+                .contains("auth")
+        );
     }
 
     #[test]
@@ -238,7 +261,7 @@ mod tests {
             "contactPoints": ["cassandra-0:9042"], "keyspace": "retail",
             "credentialsSecretRef": {"name": "cass-creds"}}}))
         .unwrap();
-        let config = render(&s, true).unwrap();
+        let config = render("shop", &s, true).unwrap();
         let yaml = config.to_yaml();
         assert!(yaml.contains(CASSANDRA_CREDENTIALS_DIR), "{yaml}");
         assert!(
@@ -249,10 +272,40 @@ mod tests {
     }
 
     #[test]
+    fn kafka_change_and_dead_letter_topics_default_to_the_pipeline_name() {
+        let mut s = spec();
+        let kafka = |topics: serde_json::Value| -> tailwarden_crds::StreamsSpec {
+            serde_json::from_value(serde_json::json!({"kafka": {
+                "bootstrapServers": ["kafka-0:9092"], "consumerGroup": "g", "topics": topics}}))
+            .unwrap()
+        };
+        let classes = serde_json::json!({"product": "p", "pricing": "q", "inventory": "i", "fulfillment": "f"});
+        s.streams = kafka(classes.clone());
+        let Streams::Kafka { topics, .. } = render("shop", &s, false).unwrap().streams else {
+            panic!("kafka streams render as kafka")
+        };
+        assert_eq!(
+            (topics.changes.as_str(), topics.dead_letters.as_str()),
+            ("shop.changes", "shop.dead-letters")
+        );
+        let mut named = classes;
+        named["changes"] = "c".into();
+        named["deadLetters"] = "d".into();
+        s.streams = kafka(named);
+        let Streams::Kafka { topics, .. } = render("shop", &s, false).unwrap().streams else {
+            panic!("kafka streams render as kafka")
+        };
+        assert_eq!(
+            (topics.changes.as_str(), topics.dead_letters.as_str()),
+            ("c", "d")
+        );
+    }
+
+    #[test]
     fn unusable_duration_names_the_field() {
         let mut s = spec();
         s.ingest.batch.linger = "soon".into();
-        let err = render(&s, false).unwrap_err();
+        let err = render("shop", &s, false).unwrap_err();
         assert_eq!(err.field, "spec.ingest.batch.linger");
     }
 }

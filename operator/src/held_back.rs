@@ -197,7 +197,12 @@ mod tests {
         desired(
             p,
             &Plan {
-                config: dataplane_config::render(&p.spec, degraded).unwrap(),
+                config: dataplane_config::render(
+                    &kube::ResourceExt::name_any(p),
+                    &p.spec,
+                    degraded,
+                )
+                .unwrap(),
                 replicas: Replicas {
                     ingest: 1,
                     serve: 1,

@@ -6,6 +6,7 @@
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
+use kube::ResourceExt;
 use tailwarden_crds::{
     DecisionInputs, DecisionKind, MarkStatus, RetailPipeline, RetailPipelineStatus, RolloutStatus,
 };
@@ -98,7 +99,7 @@ pub fn plan(
     });
     let replicas = replicas(pipeline, topology, live, verdict);
     let mut held = vec![];
-    let apply = dataplane_config::render(spec, degraded).and_then(|config| {
+    let apply = dataplane_config::render(&pipeline.name_any(), spec, degraded).and_then(|config| {
         let mut children = children::desired(
             pipeline,
             &children::Plan {

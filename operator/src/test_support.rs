@@ -29,12 +29,17 @@ pub fn pipeline(name: &str) -> RetailPipeline {
     }
 }
 
-/// A Cassandra-backed (distributed) pipeline.
+/// A distributed pipeline: Cassandra storage, Kafka streams.
 pub fn cassandra_pipeline(name: &str) -> RetailPipeline {
     let mut p = pipeline(name);
     p.spec.storage = serde_json::from_value(serde_json::json!({"cassandra": {
         "contactPoints": ["cassandra-0:9042"], "keyspace": "retail"}}))
     .expect("a cassandra storage spec deserializes");
+    p.spec.streams = serde_json::from_value(serde_json::json!({"kafka": {
+        "bootstrapServers": ["kafka-0:9092"], "consumerGroup": "retail-ingest",
+        "topics": {"product": "product", "pricing": "pricing", "inventory": "inventory",
+                   "fulfillment": "fulfillment"}}}))
+    .expect("a kafka streams spec deserializes");
     p
 }
 

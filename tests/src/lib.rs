@@ -186,11 +186,20 @@ pub fn minimal_spec() -> serde_json::Value {
     serde_json::json!({"dataplane": {"image": "example.com/tailwarden/dataplane", "version": "1.0.0"}})
 }
 
-/// A distributed (Cassandra) spec.
+/// A distributed spec: Cassandra storage, Kafka streams.
 pub fn cassandra_spec() -> serde_json::Value {
     let mut spec = minimal_spec();
     spec["storage"] = serde_json::json!({"cassandra": {"contactPoints": ["cassandra:9042"], "keyspace": "retail"}});
+    spec["streams"] = kafka_streams();
     spec
+}
+
+/// `spec.streams` of a distributed pipeline (its change and dead-letter topics defaulted).
+pub fn kafka_streams() -> serde_json::Value {
+    serde_json::json!({"kafka": {
+        "bootstrapServers": ["kafka:9092"], "consumerGroup": "retail-ingest",
+        "topics": {"product": "product", "pricing": "pricing", "inventory": "inventory",
+                   "fulfillment": "fulfillment"}}})
 }
 
 /// How often the in-process operator's SLO engine evaluates (the smallest interval allowed).
@@ -345,6 +354,7 @@ pub fn shop_web_pipeline() -> RetailPipeline {
         serde_json::json!({
             "dataplane": {"image": "example.com/tailwarden/dataplane", "version": "1.0.0"},
             "storage": {"cassandra": {"contactPoints": ["cassandra:9042"], "keyspace": "retail"}},
+            "streams": kafka_streams(),
             "slos": {"readLatency": [{"queryClass": "product", "p95": "120ms", "p99": "200ms"}]},
         }),
     );

@@ -137,6 +137,14 @@ async fn invalid_specs_are_rejected_with_the_field_named() {
             &["spec.storage", "exactly one storage backend"],
         ),
         (
+            "cassandra needs kafka",
+            with(
+                "storage",
+                json!({"cassandra": {"contactPoints": ["c:9042"], "keyspace": "k"}}),
+            ),
+            &["spec.streams", "storage.cassandra needs streams.kafka"],
+        ),
+        (
             "no storage backend",
             with("storage", json!({})),
             &["spec.storage", "exactly one storage backend"],

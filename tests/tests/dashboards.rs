@@ -473,7 +473,8 @@ async fn every_query_returns_data_from_real_workers_and_the_operator() {
     let mut spec = minimal_spec();
     let mut shop = pipeline(PIPELINE, spec.clone());
     shop.metadata.namespace = Some(ns.clone());
-    let mut config = tailwarden_operator::dataplane_config::render(&shop.spec, false).unwrap();
+    let mut config =
+        tailwarden_operator::dataplane_config::render("shop", &shop.spec, false).unwrap();
     config.serve.cache_max_entries = 20;
     let worker = DataplaneProcess::start(
         "dashboards",

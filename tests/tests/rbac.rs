@@ -757,10 +757,12 @@ async fn operator_runs_with_only_the_charts_permissions(prefix: &str, single_nam
     // the CRD defaulted `embedded`, which must go for `cassandra` to be the only backend.)
     let mut storage = cassandra_spec()["storage"].clone();
     storage["embedded"] = Value::Null;
+    let mut streams = cassandra_spec()["streams"].clone();
+    streams["http"] = Value::Null;
     api.patch(
         "shop",
         &PatchParams::default(),
-        &Patch::Merge(&json!({"spec": {"storage": storage}})),
+        &Patch::Merge(&json!({"spec": {"storage": storage, "streams": streams}})),
     )
     .await
     .unwrap();

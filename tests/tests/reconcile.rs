@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, PodSpec, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource, ResourceExt};
-use serde_json::json;
+use serde_json::{Value, json};
 use tailwarden_crds::RetailPipeline;
 use tailwarden_tests::*;
 
@@ -239,7 +239,12 @@ async fn switching_topology_prunes_the_old_workloads() {
         .unwrap();
     let sts_api = Api::<StatefulSet>::namespaced(client.clone(), &ns);
     wait_for("the StatefulSet", T, || exists(&sts_api, "shop-standalone")).await;
-    let patch = json!({"spec": {"storage": {"embedded": null, "cassandra": {"contactPoints": ["cassandra:9042"], "keyspace": "retail"}}}});
+    let mut streams = kafka_streams();
+    streams["http"] = Value::Null;
+    let patch = json!({"spec": {
+        "storage": {"embedded": null, "cassandra": {"contactPoints": ["cassandra:9042"], "keyspace": "retail"}},
+        "streams": streams,
+    }});
     api.patch("shop", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
