@@ -84,6 +84,18 @@ impl Topics {
         }
     }
 
+    /// The topics of `streams.kafka.topics`.
+    pub fn from_config(t: &crate::config::KafkaTopics) -> Self {
+        Self {
+            product: t.product.clone(),
+            pricing: t.pricing.clone(),
+            inventory: t.inventory.clone(),
+            fulfillment: t.fulfillment.clone(),
+            changes: t.changes.clone(),
+            dead_letters: t.dead_letters.clone(),
+        }
+    }
+
     /// The topic a record of `class` is produced to.
     pub fn for_class(&self, class: Class) -> &str {
         match class {

@@ -41,6 +41,23 @@ impl KafkaMode {
         }
     }
 
+    /// Kafka mode as `config.streams` describes it; `None` in HTTP mode.
+    pub fn from_config(config: &crate::config::Config) -> Result<Option<Self>, StreamError> {
+        match &config.streams {
+            crate::config::Streams::Kafka {
+                bootstrap_servers,
+                topics,
+                consumer_group,
+                credentials_dir,
+            } => Ok(Some(Self::new(
+                Connection::new(bootstrap_servers, credentials_dir.as_deref())?,
+                Topics::from_config(topics),
+                consumer_group.clone(),
+            ))),
+            crate::config::Streams::Http { .. } => Ok(None),
+        }
+    }
+
     /// The write API's sink (ingest role): `IngestState { sink, .. }`.
     pub fn sink(&self, metrics: Arc<Metrics>) -> Result<RecordSink, StreamError> {
         let producer = Producer::new(&self.conn, PRODUCE_TIMEOUT, metrics)?;
