@@ -122,3 +122,22 @@ impl KafkaMode {
             .map_err(|e| StreamError::Other(format!("starting the lag monitor: {e}")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streams_kafka_becomes_kafka_mode() {
+        let yaml = "streams: !kafka {bootstrapServers: ['k:9092'], consumerGroup: g, topics: {product: p, pricing: q, inventory: i, fulfillment: f, changes: c, deadLetters: d}}\n";
+        let config: crate::config::Config = serde_yaml::from_str(yaml).unwrap();
+        let mode = KafkaMode::from_config(&config).unwrap().unwrap();
+        assert_eq!(mode.group, "g");
+        assert_eq!(mode.conn.bootstrap(), "k:9092");
+        assert_eq!(mode.topics.changes, "c");
+        assert_eq!(mode.topics.dead_letters, "d");
+        assert_eq!(mode.topics.for_class(crate::model::Class::Pricing), "q");
+        let http = crate::config::Config::default();
+        assert!(KafkaMode::from_config(&http).unwrap().is_none());
+    }
+}
