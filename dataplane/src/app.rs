@@ -18,7 +18,7 @@ use crate::config::{Config, ConfigError, Role, Storage, Streams};
 use crate::feed::{ChangeFeed, InProcessFeed};
 use crate::health::Health;
 use crate::ingest::admission::Admission;
-use crate::ingest::http::IngestState;
+use crate::ingest::http::{IngestState, RecordSink};
 use crate::ingest::writer::{Writer, WriterConfig};
 use crate::ingest::{ChannelSource, deferral};
 use crate::metrics::{LayerLabel, Metrics};
@@ -217,6 +217,7 @@ pub async fn run(
             .ingest_retry_after
             .set(i64::from(crate::ingest::http::RETRY_AFTER_SECONDS));
         let state = Arc::new(IngestState {
+            sink: RecordSink::Writer,
             store: store.clone(),
             metrics: metrics.clone(),
             admission: Admission::new(

@@ -5,11 +5,13 @@
 use std::sync::Arc;
 
 use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
 
 use crate::model::EntityKey;
 
-/// One change, published after it is durable.
-#[derive(Clone, Debug, PartialEq)]
+/// One change, published after it is durable (serialized on the Kafka change topic).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "key", rename_all = "lowercase")]
 pub enum ChangeEvent {
     /// One entity changed.
     Entity(EntityKey),

@@ -21,3 +21,4 @@ pub mod schema;
 pub mod serve;
 pub mod snapshot;
 pub mod store;
+pub mod stream;

@@ -1,7 +1,7 @@
 //! The SLI metrics, on one explicit registry. Names, labels and meaning are the contract with the
 //! operator's SLO engine and dashboards; `docs/metrics.md` documents each one.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
@@ -49,6 +49,78 @@ pub struct CodeLabel {
 pub struct LayerLabel {
     /// response | data
     pub layer: &'static str,
+}
+
+/// `topic`, `partition` of a consumed Kafka partition.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabels {
+    /// Topic name (from the config: a bounded set).
+    pub topic: String,
+    /// Partition number.
+    pub partition: i32,
+}
+
+/// `topic` of a Kafka topic produced to.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopicLabel {
+    /// Topic name (from the config: a bounded set).
+    pub topic: String,
+}
+
+/// Result of a Kafka offset commit.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum CommitResult {
+    /// Committed (or nothing new to commit).
+    Ok,
+    /// The broker refused or the request failed; the records are consumed again after a
+    /// rebalance or restart (idempotent writes make that harmless).
+    Error,
+}
+
+impl EncodeLabelValue for CommitResult {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        encoder.write_str(match self {
+            CommitResult::Ok => "ok",
+            CommitResult::Error => "error",
+        })
+    }
+}
+
+/// `result` of a Kafka offset commit.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CommitLabel {
+    /// ok | error
+    pub result: CommitResult,
+}
+
+/// What a consumer-group rebalance did to this consumer.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum RebalanceKind {
+    /// Partitions assigned.
+    Assign,
+    /// Partitions revoked.
+    Revoke,
+    /// The rebalance failed.
+    Error,
+}
+
+impl EncodeLabelValue for RebalanceKind {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        encoder.write_str(match self {
+            RebalanceKind::Assign => "assign",
+            RebalanceKind::Revoke => "revoke",
+            RebalanceKind::Error => "error",
+        })
+    }
+}
+
+/// `kind` of a rebalance.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RebalanceLabel {
+    /// assign | revoke | error
+    pub kind: RebalanceKind,
 }
 
 /// Every metric the data plane exports.
@@ -106,6 +178,16 @@ pub struct Metrics {
     pub snapshot_version: Gauge,
     /// Completion time of the active snapshot, unix seconds.
     pub snapshot_timestamp: Gauge,
+    /// Kafka: records not yet committed by the consumer group, per partition.
+    pub kafka_lag_records: Family<PartitionLabels, Gauge>,
+    /// Kafka: age of the oldest uncommitted record, seconds, per partition (0 without backlog).
+    pub kafka_lag_seconds: Family<PartitionLabels, Gauge<f64, AtomicU64>>,
+    /// Kafka: offset commits by result.
+    pub kafka_offset_commits: Family<CommitLabel, Counter>,
+    /// Kafka: consumer-group rebalances seen by this consumer, by kind.
+    pub kafka_rebalances: Family<RebalanceLabel, Counter>,
+    /// Kafka: records that could not be produced (not acknowledged), by topic.
+    pub kafka_producer_errors: Family<TopicLabel, Counter>,
 }
 
 /// Read-latency buckets: fine from 0.5 ms to 1 s so that P95 and P99 interpolate well.
@@ -191,6 +273,11 @@ impl Metrics {
             dead_letters_stored: Gauge::default(),
             snapshot_version: Gauge::default(),
             snapshot_timestamp: Gauge::default(),
+            kafka_lag_records: Family::default(),
+            kafka_lag_seconds: Family::default(),
+            kafka_offset_commits: Family::default(),
+            kafka_rebalances: Family::default(),
+            kafka_producer_errors: Family::default(),
             registry: Registry::default(),
         };
         // prometheus-client appends `_total` to counters and the unit to names.
@@ -310,6 +397,31 @@ impl Metrics {
             "Completion time of the active snapshot",
             m.snapshot_timestamp.clone(),
         );
+        registry.register(
+            "kafka_consumer_lag_records",
+            "Records of a partition not yet committed by the consumer group",
+            m.kafka_lag_records.clone(),
+        );
+        registry.register(
+            "kafka_consumer_lag_seconds",
+            "Age of a partition's oldest uncommitted record (0 without backlog)",
+            m.kafka_lag_seconds.clone(),
+        );
+        registry.register(
+            "kafka_offset_commits",
+            "Consumer offset commits by result",
+            m.kafka_offset_commits.clone(),
+        );
+        registry.register(
+            "kafka_rebalances",
+            "Consumer-group rebalances by kind",
+            m.kafka_rebalances.clone(),
+        );
+        registry.register(
+            "kafka_producer_errors",
+            "Records not acknowledged by Kafka, by topic",
+            m.kafka_producer_errors.clone(),
+        );
         Self { registry, ..m }
     }
 
@@ -363,6 +475,22 @@ mod tests {
                 class: "productDetail",
             })
             .observe(0.001);
+        m.kafka_lag_records
+            .get_or_create(&PartitionLabels {
+                topic: "p.pricing".into(),
+                partition: 3,
+            })
+            .set(7);
+        m.kafka_offset_commits
+            .get_or_create(&CommitLabel {
+                result: CommitResult::Ok,
+            })
+            .inc();
+        m.kafka_rebalances
+            .get_or_create(&RebalanceLabel {
+                kind: RebalanceKind::Revoke,
+            })
+            .inc();
         let text = m.encode();
         for name in [
             "tailwarden_ingest_records_total{class=\"pricing\",outcome=\"accepted\"} 1",
@@ -370,6 +498,9 @@ mod tests {
             "tailwarden_store_physical_writes_total",
             "tailwarden_snapshot_active_timestamp_seconds",
             "tailwarden_ingest_queue_depth_records",
+            "tailwarden_kafka_consumer_lag_records{topic=\"p.pricing\",partition=\"3\"} 7",
+            "tailwarden_kafka_offset_commits_total{result=\"ok\"} 1",
+            "tailwarden_kafka_rebalances_total{kind=\"revoke\"} 1",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }

@@ -29,14 +29,26 @@ use crate::snapshot::{
 use crate::store::{DeadLetter, DeadLetterSource, Store};
 
 /// Errors listed per response at most; the counts are always complete.
-const MAX_LISTED_ERRORS: usize = 100;
+pub(crate) const MAX_LISTED_ERRORS: usize = 100;
 /// Seconds a client should wait after a 429 (also exported, for the backlog signal).
 pub const RETRY_AFTER_SECONDS: u16 = 1;
 /// Default share of rejected records that fails a snapshot load.
 const DEFAULT_MAX_REJECTED_RATIO: f64 = 0.01;
 
+/// Where the write API's records go: straight to the in-process writer (`streams.http`), or to
+/// the per-class Kafka topics (`streams.kafka`), from which the consumer group feeds the writers.
+/// Replays and deferred updates always take the in-process writer (`jobs`).
+pub enum RecordSink {
+    /// The in-process writer: the response reports durable per-record outcomes.
+    Writer,
+    /// Kafka: the response is sent once Kafka acknowledged every record.
+    Kafka(Arc<crate::stream::ingest::KafkaIngest>),
+}
+
 /// Everything the write handlers share.
 pub struct IngestState {
+    /// Where `POST /v1/updates` records go.
+    pub sink: RecordSink,
     /// The store (dead-letter listing).
     pub store: Arc<dyn Store>,
     /// Metrics.
@@ -81,7 +93,7 @@ pub fn router(state: Arc<IngestState>, guards: &Guards) -> Router {
     ingest.merge(admin).with_state(state)
 }
 
-fn error(status: StatusCode, code: &str, message: impl std::fmt::Display) -> Response {
+pub(crate) fn error(status: StatusCode, code: &str, message: impl std::fmt::Display) -> Response {
     (
         status,
         Json(json!({"error": message.to_string(), "code": code})),
@@ -89,7 +101,7 @@ fn error(status: StatusCode, code: &str, message: impl std::fmt::Display) -> Res
         .into_response()
 }
 
-fn too_busy(why: &str) -> Response {
+pub(crate) fn too_busy(why: &str) -> Response {
     let mut r = error(StatusCode::TOO_MANY_REQUESTS, "backpressure", why);
     r.headers_mut().insert(
         header::RETRY_AFTER,
@@ -178,6 +190,9 @@ async fn ingest(s: &Arc<IngestState>, headers: &HeaderMap, body: Body) -> Respon
         Ok(f) => f,
         Err(e) => return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "content_type", e),
     };
+    if let RecordSink::Kafka(kafka) = &s.sink {
+        return kafka.ingest(s, bytes, fmt).await;
+    }
     let metrics = s.metrics.clone();
     let parsed = tokio::task::spawn_blocking(move || parse_body(&bytes, fmt, &metrics)).await;
     let items = match parsed {
@@ -237,34 +252,30 @@ fn parse_body(
     fmt: crate::ingest::body::Format,
     metrics: &Metrics,
 ) -> Result<Vec<Item>, BodyError> {
+    Ok(parse_records(bytes, fmt, metrics)?
+        .into_iter()
+        .map(|(_, item)| item)
+        .collect())
+}
+
+/// [`parse_body`], each item with the byte range of its raw record in `bytes` (Kafka mode
+/// produces the raw record as validated).
+pub(crate) fn parse_records(
+    bytes: &[u8],
+    fmt: crate::ingest::body::Format,
+    metrics: &Metrics,
+) -> Result<Vec<(std::ops::Range<usize>, Item)>, BodyError> {
     let received_at_ms = now_ms();
     let mut newest: HashMap<&'static str, i64> = HashMap::new();
-    let items: Vec<Item> = split(bytes, fmt)?
+    let base = bytes.as_ptr() as usize;
+    let items: Vec<(std::ops::Range<usize>, Item)> = split(bytes, fmt)?
         .into_iter()
-        .map(|raw| match parse_record(raw, Mode::Stream) {
-            Ok(p) => {
-                let t = newest
-                    .entry(p.update.key.class.as_str())
-                    .or_insert(i64::MIN);
-                *t = (*t).max(p.update.version.event_time_ms);
-                if p.unknown_fields > 0 {
-                    metrics
-                        .ingest_unknown_fields
-                        .get_or_create(&ClassLabel {
-                            class: p.update.key.class.as_str(),
-                        })
-                        .inc_by(u64::from(p.unknown_fields));
-                }
-                Item::Update(p.update)
-            }
-            Err(e) => Item::Rejected(DeadLetter {
-                received_at_ms,
-                source: DeadLetterSource::Stream,
-                class: e.class,
-                field: e.field,
-                reason: e.message,
-                raw: lossy(raw),
-            }),
+        .map(|raw| {
+            let start = raw.as_ptr() as usize - base;
+            (
+                start..start + raw.len(),
+                parse_one(raw, received_at_ms, &mut newest, metrics),
+            )
         })
         .collect();
     // Received before admission, so events refused with 429 count as waiting too.
@@ -278,7 +289,40 @@ fn parse_body(
     Ok(items)
 }
 
-fn counts(outcomes: &[Outcome]) -> Value {
+fn parse_one(
+    raw: &[u8],
+    received_at_ms: i64,
+    newest: &mut HashMap<&'static str, i64>,
+    metrics: &Metrics,
+) -> Item {
+    match parse_record(raw, Mode::Stream) {
+        Ok(p) => {
+            let t = newest
+                .entry(p.update.key.class.as_str())
+                .or_insert(i64::MIN);
+            *t = (*t).max(p.update.version.event_time_ms);
+            if p.unknown_fields > 0 {
+                metrics
+                    .ingest_unknown_fields
+                    .get_or_create(&ClassLabel {
+                        class: p.update.key.class.as_str(),
+                    })
+                    .inc_by(u64::from(p.unknown_fields));
+            }
+            Item::Update(p.update)
+        }
+        Err(e) => Item::Rejected(DeadLetter {
+            received_at_ms,
+            source: DeadLetterSource::Stream,
+            class: e.class,
+            field: e.field,
+            reason: e.message,
+            raw: lossy(raw),
+        }),
+    }
+}
+
+pub(crate) fn counts(outcomes: &[Outcome]) -> Value {
     let mut body = json!({});
     for o in [
         Outcome::Accepted,

@@ -53,6 +53,9 @@ pub struct Writer {
     failed: Arc<AtomicBool>,
     config: WriterConfig,
     hot: HotEntities,
+    /// Bumped by the Kafka source on every rebalance: the hot states may then be stale (another
+    /// worker may have written the keys of a partition that came back), so they are dropped.
+    ownership: Option<(Arc<std::sync::atomic::AtomicU64>, u64)>,
 }
 
 /// The stored state of recently written keys, so hot keys skip the store read and decode.
@@ -72,6 +75,11 @@ impl HotEntities {
             old: FxHashMap::default(),
             generation: max_entries / 2,
         }
+    }
+
+    fn clear(&mut self) {
+        self.young.clear();
+        self.old.clear();
     }
 
     fn take(&mut self, key: &EntityKey) -> Option<Entity> {
@@ -103,6 +111,7 @@ impl Writer {
         Ok(Self {
             dedup: DedupWindow::restore(entries, next, config.dedup_window),
             hot: HotEntities::new(config.hot_entities),
+            ownership: None,
             store,
             feed,
             metrics,
@@ -110,6 +119,15 @@ impl Writer {
             failed,
             config,
         })
+    }
+
+    /// Drops the hot states whenever `epoch` changed since the last batch (see
+    /// `stream::consumer::KafkaSource::ownership_epoch`): with a store shared by several
+    /// writers, a key's state is only known while its partition stays assigned here.
+    pub fn with_ownership_epoch(mut self, epoch: Arc<std::sync::atomic::AtomicU64>) -> Self {
+        let seen = epoch.load(Ordering::Acquire);
+        self.ownership = Some((epoch, seen));
+        self
     }
 
     /// Runs until the source closes, then returns after the last batch is durable.
@@ -156,6 +174,13 @@ impl Writer {
 
     /// Commits one batch and acknowledges its jobs.
     fn process(&mut self, jobs: Vec<Job>) {
+        if let Some((epoch, seen)) = &mut self.ownership {
+            let now = epoch.load(Ordering::Acquire);
+            if now != *seen {
+                *seen = now;
+                self.hot.clear();
+            }
+        }
         let paused = self.paused.load(Ordering::Relaxed);
         let mut set = WriteSet {
             durable: true,
@@ -546,6 +571,66 @@ mod tests {
         close.send(true).unwrap();
         drop(tx);
         thread.join().unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Another worker writes a key while its partition is away; when the ownership epoch moved,
+    /// this writer re-reads the key instead of merging into its stale hot state.
+    #[test]
+    fn a_new_ownership_epoch_drops_the_hot_states() {
+        let dir = std::env::temp_dir().join(format!("tailwarden-writer-{}", fastrand::u64(..)));
+        let store = Arc::new(EmbeddedStore::open(&dir, 1 << 20).unwrap());
+        let epoch = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let config = WriterConfig {
+            max_records: 100,
+            linger: Duration::ZERO,
+            partitions: 4,
+            dead_letter_max: 10,
+            dead_letter_retention: Duration::from_secs(60),
+            dedup_window: 100,
+            hot_entities: 100,
+        };
+        let new_writer = || {
+            Writer::new(
+                store.clone(),
+                Arc::new(InProcessFeed::default()),
+                Arc::new(Metrics::new()),
+                Arc::new(AtomicBool::new(false)),
+                Arc::new(AtomicBool::new(false)),
+                config.clone(),
+            )
+            .unwrap()
+        };
+        let mut here = new_writer().with_ownership_epoch(epoch.clone());
+        let mut other = new_writer();
+        let run = |w: &mut Writer, item| {
+            let (job, rx) = Job::new(vec![item]);
+            w.process(vec![job]);
+            rx.blocking_recv().unwrap().unwrap()
+        };
+        let with_field = |id: &str, t: i64, field: &str| match update(id, t) {
+            Item::Update(mut u) => {
+                u.payload = [(field.to_string(), serde_json::json!(t))].into();
+                Item::Update(u)
+            }
+            Item::Rejected(_) => unreachable!(),
+        };
+        run(&mut here, with_field("a", 1, "quantity"));
+        // The partition moves away and back; meanwhile the other worker sets another field.
+        run(&mut other, with_field("b", 2, "reserved"));
+        epoch.fetch_add(2, Ordering::AcqRel);
+        run(&mut here, with_field("c", 3, "quantity"));
+        let key = match update("x", 0) {
+            Item::Update(u) => u.key,
+            Item::Rejected(_) => unreachable!(),
+        };
+        let state = store.get(Layer::Stream, &key).unwrap().unwrap();
+        assert_eq!(state.get("quantity"), Some(&serde_json::json!(3)));
+        assert_eq!(
+            state.get("reserved"),
+            Some(&serde_json::json!(2)),
+            "the other worker's write was lost to a stale hot state"
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 }

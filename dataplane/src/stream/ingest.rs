@@ -1,0 +1,159 @@
+//! The write API in Kafka mode. Records are validated at the boundary exactly as in HTTP mode;
+//! valid ones are produced, as received, to their class's topic keyed by their partition id
+//! (`product_id`, `category_id`, ...), so one key's records stay in one partition and in order;
+//! rejected ones are produced to the dead-letter topic with their reason. The response is sent
+//! only once Kafka acknowledged every record (`acks=all`): a 200 means nothing can be lost, and
+//! the consumer group makes it visible within the ingest lag.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use crate::ingest::body::{BodyError, Format};
+use crate::ingest::http::{IngestState, MAX_LISTED_ERRORS, counts, error, parse_records, too_busy};
+use crate::ingest::{Item, Outcome};
+use crate::stream::producer::{Producer, Record};
+use crate::stream::{StreamError, Topics};
+
+/// The Kafka sink of the write API.
+pub struct KafkaIngest {
+    producer: Producer,
+    topics: Topics,
+}
+
+impl KafkaIngest {
+    /// Produces with `producer` to `topics`.
+    pub fn new(producer: Producer, topics: Topics) -> Self {
+        Self { producer, topics }
+    }
+
+    /// The topics records go to.
+    pub fn topics(&self) -> &Topics {
+        &self.topics
+    }
+
+    /// Produces parsed records (`items` with their byte ranges in `bytes`) in order and returns
+    /// once Kafka acknowledged all of them: `Accepted` for a produced update, `Rejected` for a
+    /// dead letter produced to the dead-letter topic.
+    pub async fn produce(
+        &self,
+        bytes: &[u8],
+        items: &[(Range<usize>, Item)],
+    ) -> Result<Vec<Outcome>, StreamError> {
+        let dead: Vec<Option<Vec<u8>>> = items
+            .iter()
+            .map(|(_, item)| match item {
+                Item::Rejected(dl) => Some(serde_json::to_vec(dl).expect("a dead letter encodes")),
+                Item::Update(_) => None,
+            })
+            .collect();
+        let records: Vec<Record<'_>> = items
+            .iter()
+            .zip(&dead)
+            .map(|((range, item), dl)| match (item, dl) {
+                (Item::Update(u), _) => Record {
+                    topic: self.topics.for_class(u.key.class),
+                    key: Some(u.key.id.as_bytes()),
+                    payload: &bytes[range.clone()],
+                },
+                (Item::Rejected(d), Some(value)) => Record {
+                    topic: &self.topics.dead_letters,
+                    key: d.class.map(|c| c.as_str().as_bytes()),
+                    payload: value,
+                },
+                (Item::Rejected(_), None) => unreachable!("every rejected item was encoded"),
+            })
+            .collect();
+        self.producer.send_all(&records).await?;
+        Ok(items
+            .iter()
+            .map(|(_, item)| match item {
+                Item::Update(_) => Outcome::Accepted,
+                Item::Rejected(_) => Outcome::Rejected,
+            })
+            .collect())
+    }
+
+    /// Validates and produces an NDJSON body exactly as `POST /v1/updates` does, without HTTP
+    /// (the benchmark and tools).
+    pub async fn produce_ndjson(&self, body: &[u8]) -> Result<Vec<Outcome>, StreamError> {
+        let items = parse_records(body, Format::Ndjson, self.producer.metrics())
+            .map_err(|e| StreamError::Other(e.to_string()))?;
+        self.produce(body, &items).await
+    }
+
+    /// `POST /v1/updates` in Kafka mode, after the request slot and the body limit. The response
+    /// has the shape of HTTP mode's; `accepted` counts records Kafka acknowledged (their
+    /// dedup/stale outcome is decided later by the writer), and `"durable": "kafka"` says so.
+    pub(crate) async fn ingest(&self, s: &IngestState, bytes: Bytes, fmt: Format) -> Response {
+        let metrics = s.metrics.clone();
+        let body = bytes.clone();
+        let parsed = tokio::task::spawn_blocking(move || parse_records(&body, fmt, &metrics)).await;
+        let items = match parsed {
+            Ok(Ok(items)) => items,
+            Ok(Err(e @ BodyError::Empty)) => {
+                return error(StatusCode::BAD_REQUEST, "empty_batch", e);
+            }
+            Ok(Err(e)) => return error(StatusCode::BAD_REQUEST, "malformed_body", e),
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e),
+        };
+        if items.len() > s.queue_capacity {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "batch_too_large",
+                format!(
+                    "batch of {} records exceeds ingest.queueCapacity ({}); split it",
+                    items.len(),
+                    s.queue_capacity
+                ),
+            );
+        }
+        let Some(_permit) = s.admission.records(items.len()) else {
+            s.admission.refuse(Some(items.len()));
+            return too_busy("ingest queue is full");
+        };
+        let errors: Vec<Value> = items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (_, item))| match item {
+                Item::Rejected(dl) => {
+                    Some(json!({"index": i, "field": dl.field, "error": dl.reason}))
+                }
+                Item::Update(_) => None,
+            })
+            .take(MAX_LISTED_ERRORS)
+            .collect();
+        let outcomes = match self.produce(&bytes, &items).await {
+            Ok(o) => o,
+            Err(e) => {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "produce_failed",
+                    format!("not every record of this batch was acknowledged by Kafka: {e}"),
+                );
+            }
+        };
+        let mut body = counts(&outcomes);
+        body["errors"] = Value::Array(errors);
+        body["durable"] = "kafka".into();
+        let status = if outcomes.iter().all(|o| *o == Outcome::Rejected) {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::OK
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+/// Builds the sink (the lead's wiring: `RecordSink::Kafka(KafkaIngest::shared(...))`).
+impl KafkaIngest {
+    /// [`KafkaIngest::new`] behind an `Arc`.
+    pub fn shared(producer: Producer, topics: Topics) -> Arc<Self> {
+        Arc::new(Self::new(producer, topics))
+    }
+}
