@@ -2,6 +2,10 @@
 //! ScyllaDB) later. The write path hands the store whole batches so that one batch is one
 //! atomic, durable write (group commit); the read path asks for single-partition lookups only.
 
+pub mod cassandra;
+mod cql_cells;
+mod cql_schema;
+mod cql_statements;
 pub mod embedded;
 
 use serde::{Deserialize, Serialize};
@@ -117,6 +121,18 @@ pub enum StoreError {
         /// What.
         why: String,
     },
+    /// The backend is unreachable or timed out. Nothing is lost: callers back off and retry the
+    /// same write, never drop it.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The store's configuration is unusable (a setting, or credentials the backend refuses).
+    #[error("store configuration: {key}: {why}")]
+    Config {
+        /// The configuration key at fault, e.g. `storage.cassandra.consistency`.
+        key: String,
+        /// What is wrong with it.
+        why: String,
+    },
 }
 
 /// Dedup-window entries as stored: (entry id, event-id hashes).
@@ -166,6 +182,13 @@ pub trait Store: Send + Sync + 'static {
     fn active_snapshot(&self) -> Result<Option<u64>, StoreError>;
     /// Deletes a snapshot's baseline and metadata.
     fn discard_snapshot(&self, version: u64) -> Result<(), StoreError>;
+
+    /// True when the store itself keeps the newest version of every field (last-writer-wins per
+    /// field), so that writers may blind-write an update's fields without reading and merging
+    /// first; several ingest workers can then share one store.
+    fn resolves_field_conflicts(&self) -> bool {
+        false
+    }
 
     /// Moves whatever only the journal holds into the store's tables, waiting at most
     /// `deadline`, so that the next start has nothing to replay. Called at clean shutdown; it
