@@ -17,6 +17,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -27,6 +28,7 @@ use scylla::client::session_builder::SessionBuilder;
 use scylla::errors::{
     DbError, ExecutionError, NewSessionError, PagerExecutionError, RequestAttemptError,
 };
+use scylla::policies::timestamp_generator::MonotonicTimestampGenerator;
 use scylla::statement::Consistency;
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::Counter;
@@ -301,9 +303,13 @@ impl CassandraStore {
                 format!("{:?} is not a valid keyspace name", settings.keyspace),
             ));
         }
+        // Writes without an explicit timestamp (pointer, metadata, queues) get monotonic client
+        // timestamps: a rollback right after an activation is ordered after it whichever
+        // coordinator serves each write.
         let mut builder = SessionBuilder::new()
             .known_nodes(&settings.contact_points)
-            .connection_timeout(settings.request_timeout);
+            .connection_timeout(settings.request_timeout)
+            .timestamp_generator(Arc::new(MonotonicTimestampGenerator::new()));
         if let Some((user, password)) = &settings.credentials {
             builder = builder.user(user, password);
         }
