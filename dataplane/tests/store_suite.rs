@@ -583,6 +583,26 @@ fn wrong_password_is_refused(h: &Harness) {
     }
 }
 
+/// The trait is synchronous: the store must also work when called on a runtime worker thread
+/// (it bridges with `block_in_place`), not only from plain threads.
+fn usable_from_runtime_workers(h: &Harness) {
+    let Some(rt) = &h.runtime else {
+        return;
+    };
+    let store = h.store.clone();
+    let k = sample_key(Class::Product, "RT1");
+    let e = entity(&[("name", serde_json::json!("x"), version(1, 0, 0))]);
+    let (k2, e2) = (k.clone(), e.clone());
+    let got = rt
+        .block_on(rt.spawn(async move {
+            commit_entities(&*store, vec![(Layer::Stream, k2.clone(), e2)]);
+            store.get(Layer::Stream, &k2)
+        }))
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, Some(e));
+}
+
 // ---------------------------------------------------------------------------------------------
 
 macro_rules! suite {
@@ -613,8 +633,29 @@ suite!(
         dead_letters_list_and_remove,
         deferred_updates,
         dedup_window;
-    shared: workers_blind_writing_concurrently_converge, wrong_password_is_refused
+    shared: workers_blind_writing_concurrently_converge,
+        wrong_password_is_refused,
+        usable_from_runtime_workers
 );
+
+/// An unreachable node is `Unavailable` (back off and retry), not a configuration error.
+#[test]
+fn an_unreachable_node_is_unavailable() {
+    let storage = Storage::Cassandra {
+        // Port 1 on loopback: nothing listens, the connection is refused at once.
+        contact_points: vec!["127.0.0.1:1".into()],
+        keyspace: "tw_unreachable".into(),
+        consistency: "ONE".into(),
+        credentials_dir: None,
+    };
+    let settings = CassandraSettings::from_storage(&storage).unwrap().unwrap();
+    let result = runtime().block_on(CassandraStore::connect(&settings));
+    match result {
+        Err(StoreError::Unavailable(why)) => assert!(!why.is_empty()),
+        Err(e) => panic!("expected Unavailable, got {e}"),
+        Ok(_) => panic!("nothing listens on 127.0.0.1:1"),
+    }
+}
 
 #[test]
 fn an_unknown_consistency_level_names_the_field() {

@@ -1,6 +1,7 @@
-//! Storage behind a trait: the embedded fjall store today, a wide-column store (Cassandra or
-//! ScyllaDB) later. The write path hands the store whole batches so that one batch is one
-//! atomic, durable write (group commit); the read path asks for single-partition lookups only.
+//! Storage behind a trait: the embedded fjall store, or a wide-column store (Cassandra or
+//! ScyllaDB, `cassandra`) shared by several workers. The write path hands the store whole
+//! batches so that one batch is one durable write (group commit; atomic in the embedded store,
+//! ordered and retry-safe in Cassandra); the read path asks for single-partition lookups only.
 
 pub mod cassandra;
 mod cql_cells;
@@ -152,7 +153,8 @@ pub trait Store: Send + Sync + 'static {
         depth: usize,
     ) -> Result<Vec<(EntityKey, Entity)>, StoreError>;
     /// Commits a write set atomically; with `durable`, it is on disk when this returns.
-    /// Returns the number of physical key writes.
+    /// Returns the number of physical key writes. (Cassandra cannot commit many partitions
+    /// atomically; its commit is ordered so that retrying a failed one is safe, see `cassandra`.)
     fn commit(&self, set: &WriteSet) -> Result<u64, StoreError>;
 
     /// The dedup window: entries newest first, up to `max_hashes` hashes in total, and the next
