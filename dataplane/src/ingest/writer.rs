@@ -360,10 +360,14 @@ impl Writer {
 
     /// Acknowledges nothing as durable: every job gets the error. A failed commit may have left
     /// the engine poisoned (fjall refuses writes after a failed fsync), so the failure is also
-    /// raised to liveness: a restart recovers from the journal.
+    /// raised to liveness: a restart recovers from the journal. An unavailable backend (a
+    /// remote store unreachable or timing out) is not raised: a restart would not bring it
+    /// back, and the senders retry.
     fn fail(&self, jobs: Vec<Job>, e: &StoreError) {
         tracing::error!(error = %e, jobs = jobs.len(), "commit failed; batch not acknowledged");
-        self.failed.store(true, Ordering::Relaxed);
+        if !matches!(e, StoreError::Unavailable(_)) {
+            self.failed.store(true, Ordering::Relaxed);
+        }
         for job in jobs {
             (job.ack)(Err(e.to_string()));
         }
@@ -419,6 +423,8 @@ mod tests {
     struct FlakyStore {
         inner: EmbeddedStore,
         broken: AtomicBool,
+        /// Commits fail as `Unavailable` rather than `Engine` while broken.
+        unavailable: AtomicBool,
         blind: bool,
         reads: std::sync::atomic::AtomicU64,
         committed: Mutex<Vec<(EntityKey, Entity)>>,
@@ -429,6 +435,7 @@ mod tests {
             Self {
                 inner: EmbeddedStore::open(dir, 1 << 20).unwrap(),
                 broken: AtomicBool::new(broken),
+                unavailable: AtomicBool::new(false),
                 blind,
                 reads: Default::default(),
                 committed: Mutex::default(),
@@ -455,6 +462,9 @@ mod tests {
         }
         fn commit(&self, set: &WriteSet) -> Result<u64, StoreError> {
             if self.broken.load(Ordering::Relaxed) {
+                if self.unavailable.load(Ordering::Relaxed) {
+                    return Err(StoreError::Unavailable("node timed out".into()));
+                }
                 return Err(StoreError::Engine("disk on fire".into()));
             }
             let mut committed = self.committed.lock();
@@ -563,6 +573,13 @@ mod tests {
             result.blocking_recv().unwrap()
         };
 
+        store.unavailable.store(true, Ordering::Relaxed);
+        assert!(submit(vec![update("e0", 1)]).is_err());
+        assert!(
+            !failed.load(Ordering::Relaxed),
+            "an unavailable backend is retried, not restarted"
+        );
+        store.unavailable.store(false, Ordering::Relaxed);
         assert!(submit(vec![update("e1", 1)]).is_err());
         assert!(
             failed.load(Ordering::Relaxed),
