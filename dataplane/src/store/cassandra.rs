@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt, stream};
 use parking_lot::Mutex;
@@ -49,6 +49,12 @@ const CONCURRENCY: usize = 64;
 const ACTIVE_SNAPSHOT: &str = "active_snapshot";
 const DEAD_LETTERS: &str = "dead_letters";
 const DEFERRED: &str = "deferred";
+/// How long a counter read is reused (plus this store's own changes).
+const COUNT_REFRESH: Duration = Duration::from_secs(1);
+
+fn count_slot(name: &str) -> usize {
+    usize::from(name == DEFERRED)
+}
 
 /// How to reach the cluster; built from `storage.cassandra` by [`CassandraSettings::from_storage`].
 #[derive(Clone)]
@@ -206,8 +212,9 @@ pub struct CassandraStore {
     /// The write timestamp of each baseline version, fixed at its first write in this process:
     /// later than any earlier discard's tombstones of the same version number.
     baseline_timestamps: Mutex<BTreeMap<u64, i64>>,
-    /// Last counter values read, returned when a read fails.
-    counts: [AtomicU64; 2],
+    /// Dead-letter and deferred counts as last read, plus this store's changes since, and when
+    /// they were read: the writer asks after every batch, the cluster is asked once a second.
+    counts: [Mutex<(i64, Option<Instant>)>; 2],
 }
 
 /// Maps a driver error: unreachable and timed out are [`StoreError::Unavailable`] (retry
@@ -332,7 +339,7 @@ impl CassandraStore {
             instance: fastrand::i64(..),
             ids: IdSource::new(),
             baseline_timestamps: Mutex::new(BTreeMap::new()),
-            counts: [AtomicU64::new(0), AtomicU64::new(0)],
+            counts: Default::default(),
         })
     }
 
@@ -404,34 +411,38 @@ impl CassandraStore {
         if delta != 0 {
             self.exec(&self.st.count_add, (Counter(delta), name))
                 .await?;
+            self.counts[count_slot(name)].lock().0 += delta;
         }
         Ok(())
     }
 
-    fn count(&self, name: &'static str, slot: usize) -> u64 {
+    fn count(&self, name: &'static str) -> u64 {
+        let slot = &self.counts[count_slot(name)];
+        {
+            let (n, read_at) = *slot.lock();
+            if read_at.is_some_and(|t| t.elapsed() < COUNT_REFRESH) {
+                return n.max(0) as u64;
+            }
+        }
         let read = self.block(async {
             let rows = self
                 .exec(&self.st.count_get, (name,))
                 .await?
                 .into_rows_result()
                 .map_err(rows_error)?;
-            let n = rows
-                .maybe_first_row::<(Option<Counter>,)>()
-                .map_err(rows_error)?
-                .and_then(|(c,)| c)
-                .map_or(0, |c| c.0);
-            Ok::<_, StoreError>(n.max(0) as u64)
+            Ok::<_, StoreError>(
+                rows.maybe_first_row::<(Option<Counter>,)>()
+                    .map_err(rows_error)?
+                    .and_then(|(c,)| c)
+                    .map_or(0, |c| c.0),
+            )
         });
+        let mut slot = slot.lock();
         match read {
-            Ok(n) => {
-                self.counts[slot].store(n, Ordering::Relaxed);
-                n
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, counter = name, "reading a counter failed");
-                self.counts[slot].load(Ordering::Relaxed)
-            }
+            Ok(n) => *slot = (n, Some(Instant::now())),
+            Err(e) => tracing::warn!(error = %e, counter = name, "reading a counter failed"),
         }
+        slot.0.max(0) as u64
     }
 
     async fn run_all(writes: Vec<Write<'_>>) -> Result<(), StoreError> {
@@ -683,10 +694,11 @@ impl Store for CassandraStore {
         })
     }
 
-    /// Approximate: a Cassandra counter, shared by all workers; a retried or failed commit, or
-    /// the removal of an id already gone, can leave it off by those records.
+    /// Approximate: a Cassandra counter, shared by all workers, read at most once a second (this
+    /// store's own changes show at once); a retried or failed commit, or the removal of an id
+    /// already gone, can leave it off by those records.
     fn dead_letter_count(&self) -> u64 {
-        self.count(DEAD_LETTERS, 0)
+        self.count(DEAD_LETTERS)
     }
 
     fn remove_snapshot_dead_letters(&self, version: u64) -> Result<u64, StoreError> {
@@ -736,7 +748,7 @@ impl Store for CassandraStore {
 
     /// Approximate, like [`Store::dead_letter_count`].
     fn deferred_count(&self) -> u64 {
-        self.count(DEFERRED, 1)
+        self.count(DEFERRED)
     }
 
     fn snapshots(&self) -> Result<Vec<SnapshotMeta>, StoreError> {
