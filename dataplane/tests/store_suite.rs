@@ -583,6 +583,73 @@ fn wrong_password_is_refused(h: &Harness) {
     }
 }
 
+/// Runs a real writer over `store` on its own thread and feeds it `updates` in jobs of 25.
+/// Returns how many outcomes were not `accepted`.
+fn run_writer(store: Arc<dyn Store>, updates: Vec<Update>) -> usize {
+    use std::sync::atomic::AtomicBool;
+    use tailwarden_dataplane::ingest::writer::{Writer, WriterConfig};
+    use tailwarden_dataplane::ingest::{ChannelSource, Item, Job, Outcome};
+
+    let writer = Writer::new(
+        store,
+        Arc::new(tailwarden_dataplane::feed::InProcessFeed::default()),
+        Arc::new(tailwarden_dataplane::metrics::Metrics::new()),
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+        WriterConfig {
+            max_records: 100,
+            linger: std::time::Duration::ZERO,
+            partitions: 4,
+            dead_letter_max: 1000,
+            dead_letter_retention: std::time::Duration::from_secs(3600),
+            dedup_window: 10_000,
+            hot_entities: 1000,
+        },
+    )
+    .unwrap();
+    let (tx, rx) = std::sync::mpsc::sync_channel(4);
+    let (close, closing) = tokio::sync::watch::channel(false);
+    let thread = std::thread::spawn(move || writer.run(ChannelSource { jobs: rx, closing }));
+    let mut not_accepted = 0;
+    for chunk in updates.chunks(25) {
+        let (job, result) = Job::new(chunk.iter().cloned().map(Item::Update).collect());
+        tx.send(job).unwrap();
+        let outcomes = result.blocking_recv().unwrap().unwrap();
+        not_accepted += outcomes.iter().filter(|o| **o != Outcome::Accepted).count();
+    }
+    close.send(true).unwrap();
+    drop(tx);
+    thread.join().unwrap();
+    not_accepted
+}
+
+/// Two workers, each a real writer on its own connection, blind-writing overlapping shuffled
+/// parts of the same updates (with duplicates) at the same time: the store ends in the state
+/// of an in-memory merge of all of them.
+fn writers_of_two_workers_converge(h: &Harness) {
+    let (second, _rt) = h
+        .second_worker()
+        .expect("only shared backends have workers");
+    let updates = updates("writers", 500, 13);
+    let want = expected(&updates);
+    let mut a: Vec<Update> = updates.iter().take(350).cloned().collect();
+    let mut b: Vec<Update> = updates.iter().skip(150).cloned().collect();
+    a.extend(updates.iter().step_by(5).cloned());
+    fastrand::Rng::with_seed(3).shuffle(&mut a);
+    fastrand::Rng::with_seed(4).shuffle(&mut b);
+    let first = h.store.clone();
+    let (skipped_a, skipped_b) = std::thread::scope(|s| {
+        let ta = s.spawn(|| run_writer(first, a));
+        let tb = s.spawn(|| run_writer(second.clone(), b));
+        (ta.join().unwrap(), tb.join().unwrap())
+    });
+    // Worker a got 70 updates twice (every fifth of the first 350): the second copy is
+    // deduplicated by its window (or stale in its batch), never applied twice.
+    assert!(skipped_a >= 70, "worker a skipped {skipped_a}");
+    assert!(skipped_b < 350, "worker b skipped {skipped_b} of 350");
+    assert_state(&*h.store, &want);
+}
+
 /// The trait is synchronous: the store must also work when called on a runtime worker thread
 /// (it bridges with `block_in_place`), not only from plain threads.
 fn usable_from_runtime_workers(h: &Harness) {
@@ -635,7 +702,8 @@ suite!(
         dedup_window;
     shared: workers_blind_writing_concurrently_converge,
         wrong_password_is_refused,
-        usable_from_runtime_workers
+        usable_from_runtime_workers,
+        writers_of_two_workers_converge
 );
 
 /// An unreachable node is `Unavailable` (back off and retry), not a configuration error.
