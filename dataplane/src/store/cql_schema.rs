@@ -15,6 +15,13 @@ use crate::model::Class;
 /// Buckets of `baseline_partitions` per version, so that no index partition grows unbounded.
 pub(crate) const INDEX_BUCKETS: u32 = 16;
 
+/// Options of the one-partition queues (dedup window, dead letters, deferred updates), whose
+/// rows are deleted from the old end and read from there: tombstones are purged after an hour
+/// rather than ten days, so reads do not wade through (or fail on) weeks of them. A replica that
+/// missed a delete for longer may resurrect the row: a listed dead letter again, a deferred
+/// update applied twice or an event id remembered again, all harmless under last-writer-wins.
+const QUEUE_OPTIONS: &str = "gc_grace_seconds = 3600";
+
 /// The table of a class.
 pub(crate) fn table(class: Class) -> &'static str {
     class.as_str()
@@ -76,15 +83,15 @@ pub(crate) fn create_tables(ks: &str) -> Vec<String> {
         format!(
             "CREATE TABLE IF NOT EXISTS {ks}.dedup (p int, id bigint, instance bigint, \
              hashes blob, PRIMARY KEY (p, id, instance)) \
-             WITH CLUSTERING ORDER BY (id DESC, instance ASC)"
+             WITH CLUSTERING ORDER BY (id DESC, instance ASC) AND {QUEUE_OPTIONS}"
         ),
         format!(
             "CREATE TABLE IF NOT EXISTS {ks}.dead_letters (p int, id bigint, \
-             snapshot_version bigint, value blob, PRIMARY KEY (p, id))"
+             snapshot_version bigint, value blob, PRIMARY KEY (p, id)) WITH {QUEUE_OPTIONS}"
         ),
         format!(
             "CREATE TABLE IF NOT EXISTS {ks}.deferred (p int, id bigint, value blob, \
-             PRIMARY KEY (p, id))"
+             PRIMARY KEY (p, id)) WITH {QUEUE_OPTIONS}"
         ),
         format!("CREATE TABLE IF NOT EXISTS {ks}.counts (name text PRIMARY KEY, n counter)"),
         format!(
