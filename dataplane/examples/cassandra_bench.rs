@@ -135,5 +135,19 @@ fn main() -> anyhow::Result<()> {
         hist.value_at_quantile(0.99) as f64 / 1000.0,
         hist.max() as f64 / 1000.0
     );
-    Ok(())
+
+    // Leave the node as found: every table costs it heap.
+    drop(store);
+    rt.block_on(async {
+        let mut builder = scylla::client::session_builder::SessionBuilder::new()
+            .known_nodes(&settings.contact_points);
+        if let Some((user, password)) = &settings.credentials {
+            builder = builder.user(user, password);
+        }
+        let session = builder.build().await?;
+        session
+            .query_unpaged(format!("DROP KEYSPACE IF EXISTS {}", settings.keyspace), ())
+            .await?;
+        anyhow::Ok(())
+    })
 }

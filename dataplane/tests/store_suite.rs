@@ -40,9 +40,29 @@ enum Backend {
 }
 
 impl Drop for Harness {
+    /// Removes what the test made. A test keyspace is dropped: every table costs the node heap,
+    /// and a 512 MiB node (tests/services) ran out of it after ~60 leftover keyspaces.
     fn drop(&mut self) {
         if let Some(dir) = &self.dir {
             let _ = std::fs::remove_dir_all(dir);
+        }
+        if let (Backend::Cassandra(ks), Some(rt)) = (&self.backend, &self.runtime) {
+            let (node, credentials) = cassandra_env();
+            let dropped = rt.block_on(async {
+                let mut builder =
+                    scylla::client::session_builder::SessionBuilder::new().known_node(node);
+                if let Some((user, password)) = credentials {
+                    builder = builder.user(user, password);
+                }
+                let session = builder.build().await.map_err(|e| e.to_string())?;
+                session
+                    .query_unpaged(format!("DROP KEYSPACE IF EXISTS {ks}"), ())
+                    .await
+                    .map_err(|e| e.to_string())
+            });
+            if let Err(e) = dropped {
+                eprintln!("dropping test keyspace {ks}: {e}");
+            }
         }
     }
 }
