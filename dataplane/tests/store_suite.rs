@@ -35,8 +35,11 @@ struct Harness {
 #[derive(Clone)]
 enum Backend {
     Embedded,
-    /// The keyspace of this test.
-    Cassandra(String),
+    /// The keyspace, and whether this test made it (and drops it).
+    Cassandra {
+        keyspace: String,
+        owned: bool,
+    },
 }
 
 impl Drop for Harness {
@@ -46,7 +49,14 @@ impl Drop for Harness {
         if let Some(dir) = &self.dir {
             let _ = std::fs::remove_dir_all(dir);
         }
-        if let (Backend::Cassandra(ks), Some(rt)) = (&self.backend, &self.runtime) {
+        if let (
+            Backend::Cassandra {
+                keyspace: ks,
+                owned: true,
+            },
+            Some(rt),
+        ) = (&self.backend, &self.runtime)
+        {
             let (node, credentials) = cassandra_env();
             let dropped = rt.block_on(async {
                 let mut builder =
@@ -137,12 +147,46 @@ fn connect(keyspace: &str) -> (Arc<dyn Store>, tokio::runtime::Runtime) {
     (Arc::new(store), rt)
 }
 
+/// A fresh keyspace of its own: for tests of keyspace-wide state (dedup window, queues,
+/// snapshot pointer).
 fn cassandra() -> Harness {
     let keyspace = format!("tw_test_{}_{}", std::process::id(), fastrand::u32(..));
     let (store, rt) = connect(&keyspace);
     Harness {
         store,
-        backend: Backend::Cassandra(keyspace),
+        backend: Backend::Cassandra {
+            keyspace,
+            owned: true,
+        },
+        dir: None,
+        runtime: Some(rt),
+    }
+}
+
+/// One keyspace for all tests that only touch entities under ids of their own: creating a
+/// keyspace (15 schema changes) is most of a test's time. Left on the node (one per run).
+fn cassandra_shared() -> Harness {
+    static SHARED: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+    let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+    let keyspace = shared
+        .get_or_insert_with(|| {
+            format!(
+                "tw_test_shared_{}_{}",
+                std::process::id(),
+                fastrand::u32(..)
+            )
+        })
+        .clone();
+    // Connected under the lock: concurrent CREATE TABLE of one table can leave the schema
+    // disagreeing.
+    let (store, rt) = connect(&keyspace);
+    drop(shared);
+    Harness {
+        store,
+        backend: Backend::Cassandra {
+            keyspace,
+            owned: false,
+        },
         dir: None,
         runtime: Some(rt),
     }
@@ -153,7 +197,7 @@ impl Harness {
     fn second_worker(&self) -> Option<(Arc<dyn Store>, tokio::runtime::Runtime)> {
         match &self.backend {
             Backend::Embedded => None,
-            Backend::Cassandra(ks) => Some(connect(ks)),
+            Backend::Cassandra { keyspace, .. } => Some(connect(keyspace)),
         }
     }
 }
@@ -583,7 +627,7 @@ fn dedup_window(h: &Harness) {
 }
 
 fn wrong_password_is_refused(h: &Harness) {
-    let Backend::Cassandra(ks) = &h.backend else {
+    let Backend::Cassandra { keyspace: ks, .. } = &h.backend else {
         return;
     };
     let (user, _) = cassandra_env()
@@ -692,35 +736,47 @@ fn usable_from_runtime_workers(h: &Harness) {
 
 // ---------------------------------------------------------------------------------------------
 
+/// `entities`: both backends, Cassandra in the shared keyspace; `keyspace_wide`: both
+/// backends, Cassandra in a keyspace of its own; `cassandra_only`: shared keyspace.
 macro_rules! suite {
-    (all: $($name:ident),* ; shared: $($shared:ident),*) => {
+    (
+        entities: $($entities:ident),* ;
+        keyspace_wide: $($wide:ident),* ;
+        cassandra_only: $($only:ident),*
+    ) => {
         mod embedded {
-            $(#[test] fn $name() { super::$name(&super::embedded()) })*
+            $(#[test] fn $entities() { super::$entities(&super::embedded()) })*
+            $(#[test] fn $wide() { super::$wide(&super::embedded()) })*
         }
         mod cassandra {
             $(
                 #[test]
                 #[ignore = "needs Cassandra: tests/services (tests/run.sh starts it)"]
-                fn $name() { super::$name(&super::cassandra()) }
+                fn $entities() { super::$entities(&super::cassandra_shared()) }
             )*
             $(
                 #[test]
                 #[ignore = "needs Cassandra: tests/services (tests/run.sh starts it)"]
-                fn $shared() { super::$shared(&super::cassandra()) }
+                fn $wide() { super::$wide(&super::cassandra()) }
+            )*
+            $(
+                #[test]
+                #[ignore = "needs Cassandra: tests/services (tests/run.sh starts it)"]
+                fn $only() { super::$only(&super::cassandra_shared()) }
             )*
         }
     };
 }
 
 suite!(
-    all: round_trip_every_class,
+    entities: round_trip_every_class,
         last_writer_wins_under_reordering_and_duplication,
-        prices_at_is_bounded_and_newest_first,
-        baselines_discard_and_active_pointer,
+        prices_at_is_bounded_and_newest_first;
+    keyspace_wide: baselines_discard_and_active_pointer,
         dead_letters_list_and_remove,
         deferred_updates,
         dedup_window;
-    shared: workers_blind_writing_concurrently_converge,
+    cassandra_only: workers_blind_writing_concurrently_converge,
         wrong_password_is_refused,
         usable_from_runtime_workers,
         writers_of_two_workers_converge
