@@ -1,5 +1,6 @@
 //! One behavioural suite for every `Store` backend: each test body takes a [`Harness`] and runs
-//! against the embedded store (a temp dir) and against Cassandra (a fresh keyspace per test).
+//! against the embedded store (a temp dir) and against Cassandra (a fresh keyspace for tests of
+//! keyspace-wide state, one shared keyspace for tests that only touch their own entities).
 //!
 //! The Cassandra variants are ignored by default; `tests/run.sh` starts a node (tests/services),
 //! exports `TAILWARDEN_CASSANDRA` (and `_USER` / `_PASSWORD`) and runs with `--include-ignored`.
