@@ -247,8 +247,11 @@ impl Writer {
         };
         // A failed commit must not leave the hot states ahead of the store: they were taken
         // out for this batch and are put back only now.
-        for (_, key, entity) in set.entities.drain(..) {
-            self.hot.put(key, entity);
+        // Blind writes hold only the batch's fields, not the keys' states: not hot states.
+        if !self.store.resolves_field_conflicts() {
+            for (_, key, entity) in set.entities.drain(..) {
+                self.hot.put(key, entity);
+            }
         }
         for (key, entity) in unchanged {
             self.hot.put(key, entity);
@@ -280,9 +283,13 @@ impl Writer {
         set: &mut WriteSet,
         outcomes: &mut [Vec<Outcome>],
     ) -> Result<(Vec<EntityKey>, Vec<(EntityKey, Entity)>), StoreError> {
+        // A store that resolves field conflicts itself gets the batch's fields blind: no read,
+        // no hot states (they would hold only the fields this worker wrote). Updates beaten
+        // inside the batch are still reported stale; those beaten in the store are not known.
+        let blind = self.store.resolves_field_conflicts();
         let keys: BTreeSet<&EntityKey> = to_apply.iter().map(|&p| &update_at(p).key).collect();
         let mut current: FxHashMap<&EntityKey, Entity> = FxHashMap::default();
-        for key in keys {
+        for key in keys.into_iter().filter(|_| !blind) {
             let entity = match self.hot.take(key) {
                 Some(e) => e,
                 None => self.store.get(Layer::Stream, key)?.unwrap_or_default(),
@@ -303,7 +310,12 @@ impl Writer {
         }
         let mut unchanged = Vec::new();
         for (key, entity) in states {
-            if changed.contains(&key) {
+            if blind {
+                // Only written, never remembered as the key's state.
+                if changed.contains(&key) {
+                    set.entities.push((Layer::Stream, key, entity));
+                }
+            } else if changed.contains(&key) {
                 set.entities.push((Layer::Stream, key, entity));
             } else {
                 unchanged.push((key, entity));
@@ -373,10 +385,14 @@ impl Writer {
 
     /// Acknowledges nothing as durable: every job gets the error. A failed commit may have left
     /// the engine poisoned (fjall refuses writes after a failed fsync), so the failure is also
-    /// raised to liveness: a restart recovers from the journal.
+    /// raised to liveness: a restart recovers from the journal. An unavailable backend (a
+    /// remote store unreachable or timing out) is not raised: a restart would not bring it
+    /// back, and the senders retry.
     fn fail(&self, jobs: Vec<Job>, e: &StoreError) {
         tracing::error!(error = %e, jobs = jobs.len(), "commit failed; batch not acknowledged");
-        self.failed.store(true, Ordering::Relaxed);
+        if !matches!(e, StoreError::Unavailable(_)) {
+            self.failed.store(true, Ordering::Relaxed);
+        }
         for job in jobs {
             (job.ack)(Err(e.to_string()));
         }
@@ -427,14 +443,38 @@ mod tests {
     use parking_lot::Mutex;
 
     /// The embedded store, except that commits fail while `broken` is set.
+    /// Also, with `blind`, claims to resolve field conflicts itself and records what the writer
+    /// reads and commits.
     struct FlakyStore {
         inner: EmbeddedStore,
         broken: AtomicBool,
+        /// Commits fail as `Unavailable` rather than `Engine` while broken.
+        unavailable: AtomicBool,
+        blind: bool,
+        reads: std::sync::atomic::AtomicU64,
+        committed: Mutex<Vec<(EntityKey, Entity)>>,
+    }
+
+    impl FlakyStore {
+        fn open(dir: &std::path::Path, broken: bool, blind: bool) -> Self {
+            Self {
+                inner: EmbeddedStore::open(dir, 1 << 20).unwrap(),
+                broken: AtomicBool::new(broken),
+                unavailable: AtomicBool::new(false),
+                blind,
+                reads: Default::default(),
+                committed: Mutex::default(),
+            }
+        }
     }
 
     impl Store for FlakyStore {
         fn get(&self, layer: Layer, key: &EntityKey) -> Result<Option<Entity>, StoreError> {
+            self.reads.fetch_add(1, Ordering::Relaxed);
             self.inner.get(layer, key)
+        }
+        fn resolves_field_conflicts(&self) -> bool {
+            self.blind
         }
         fn prices_at(
             &self,
@@ -447,7 +487,14 @@ mod tests {
         }
         fn commit(&self, set: &WriteSet) -> Result<u64, StoreError> {
             if self.broken.load(Ordering::Relaxed) {
+                if self.unavailable.load(Ordering::Relaxed) {
+                    return Err(StoreError::Unavailable("node timed out".into()));
+                }
                 return Err(StoreError::Engine("disk on fire".into()));
+            }
+            let mut committed = self.committed.lock();
+            for (_, key, entity) in &set.entities {
+                committed.push((key.clone(), entity.clone()));
             }
             self.inner.commit(set)
         }
@@ -520,10 +567,7 @@ mod tests {
     #[test]
     fn a_failed_commit_acknowledges_nothing_and_publishes_nothing() {
         let dir = std::env::temp_dir().join(format!("tailwarden-writer-{}", fastrand::u64(..)));
-        let store = Arc::new(FlakyStore {
-            inner: EmbeddedStore::open(&dir, 1 << 20).unwrap(),
-            broken: AtomicBool::new(true),
-        });
+        let store = Arc::new(FlakyStore::open(&dir, true, false));
         let feed = Arc::new(InProcessFeed::default());
         let recorder = Arc::new(Recorder::default());
         feed.subscribe(recorder.clone());
@@ -554,6 +598,13 @@ mod tests {
             result.blocking_recv().unwrap()
         };
 
+        store.unavailable.store(true, Ordering::Relaxed);
+        assert!(submit(vec![update("e0", 1)]).is_err());
+        assert!(
+            !failed.load(Ordering::Relaxed),
+            "an unavailable backend is retried, not restarted"
+        );
+        store.unavailable.store(false, Ordering::Relaxed);
         assert!(submit(vec![update("e1", 1)]).is_err());
         assert!(
             failed.load(Ordering::Relaxed),
@@ -631,6 +682,63 @@ mod tests {
             Some(&serde_json::json!(2)),
             "the other worker's write was lost to a stale hot state"
         );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// With a store that resolves field conflicts, the writer reads nothing and writes each
+    /// key's newest fields of the batch only, never a state merged from earlier batches.
+    #[test]
+    fn a_store_resolving_conflicts_gets_blind_writes() {
+        let dir = std::env::temp_dir().join(format!("tailwarden-writer-{}", fastrand::u64(..)));
+        let store = Arc::new(FlakyStore::open(&dir, false, true));
+        let writer = Writer::new(
+            store.clone(),
+            Arc::new(InProcessFeed::default()),
+            Arc::new(Metrics::new()),
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+            WriterConfig {
+                max_records: 100,
+                linger: Duration::ZERO,
+                partitions: 4,
+                dead_letter_max: 10,
+                dead_letter_retention: Duration::from_secs(60),
+                dedup_window: 100,
+                hot_entities: 100,
+            },
+        )
+        .unwrap();
+        let (tx, rx) = std::sync::mpsc::sync_channel(4);
+        let (close, closing) = tokio::sync::watch::channel(false);
+        let thread = std::thread::spawn(move || writer.run(ChannelSource { jobs: rx, closing }));
+        let submit = |items| -> JobResult {
+            let (job, result) = Job::new(items);
+            tx.send(job).unwrap();
+            result.blocking_recv().unwrap()
+        };
+        let quantity = |e: &Entity| e.get("quantity").cloned();
+
+        assert_eq!(
+            submit(vec![update("e1", 5), update("e2", 3), update("e1", 5)]).unwrap(),
+            vec![Outcome::Accepted, Outcome::Stale, Outcome::Deduplicated],
+            "stale within the batch, duplicate by the dedup window"
+        );
+        // Older than what the store holds: only the store can tell, so it is accepted and
+        // written; the store's last-writer-wins keeps the newer value.
+        assert_eq!(
+            submit(vec![update("e3", 1)]).unwrap(),
+            vec![Outcome::Accepted]
+        );
+        assert_eq!(store.reads.load(Ordering::Relaxed), 0, "no read-merge");
+        let committed = store.committed.lock().clone();
+        assert_eq!(committed.len(), 2);
+        assert_eq!(quantity(&committed[0].1), Some(serde_json::json!(5)));
+        assert_eq!(quantity(&committed[1].1), Some(serde_json::json!(1)));
+        assert_eq!(committed[1].1.fields.len(), 1);
+
+        close.send(true).unwrap();
+        drop(tx);
+        thread.join().unwrap();
         let _ = std::fs::remove_dir_all(dir);
     }
 }

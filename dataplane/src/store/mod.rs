@@ -1,7 +1,12 @@
-//! Storage behind a trait: the embedded fjall store today, a wide-column store (Cassandra or
-//! ScyllaDB) later. The write path hands the store whole batches so that one batch is one
-//! atomic, durable write (group commit); the read path asks for single-partition lookups only.
+//! Storage behind a trait: the embedded fjall store, or a wide-column store (Cassandra or
+//! ScyllaDB, `cassandra`) shared by several workers. The write path hands the store whole
+//! batches so that one batch is one durable write (group commit; atomic in the embedded store,
+//! ordered and retry-safe in Cassandra); the read path asks for single-partition lookups only.
 
+pub mod cassandra;
+mod cql_cells;
+mod cql_schema;
+mod cql_statements;
 pub mod embedded;
 
 use serde::{Deserialize, Serialize};
@@ -117,6 +122,18 @@ pub enum StoreError {
         /// What.
         why: String,
     },
+    /// The backend is unreachable or timed out. Nothing is lost: callers back off and retry the
+    /// same write, never drop it.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The store's configuration is unusable (a setting, or credentials the backend refuses).
+    #[error("store configuration: {key}: {why}")]
+    Config {
+        /// The configuration key at fault, e.g. `storage.cassandra.consistency`.
+        key: String,
+        /// What is wrong with it.
+        why: String,
+    },
 }
 
 /// Dedup-window entries as stored: (entry id, event-id hashes).
@@ -136,7 +153,8 @@ pub trait Store: Send + Sync + 'static {
         depth: usize,
     ) -> Result<Vec<(EntityKey, Entity)>, StoreError>;
     /// Commits a write set atomically; with `durable`, it is on disk when this returns.
-    /// Returns the number of physical key writes.
+    /// Returns the number of physical key writes. (Cassandra cannot commit many partitions
+    /// atomically; its commit is ordered so that retrying a failed one is safe, see `cassandra`.)
     fn commit(&self, set: &WriteSet) -> Result<u64, StoreError>;
 
     /// The dedup window: entries newest first, up to `max_hashes` hashes in total, and the next
@@ -166,6 +184,13 @@ pub trait Store: Send + Sync + 'static {
     fn active_snapshot(&self) -> Result<Option<u64>, StoreError>;
     /// Deletes a snapshot's baseline and metadata.
     fn discard_snapshot(&self, version: u64) -> Result<(), StoreError>;
+
+    /// True when the store itself keeps the newest version of every field (last-writer-wins per
+    /// field), so that writers may blind-write an update's fields without reading and merging
+    /// first; several ingest workers can then share one store.
+    fn resolves_field_conflicts(&self) -> bool {
+        false
+    }
 
     /// Moves whatever only the journal holds into the store's tables, waiting at most
     /// `deadline`, so that the next start has nothing to replay. Called at clean shutdown; it
