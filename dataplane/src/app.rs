@@ -13,20 +13,19 @@ use axum::Router;
 use tokio::sync::watch;
 
 use crate::auth::Guards;
+use crate::backends::{self, Backends};
 use crate::cache::{Cache, CacheCounters, Invalidation};
-use crate::config::{Config, ConfigError, Role, Storage, Streams};
-use crate::feed::{ChangeFeed, InProcessFeed};
+use crate::config::{Config, ConfigError, Role, Streams};
+use crate::feed::{ChangeFeed, InProcessFeed, Relay};
 use crate::health::Health;
 use crate::ingest::admission::Admission;
 use crate::ingest::http::{IngestState, RecordSink};
 use crate::ingest::writer::{Writer, WriterConfig};
-use crate::ingest::{ChannelSource, deferral};
+use crate::ingest::{ChannelSource, MergedSource, deferral};
 use crate::metrics::{LayerLabel, Metrics};
 use crate::serve::http::ServeState;
 use crate::serve::reader::Reader;
-use crate::snapshot::{ImportDir, InterruptedLoads, Snapshots};
-use crate::store::Store;
-use crate::store::embedded::EmbeddedStore;
+use crate::snapshot::{ImportDir, Snapshots};
 
 /// Most write requests holding a body in memory at once (memory bound: this × maxBodyBytes).
 const MAX_INGEST_REQUESTS: usize = 32;
@@ -35,6 +34,9 @@ const WRITER_QUEUE_JOBS: usize = 1024;
 /// Longest the shutdown waits for the store's memtable flush: well inside the kubelet's default
 /// 30 s grace period (a flush of the default 32 MiB budget takes well under a second).
 const SHUTDOWN_FLUSH_DEADLINE: Duration = Duration::from_secs(15);
+
+/// Longest the shutdown waits for change events still in the producer's queue.
+const KAFKA_FLUSH_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Settings that are not part of the operator's config contract (flags and environment).
 #[derive(Clone, Debug)]
@@ -95,33 +97,11 @@ pub async fn run(
     tuning: Tuning,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let path = match &config.storage {
-        Storage::Embedded { path } => path.clone(),
-        Storage::Cassandra { .. } => {
-            return Err(ConfigError::Invalid {
-                key: "storage.cassandra".into(),
-                why: "is not available in this build yet; use storage.embedded".into(),
-            }
-            .into());
-        }
-    };
     let max_body_bytes = match &config.streams {
         Streams::Http { max_body_bytes } => *max_body_bytes as usize,
-        Streams::Kafka { .. } => {
-            return Err(ConfigError::Invalid {
-                key: "streams.kafka".into(),
-                why: "is not available in this build yet; use streams.http".into(),
-            }
-            .into());
-        }
+        Streams::Kafka { .. } => crate::stream::MAX_BODY_BYTES,
     };
-    std::fs::create_dir_all(&path)
-        .with_context(|| format!("creating data dir {}", path.display()))?;
     let guards = Guards::load(&config.auth, role)?;
-    let import_dir = match &config.snapshots.import_dir {
-        Some(dir) => Some(resolve_import_dir(dir, &path)?),
-        None => None,
-    };
     let metrics = Arc::new(Metrics::with_read_bounds(
         &config.serve.latency_bounds_seconds,
     ));
@@ -137,21 +117,41 @@ pub async fn run(
         )
         .await?,
     ];
-    let (cache_bytes, flush_bytes) = (tuning.store_cache_bytes, tuning.store_flush_bytes);
-    let store_path = path.clone();
-    let store: Arc<dyn Store> = Arc::new(
-        tokio::task::spawn_blocking(move || {
-            EmbeddedStore::open_with(&store_path, cache_bytes, flush_bytes)
-        })
-        .await?
-        .with_context(|| format!("opening the store at {}", path.display()))?,
-    );
-    let feed: Arc<dyn ChangeFeed> = Arc::new(InProcessFeed::default());
+    let mut shutdown = std::pin::pin!(shutdown);
+    let backends = tokio::select! {
+        opened = backends::open(&config, &tuning, &health) => opened?,
+        () = &mut shutdown => {
+            tracing::info!("stopped while starting");
+            return Ok(());
+        }
+    };
+    let Backends {
+        store,
+        work_dir,
+        interrupted,
+        kafka,
+    } = backends;
+    let import_dir = match &config.snapshots.import_dir {
+        Some(dir) => Some(resolve_import_dir(dir, &work_dir)?),
+        None => None,
+    };
+    let ingests = matches!(role, Role::Ingest | Role::Standalone);
+    let serves = matches!(role, Role::Serve | Role::Standalone);
+    // Ingest publishes its changes to the change topic (its own caches hear them too); a serve
+    // worker hears the topic through a local feed.
+    let kafka_feed = match (&kafka, ingests) {
+        (Some(k), true) => Some(k.change_feed(metrics.clone())?),
+        _ => None,
+    };
+    let feed: Arc<dyn ChangeFeed> = match &kafka_feed {
+        Some(f) => f.clone(),
+        None => Arc::new(InProcessFeed::default()),
+    };
     let snapshots = Arc::new(Snapshots::open(
         store.clone(),
         feed.clone(),
         metrics.clone(),
-        InterruptedLoads::Discard,
+        interrupted,
     )?);
     metrics
         .dead_letters_stored
@@ -160,9 +160,8 @@ pub async fn run(
 
     let (close_writer, writer_closing) = watch::channel(false);
     let mut writer_thread = None;
+    let mut kafka_threads = Vec::new();
     let store_failed = health.store_failed.clone();
-    let ingests = matches!(role, Role::Ingest | Role::Standalone);
-    let serves = matches!(role, Role::Serve | Role::Standalone);
 
     if ingests {
         let open: Vec<&str> = [&guards.ingest, &guards.admin]
@@ -201,14 +200,27 @@ pub async fn run(
                 hot_entities: tuning.writer_cache_entries,
             },
         )?;
-        let source = ChannelSource {
+        let channel = ChannelSource {
             jobs: rx,
             closing: writer_closing.clone(),
+        };
+        let writer_run: Box<dyn FnOnce() + Send> = match &kafka {
+            Some(k) => {
+                let topics = k.source(
+                    writer_closing.clone(),
+                    metrics.clone(),
+                    config.ingest.batch.max_records as usize,
+                )?;
+                let writer = writer.with_ownership_epoch(topics.ownership_epoch());
+                kafka_threads.push(k.spawn_lag_monitor(metrics.clone(), http_stopped.clone())?);
+                Box::new(move || writer.run(MergedSource::new(channel, topics)))
+            }
+            None => Box::new(move || writer.run(channel)),
         };
         writer_thread = Some(
             std::thread::Builder::new()
                 .name("writer".into())
-                .spawn(move || writer.run(source))?,
+                .spawn(writer_run)?,
         );
         metrics
             .ingest_queue_capacity
@@ -217,7 +229,10 @@ pub async fn run(
             .ingest_retry_after
             .set(i64::from(crate::ingest::http::RETRY_AFTER_SECONDS));
         let state = Arc::new(IngestState {
-            sink: RecordSink::Writer,
+            sink: match &kafka {
+                Some(k) => k.sink(metrics.clone())?,
+                None => RecordSink::Writer,
+            },
             store: store.clone(),
             metrics: metrics.clone(),
             admission: Admission::new(
@@ -231,7 +246,7 @@ pub async fn run(
             queue_capacity: config.ingest.queue_capacity,
             paused,
             snapshots: snapshots.clone(),
-            spool_dir: path.clone(),
+            spool_dir: work_dir.clone(),
             import_dir,
         });
         tokio::spawn(deferral::drain(state.clone(), writer_closing.clone()));
@@ -242,6 +257,14 @@ pub async fn run(
     if serves {
         let invalidation = Arc::new(Invalidation::new(metrics.cache_invalidations.clone()));
         feed.subscribe(invalidation.clone());
+        if let (Some(k), None) = (&kafka, &kafka_feed) {
+            // A serve worker hears the change topic: the snapshot pointer first, so that a read
+            // refilling an invalidated cache already uses a newly activated snapshot.
+            let heard = Arc::new(InProcessFeed::default());
+            heard.subscribe(snapshots.clone());
+            heard.subscribe(invalidation.clone());
+            kafka_threads.push(k.listen(Arc::new(Relay(heard)), http_stopped.clone())?);
+        }
         let counters = |layer: &'static str| CacheCounters {
             hits: metrics
                 .cache_hits
@@ -290,6 +313,16 @@ pub async fn run(
         tokio::task::spawn_blocking(move || t.join())
             .await?
             .map_err(|_| anyhow::anyhow!("writer thread panicked"))?;
+    }
+    if let Some(f) = &kafka_feed
+        && let Err(e) = f.flush(KAFKA_FLUSH_DEADLINE)
+    {
+        tracing::warn!(error = %e, "flushing change events at shutdown failed");
+    }
+    for t in kafka_threads {
+        tokio::task::spawn_blocking(move || t.join())
+            .await?
+            .map_err(|_| anyhow::anyhow!("a Kafka thread panicked"))?;
     }
     drop(snapshots);
     // With the writer stopped, flush the memtables so the next start replays next to nothing.

@@ -51,3 +51,12 @@ impl ChangeFeed for InProcessFeed {
         self.subscribers.write().push(subscriber);
     }
 }
+
+/// Hands events heard elsewhere (the Kafka change topic) to a local feed's subscribers.
+pub struct Relay(pub Arc<dyn ChangeFeed>);
+
+impl Invalidate for Relay {
+    fn invalidate(&self, events: &[ChangeEvent]) {
+        self.0.publish(events);
+    }
+}

@@ -1,6 +1,8 @@
 //! Starts the real binary on free loopback ports and talks to it over HTTP.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod kafka;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,6 +17,10 @@ pub struct Server {
     pub serve: String,
     pub metrics: String,
     args: Vec<String>,
+    /// `--data-dir dir` (the embedded store); off for a worker whose config names its backends.
+    data_dir_flag: bool,
+    /// How long a start may take (creating Cassandra tables takes seconds per table).
+    start_timeout: Duration,
     /// Where stderr (the JSON log) goes; discarded when `None`.
     log: Option<PathBuf>,
 }
@@ -96,7 +102,31 @@ impl Server {
             serve: String::new(),
             metrics: String::new(),
             args: extra.iter().map(|s| s.to_string()).collect(),
+            data_dir_flag: true,
+            start_timeout: Duration::from_secs(30),
             log,
+        };
+        s.restart().await;
+        s
+    }
+
+    /// Starts `role` with the backends its `config` file names (no `--data-dir`); its log is
+    /// `dir/name/log`. Waits until it has started.
+    pub async fn start_configured(dir: &Path, name: &str, role: &str, config: &Path) -> Server {
+        let dir = dir.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut s = Server {
+            child: Command::new("true").spawn().unwrap(),
+            ingest: String::new(),
+            serve: String::new(),
+            metrics: String::new(),
+            args: ["--role", role, "--config", &config.display().to_string()]
+                .map(str::to_owned)
+                .to_vec(),
+            data_dir_flag: false,
+            start_timeout: Duration::from_secs(120),
+            log: Some(dir.join("log")),
+            dir,
         };
         s.restart().await;
         s
@@ -116,8 +146,11 @@ impl Server {
         };
         self.child = Command::new(env!("CARGO_BIN_EXE_tailwarden-dataplane"))
             .args(role)
-            .arg("--data-dir")
-            .arg(&self.dir)
+            .args(if self.data_dir_flag {
+                vec!["--data-dir".as_ref(), self.dir.as_os_str()]
+            } else {
+                vec![]
+            })
             .args(["--listen-ingest", &format!("127.0.0.1:{i}")])
             .args(["--listen-serve", &format!("127.0.0.1:{sv}")])
             .args(["--listen-metrics", &format!("127.0.0.1:{m}")])
@@ -134,7 +167,7 @@ impl Server {
         // Started once /readyz no longer says it is starting (it may stay unready for another
         // reason, such as a required snapshot).
         let url = format!("{}/readyz", self.metrics);
-        eventually("the server to start", Duration::from_secs(30), || {
+        eventually("the server to start", self.start_timeout, || {
             let url = url.clone();
             async move {
                 let r = reqwest::get(&url).await.ok()?;

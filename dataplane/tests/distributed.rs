@@ -1,0 +1,170 @@
+//! A distributed pipeline as processes: ingest and serve workers of the real binary on real
+//! Kafka and Cassandra (tests/services; `tests/run.sh` starts both and exports
+//! `TAILWARDEN_KAFKA_BOOTSTRAP`, `TAILWARDEN_CASSANDRA` and its credentials). Each test creates
+//! its own topics, consumer group and keyspace, and drops the keyspace at the end.
+//!
+//! ```sh
+//! tests/services/kafka-up.sh /tmp/svc && TAILWARDEN_CASSANDRA_AUTH=1 tests/services/cassandra-up.sh /tmp/svc
+//! . /tmp/svc/env && cargo test -p tailwarden-dataplane --test distributed -- --ignored
+//! ```
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::kafka::{bootstrap, topics, unique};
+use support::{Server, TempDir, eventually, get_json, inventory, write_config};
+
+/// Far longer than any test: a value that changes in a cache was invalidated, not expired.
+const CACHE_TTL: &str = "1h";
+/// Kafka → ingest → Cassandra → change topic → serve, on a busy debug build.
+const VISIBLE: Duration = Duration::from_secs(60);
+
+fn cassandra() -> (String, String, String) {
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!(
+                "{name} is not set: start tests/services/cassandra-up.sh with \
+                 TAILWARDEN_CASSANDRA_AUTH=1 and `. DIR/env` (tests/run.sh does both)"
+            )
+        })
+    };
+    (
+        var("TAILWARDEN_CASSANDRA"),
+        var("TAILWARDEN_CASSANDRA_USER"),
+        var("TAILWARDEN_CASSANDRA_PASSWORD"),
+    )
+}
+
+/// One pipeline's topics, group, keyspace and config file.
+struct Pipeline {
+    dir: TempDir,
+    config: PathBuf,
+    keyspace: String,
+}
+
+impl Pipeline {
+    async fn create(name: &str) -> Self {
+        let t = topics(name, 4).await;
+        let (node, user, password) = cassandra();
+        let dir = TempDir::new(name);
+        let secrets = dir.0.join("cassandra");
+        std::fs::create_dir_all(&secrets).unwrap();
+        std::fs::write(secrets.join("username"), format!("{user}\n")).unwrap();
+        std::fs::write(secrets.join("password"), format!("{password}\n")).unwrap();
+        let keyspace = unique(name).replace('-', "_");
+        let config = write_config(
+            &dir.0,
+            &format!(
+                "storage: !cassandra {{contactPoints: ['{node}'], keyspace: {keyspace}, consistency: ONE, credentialsDir: {secrets}}}
+streams: !kafka {{bootstrapServers: ['{bootstrap}'], consumerGroup: {group}, topics: {{product: {p}, pricing: {q}, inventory: {i}, fulfillment: {f}, changes: {c}, deadLetters: {d}}}}}
+serve: {{readTimeout: 5s, cacheMaxEntries: 10000, cacheTtl: {{product: {CACHE_TTL}, pricing: {CACHE_TTL}, inventory: {CACHE_TTL}, fulfillment: {CACHE_TTL}}}}}
+",
+                secrets = secrets.display(),
+                bootstrap = bootstrap(),
+                group = unique(name),
+                p = t.product,
+                q = t.pricing,
+                i = t.inventory,
+                f = t.fulfillment,
+                c = t.changes,
+                d = t.dead_letters,
+            ),
+        );
+        Self {
+            dir,
+            config,
+            keyspace,
+        }
+    }
+
+    async fn start(&self, name: &str, role: &str) -> Server {
+        Server::start_configured(&self.dir.0, name, role, &self.config).await
+    }
+
+    /// Drops the keyspace: a small test node runs out of heap with many left behind.
+    async fn drop_keyspace(&self) {
+        let (node, user, password) = cassandra();
+        let session = scylla::client::session_builder::SessionBuilder::new()
+            .known_node(node)
+            .user(user, password)
+            .build()
+            .await
+            .unwrap();
+        session
+            .query_unpaged(format!("DROP KEYSPACE IF EXISTS {}", self.keyspace), &[])
+            .await
+            .unwrap();
+    }
+}
+
+/// The quantity a serve worker answers for `product` at S1, if it has one.
+async fn quantity(serve: &Server, product: &str) -> Option<Value> {
+    let (status, body) = get_json(&format!("{}/v1/inventory/{product}/S1", serve.serve)).await;
+    (status == 200).then(|| body["quantity"].clone())
+}
+
+async fn until_quantity(serve: &Server, product: &str, want: i64) {
+    let what = format!("{} to answer {product} = {want}", serve.dir.display());
+    eventually(&what, VISIBLE, || async {
+        (quantity(serve, product).await == Some(json!(want))).then_some(())
+    })
+    .await;
+}
+
+/// Writes pass through Kafka into Cassandra and are read by two serve processes; an update
+/// reaches both even after they cached the old value (invalidation across processes over the
+/// change topic, the cache TTL being an hour); a second ingest worker joins the group and takes
+/// over when the first stops, and no acknowledged write is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs Kafka and Cassandra: tests/services (tests/run.sh starts them)"]
+async fn distributed_workers_serve_invalidate_across_processes_and_rebalance() {
+    let pipeline = Pipeline::create("dist").await;
+    let mut ingest_1 = pipeline.start("ingest-1", "ingest").await;
+    let serve_a = pipeline.start("serve-a", "serve").await;
+    let serve_b = pipeline.start("serve-b", "serve").await;
+
+    // A read before the write: a miss that must not stay cached either.
+    assert_eq!(quantity(&serve_b, "D1").await, None);
+    let (status, body) = ingest_1
+        .post_updates(inventory("d1-1", "D1", "S1", 5, 1_000, 1))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    until_quantity(&serve_a, "D1", 5).await;
+    until_quantity(&serve_b, "D1", 5).await;
+
+    // Both caches hold 5 now; a newer write must replace it in both.
+    let (status, body) = ingest_1
+        .post_updates(inventory("d1-2", "D1", "S1", 7, 2_000, 1))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    until_quantity(&serve_a, "D1", 7).await;
+    until_quantity(&serve_b, "D1", 7).await;
+    // An older write arriving late loses to the newer one everywhere.
+    let (status, _) = ingest_1
+        .post_updates(inventory("d1-0", "D1", "S1", 3, 500, 1))
+        .await;
+    assert_eq!(status, 200);
+
+    // A second ingest worker joins; the first leaves; writes keep being applied.
+    let ingest_2 = pipeline.start("ingest-2", "ingest").await;
+    let batch = |from: u32, to: u32, q: i64| -> String {
+        (from..to)
+            .map(|k| inventory(&format!("r{k}-{q}"), &format!("R{k}"), "S1", q, 10_000, 1))
+            .collect()
+    };
+    let (status, body) = ingest_1.post_updates(batch(0, 40, 1)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(ingest_1.terminate(), Some(0));
+    let (status, body) = ingest_2.post_updates(batch(40, 80, 1)).await;
+    assert_eq!(status, 200, "{body}");
+    for k in 0..80 {
+        until_quantity(&serve_a, &format!("R{k}"), 1).await;
+    }
+    assert_eq!(quantity(&serve_b, "D1").await, Some(json!(7)));
+
+    drop((ingest_1, ingest_2, serve_a, serve_b));
+    pipeline.drop_keyspace().await;
+}
