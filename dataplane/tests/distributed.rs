@@ -47,8 +47,13 @@ struct Pipeline {
 
 impl Pipeline {
     async fn create(name: &str) -> Self {
+        Self::create_at(name, &cassandra().0).await
+    }
+
+    /// A pipeline whose workers reach Cassandra at `node`.
+    async fn create_at(name: &str, node: &str) -> Self {
         let t = topics(name, 4).await;
-        let (node, user, password) = cassandra();
+        let (_, user, password) = cassandra();
         let dir = TempDir::new(name);
         let secrets = dir.0.join("cassandra");
         std::fs::create_dir_all(&secrets).unwrap();
@@ -82,6 +87,10 @@ serve: {{readTimeout: 5s, cacheMaxEntries: 10000, cacheTtl: {{product: {CACHE_TT
 
     async fn start(&self, name: &str, role: &str) -> Server {
         Server::start_configured(&self.dir.0, name, role, &self.config).await
+    }
+
+    async fn spawn(&self, name: &str, role: &str) -> Server {
+        Server::spawn_configured(&self.dir.0, name, role, &self.config).await
     }
 
     /// Drops the keyspace: a small test node runs out of heap with many left behind.
@@ -166,5 +175,68 @@ async fn distributed_workers_serve_invalidate_across_processes_and_rebalance() {
     assert_eq!(quantity(&serve_b, "D1").await, Some(json!(7)));
 
     drop((ingest_1, ingest_2, serve_a, serve_b));
+    pipeline.drop_keyspace().await;
+}
+
+/// Forwards every connection accepted on `listener` to `target` (Cassandra appearing at an
+/// address where nothing answered before).
+fn forward(listener: tokio::net::TcpListener, target: String) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let target = target.clone();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    })
+}
+
+/// A serve worker started while Cassandra does not answer is live but not Ready, and says why;
+/// once Cassandra answers it becomes Ready and serves, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs Kafka and Cassandra: tests/services (tests/run.sh starts them)"]
+async fn a_serve_worker_waits_for_cassandra_and_becomes_ready_without_a_restart() {
+    // An address where nothing listens yet.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    drop(silent);
+    let pipeline = Pipeline::create_at("late", &addr.to_string()).await;
+    let mut serve = pipeline.spawn("serve", "serve").await;
+    let readyz = format!("{}/readyz", serve.metrics);
+    let answer = || async {
+        let r = reqwest::get(&readyz).await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    eventually(
+        "the worker to say it waits for Cassandra",
+        VISIBLE,
+        || async {
+            let (status, body) = answer().await;
+            assert_eq!(status, 503, "ready without Cassandra: {body}");
+            body.contains("waiting for Cassandra").then_some(())
+        },
+    )
+    .await;
+    let (status, _) = get_json(&format!("{}/healthz", serve.metrics)).await;
+    assert_eq!(status, 200, "a worker waiting for its database is live");
+
+    let proxy = forward(
+        tokio::net::TcpListener::bind(addr).await.unwrap(),
+        cassandra().0,
+    );
+    eventually(
+        "the worker to become ready",
+        Duration::from_secs(120),
+        || async { (answer().await.0 == 200).then_some(()) },
+    )
+    .await;
+    assert!(serve.child.try_wait().unwrap().is_none(), "it restarted");
+    let (status, body) = get_json(&format!("{}/v1/inventory/NONE/S1", serve.serve)).await;
+    assert_eq!(status, 404, "served from Cassandra: {body}");
+
+    serve.terminate();
+    proxy.abort();
     pipeline.drop_keyspace().await;
 }

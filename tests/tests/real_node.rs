@@ -450,9 +450,23 @@ async fn the_status_names_why_workers_cannot_run_and_never_claims_ready() {
     let version = real_node::image_version();
     // An image that is not on the node (and may not be pulled).
     let missing = serde_json::json!({"dataplane": dataplane("no-such-tag")});
-    // Workers that exit at start: this build refuses distributed storage.
+    // Workers that exit at start: their Cassandra credentials Secret has no `password` key.
+    let half = Secret {
+        metadata: named("half-credentials"),
+        data: Some(BTreeMap::from([(
+            "username".to_string(),
+            ByteString(b"tailwarden".to_vec()),
+        )])),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &half)
+        .await
+        .unwrap();
     let mut crashing = cassandra_spec();
     crashing["dataplane"] = dataplane(&version);
+    crashing["storage"]["cassandra"]["credentialsSecretRef"] =
+        serde_json::json!({"name": "half-credentials"});
     // A worker that starts but never becomes ready (see below).
     let unready = serde_json::json!({"dataplane": dataplane(&version)});
     for (name, spec) in [
@@ -482,7 +496,13 @@ async fn the_status_names_why_workers_cannot_run_and_never_claims_ready() {
 
     let message = wait_for_cause(&api, "missing", "ImagePullFailed", "ErrImageNeverPull").await;
     assert!(message.contains("no-such-tag"), "{message}");
-    let message = wait_for_cause(&api, "crashing", "WorkerCrashing", "storage.cassandra").await;
+    let message = wait_for_cause(
+        &api,
+        "crashing",
+        "WorkerCrashing",
+        "storage.cassandra.credentialsDir",
+    )
+    .await;
     assert!(message.contains("exit code"), "{message}");
     let message = wait_for_cause(&api, "unready", "WorkerNotReady", "readiness probe").await;
     assert!(message.contains("unready-standalone-0"), "{message}");

@@ -21,6 +21,8 @@ pub struct Server {
     data_dir_flag: bool,
     /// How long a start may take (creating Cassandra tables takes seconds per table).
     start_timeout: Duration,
+    /// Wait until /readyz stops saying "starting"; else only until the process answers.
+    wait_started: bool,
     /// Where stderr (the JSON log) goes; discarded when `None`.
     log: Option<PathBuf>,
 }
@@ -104,6 +106,7 @@ impl Server {
             args: extra.iter().map(|s| s.to_string()).collect(),
             data_dir_flag: true,
             start_timeout: Duration::from_secs(30),
+            wait_started: true,
             log,
         };
         s.restart().await;
@@ -113,6 +116,22 @@ impl Server {
     /// Starts `role` with the backends its `config` file names (no `--data-dir`); its log is
     /// `dir/name/log`. Waits until it has started.
     pub async fn start_configured(dir: &Path, name: &str, role: &str, config: &Path) -> Server {
+        Self::configured(dir, name, role, config, true).await
+    }
+
+    /// As [`Server::start_configured`], but waits only until the process answers `/readyz`
+    /// (for workers whose backends are not there yet).
+    pub async fn spawn_configured(dir: &Path, name: &str, role: &str, config: &Path) -> Server {
+        Self::configured(dir, name, role, config, false).await
+    }
+
+    async fn configured(
+        dir: &Path,
+        name: &str,
+        role: &str,
+        config: &Path,
+        wait_started: bool,
+    ) -> Server {
         let dir = dir.join(name);
         std::fs::create_dir_all(&dir).unwrap();
         let mut s = Server {
@@ -125,6 +144,7 @@ impl Server {
                 .to_vec(),
             data_dir_flag: false,
             start_timeout: Duration::from_secs(120),
+            wait_started,
             log: Some(dir.join("log")),
             dir,
         };
@@ -167,13 +187,14 @@ impl Server {
         // Started once /readyz no longer says it is starting (it may stay unready for another
         // reason, such as a required snapshot).
         let url = format!("{}/readyz", self.metrics);
+        let wait_started = self.wait_started;
         eventually("the server to start", self.start_timeout, || {
             let url = url.clone();
             async move {
                 let r = reqwest::get(&url).await.ok()?;
                 let ok = r.status().is_success();
                 let body = r.text().await.ok()?;
-                (ok || !body.starts_with("starting")).then_some(())
+                (ok || !wait_started || !body.starts_with("starting")).then_some(())
             }
         })
         .await;
