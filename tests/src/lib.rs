@@ -22,6 +22,7 @@ pub mod dashboards;
 pub mod dataplane_process;
 pub mod freeze_policy;
 pub mod helm;
+pub mod kafka;
 pub mod operator_process;
 pub mod prometheus;
 pub mod real_node;
