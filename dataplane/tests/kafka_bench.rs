@@ -8,24 +8,22 @@
 //! `TAILWARDEN_KAFKA_BENCH_RECORDS` (default 100000), `..._BATCH` (records per produce call, like
 //! one HTTP request; default 5000), `..._PARTITIONS` (default 4).
 
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde_json::json;
+use support::kafka::{conn, topics};
 use tailwarden_dataplane::feed::{ChangeEvent, ChangeFeed, Invalidate};
 use tailwarden_dataplane::ingest::writer::{Writer, WriterConfig};
 use tailwarden_dataplane::metrics::Metrics;
 use tailwarden_dataplane::model::{Class, EntityKey};
 use tailwarden_dataplane::store::Store;
 use tailwarden_dataplane::store::embedded::EmbeddedStore;
-use tailwarden_dataplane::stream::Topics;
 use tailwarden_dataplane::stream::changes::KafkaChangeFeed;
-use tailwarden_dataplane::stream::client::Connection;
 use tailwarden_dataplane::stream::consumer::{KafkaSource, SourceConfig};
 use tailwarden_dataplane::stream::ingest::KafkaIngest;
 use tailwarden_dataplane::stream::lag::LagMonitor;
@@ -36,12 +34,6 @@ fn env(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn conn() -> Connection {
-    let bootstrap = std::env::var("TAILWARDEN_KAFKA_BOOTSTRAP")
-        .expect("TAILWARDEN_KAFKA_BOOTSTRAP is not set: tests/services/kafka-up.sh DIR; . DIR/env");
-    Connection::new(&[bootstrap], None).unwrap()
 }
 
 struct NoFeed;
@@ -72,35 +64,7 @@ async fn kafka_throughput_and_change_latency() {
     let records = env("TAILWARDEN_KAFKA_BENCH_RECORDS", 100_000);
     let batch = env("TAILWARDEN_KAFKA_BENCH_BATCH", 5000);
     let partitions = env("TAILWARDEN_KAFKA_BENCH_PARTITIONS", 4) as i32;
-    let t = Topics::with_prefix(&format!("tw-bench-{:08x}", fastrand::u32(..)));
-    let admin: AdminClient<DefaultClientContext> = conn().config().create().unwrap();
-    let names = [
-        &t.product,
-        &t.pricing,
-        &t.inventory,
-        &t.fulfillment,
-        &t.changes,
-        &t.dead_letters,
-    ];
-    let new: Vec<NewTopic<'_>> = names
-        .iter()
-        .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
-        .collect();
-    for r in admin
-        .create_topics(&new, &AdminOptions::new())
-        .await
-        .unwrap()
-    {
-        r.unwrap();
-    }
-    let probe: BaseConsumer = conn().config().create().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !names.iter().all(|n| {
-        (0..partitions).all(|p| probe.fetch_watermarks(n, p, Duration::from_secs(5)).is_ok())
-    }) {
-        assert!(Instant::now() < deadline, "topics never became ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let t = topics("bench", partitions).await;
 
     // Records across all four operational classes, 10k products.
     let bodies: Vec<Vec<u8>> = (0..records)

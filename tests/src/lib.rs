@@ -380,3 +380,29 @@ pub fn monitoring_crd(plural: &str, kind: &str) -> CustomResourceDefinition {
     }))
     .unwrap()
 }
+
+/// The ingest policy, sized at `target_per_replica` records of backlog per replica, asks one
+/// replica facing `backlog` for at least three, naming the backlog as the reason.
+pub fn assert_ingest_scales_up(backlog: f64, target_per_replica: f64) {
+    use tailwarden_slo::scaling::{
+        Direction, IngestObservation, IngestPolicy, ScalingState, decide_ingest,
+    };
+    let mut policy = IngestPolicy::new(1, 10, Duration::from_secs(600), Duration::from_secs(105));
+    policy.target_backlog_per_replica = target_per_replica;
+    let obs = IngestObservation {
+        lag_seconds: Some(0.0),
+        backlog: Some(backlog),
+        backlog_slope: Some(0.0),
+        throughput: Some(0.0),
+    };
+    let (decision, _) = decide_ingest(
+        &policy,
+        &obs,
+        1,
+        &ScalingState::default(),
+        jiff::Timestamp::now(),
+    );
+    assert_eq!(decision.direction, Direction::Up, "{decision:?}");
+    assert!(decision.replicas >= 3, "backlog {backlog}: {decision:?}");
+    assert!(decision.reason.contains("backlog"), "{}", decision.reason);
+}

@@ -5,9 +5,6 @@
 use std::time::{Duration, Instant};
 
 use tailwarden_slo::promql;
-use tailwarden_slo::scaling::{
-    Direction, IngestObservation, IngestPolicy, ScalingState, decide_ingest,
-};
 use tailwarden_tests::dataplane_process::DataplaneProcess;
 use tailwarden_tests::prometheus::Prometheus;
 use tailwarden_tests::*;
@@ -109,24 +106,7 @@ async fn refused_writes_push_the_backlog_past_its_target_and_ingest_scales() {
     );
 
     // The scaling policy, sized at one queue per replica, asks for more ingest workers.
-    let mut policy = IngestPolicy::new(1, 10, Duration::from_secs(600), Duration::from_secs(105));
-    policy.target_backlog_per_replica = CAPACITY;
-    let obs = IngestObservation {
-        lag_seconds: Some(0.0),
-        backlog: Some(backlog),
-        backlog_slope: Some(0.0),
-        throughput: Some(0.0),
-    };
-    let (decision, _) = decide_ingest(
-        &policy,
-        &obs,
-        1,
-        &ScalingState::default(),
-        jiff::Timestamp::now(),
-    );
-    assert_eq!(decision.direction, Direction::Up, "{decision:?}");
-    assert!(decision.replicas >= 3, "backlog {backlog}: {decision:?}");
-    assert!(decision.reason.contains("backlog"), "{}", decision.reason);
+    assert_ingest_scales_up(backlog, CAPACITY);
 
     // The queued batch is still acknowledged once durable.
     assert_eq!(first.await.unwrap(), 200);

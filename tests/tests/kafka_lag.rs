@@ -7,9 +7,6 @@
 use std::time::Duration;
 
 use tailwarden_slo::promql;
-use tailwarden_slo::scaling::{
-    Direction, IngestObservation, IngestPolicy, ScalingState, decide_ingest,
-};
 use tailwarden_tests::dataplane_process::DataplaneProcess;
 use tailwarden_tests::kafka::Topics;
 use tailwarden_tests::prometheus::Prometheus;
@@ -66,24 +63,7 @@ async fn a_growing_consumer_lag_scales_ingest_up() {
     )
     .await;
 
-    let mut policy = IngestPolicy::new(1, 10, Duration::from_secs(600), Duration::from_secs(105));
-    policy.target_backlog_per_replica = TARGET;
-    let obs = IngestObservation {
-        lag_seconds: Some(0.0),
-        backlog: Some(backlog),
-        backlog_slope: Some(0.0),
-        throughput: Some(0.0),
-    };
-    let (decision, _) = decide_ingest(
-        &policy,
-        &obs,
-        1,
-        &ScalingState::default(),
-        jiff::Timestamp::now(),
-    );
-    assert_eq!(decision.direction, Direction::Up, "{decision:?}");
-    assert!(decision.replicas >= 3, "backlog {backlog}: {decision:?}");
-    assert!(decision.reason.contains("backlog"), "{}", decision.reason);
+    assert_ingest_scales_up(backlog, TARGET);
 
     // After the linger the batch is durable, its offsets committed, and the lag gone.
     wait_for(

@@ -442,6 +442,19 @@ mod tests {
     use crate::store::{DedupEntries, SnapshotMeta};
     use parking_lot::Mutex;
 
+    /// A writer that commits at once, with small bounds.
+    fn small_config() -> WriterConfig {
+        WriterConfig {
+            max_records: 100,
+            linger: Duration::ZERO,
+            partitions: 4,
+            dead_letter_max: 10,
+            dead_letter_retention: Duration::from_secs(60),
+            dedup_window: 100,
+            hot_entities: 100,
+        }
+    }
+
     /// The embedded store, except that commits fail while `broken` is set.
     /// Also, with `blind`, claims to resolve field conflicts itself and records what the writer
     /// reads and commits.
@@ -578,15 +591,7 @@ mod tests {
             Arc::new(Metrics::new()),
             Arc::new(AtomicBool::new(false)),
             failed.clone(),
-            WriterConfig {
-                max_records: 100,
-                linger: Duration::ZERO,
-                partitions: 4,
-                dead_letter_max: 10,
-                dead_letter_retention: Duration::from_secs(60),
-                dedup_window: 100,
-                hot_entities: 100,
-            },
+            small_config(),
         )
         .unwrap();
         let (tx, rx) = std::sync::mpsc::sync_channel(4);
@@ -632,15 +637,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("tailwarden-writer-{}", fastrand::u64(..)));
         let store = Arc::new(EmbeddedStore::open(&dir, 1 << 20).unwrap());
         let epoch = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let config = WriterConfig {
-            max_records: 100,
-            linger: Duration::ZERO,
-            partitions: 4,
-            dead_letter_max: 10,
-            dead_letter_retention: Duration::from_secs(60),
-            dedup_window: 100,
-            hot_entities: 100,
-        };
+        let config = small_config();
         let new_writer = || {
             Writer::new(
                 store.clone(),
@@ -697,15 +694,7 @@ mod tests {
             Arc::new(Metrics::new()),
             Arc::new(AtomicBool::new(false)),
             Arc::new(AtomicBool::new(false)),
-            WriterConfig {
-                max_records: 100,
-                linger: Duration::ZERO,
-                partitions: 4,
-                dead_letter_max: 10,
-                dead_letter_retention: Duration::from_secs(60),
-                dedup_window: 100,
-                hot_entities: 100,
-            },
+            small_config(),
         )
         .unwrap();
         let (tx, rx) = std::sync::mpsc::sync_channel(4);
