@@ -190,11 +190,9 @@ async fn ingest(s: &Arc<IngestState>, headers: &HeaderMap, body: Body) -> Respon
         Ok(f) => f,
         Err(e) => return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "content_type", e),
     };
-    if let RecordSink::Kafka(kafka) = &s.sink {
-        return kafka.ingest(s, bytes, fmt).await;
-    }
     let metrics = s.metrics.clone();
-    let parsed = tokio::task::spawn_blocking(move || parse_body(&bytes, fmt, &metrics)).await;
+    let body = bytes.clone();
+    let parsed = tokio::task::spawn_blocking(move || parse_records(&body, fmt, &metrics)).await;
     let items = match parsed {
         Ok(Ok(items)) => items,
         Ok(Err(e @ BodyError::Empty)) => return error(StatusCode::BAD_REQUEST, "empty_batch", e),
@@ -219,25 +217,45 @@ async fn ingest(s: &Arc<IngestState>, headers: &HeaderMap, body: Body) -> Respon
     let errors: Vec<Value> = items
         .iter()
         .enumerate()
-        .filter_map(|(i, item)| match item {
+        .filter_map(|(i, (_, item))| match item {
             Item::Rejected(dl) => Some(json!({"index": i, "field": dl.field, "error": dl.reason})),
             Item::Update(_) => None,
         })
         .take(MAX_LISTED_ERRORS)
         .collect();
-    let outcomes = match s.submit(items, Vec::new(), Vec::new()).await {
-        Ok(Ok(o)) => o,
-        Ok(Err(e)) => {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "commit_failed",
-                format!("nothing in this batch was acknowledged: {e}"),
-            );
+    let (outcomes, durable) = match &s.sink {
+        RecordSink::Writer => {
+            let items = items.into_iter().map(|(_, item)| item).collect();
+            match s.submit(items, Vec::new(), Vec::new()).await {
+                Ok(Ok(o)) => (o, None),
+                Ok(Err(e)) => {
+                    return error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "commit_failed",
+                        format!("nothing in this batch was acknowledged: {e}"),
+                    );
+                }
+                Err(response) => return response,
+            }
         }
-        Err(response) => return response,
+        // `accepted` counts records Kafka acknowledged: their dedup/stale outcome is decided
+        // later by the consuming writer, and `"durable": "kafka"` says so.
+        RecordSink::Kafka(kafka) => match kafka.produce(&bytes, &items).await {
+            Ok(o) => (o, Some("kafka")),
+            Err(e) => {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "produce_failed",
+                    format!("not every record of this batch was acknowledged by Kafka: {e}"),
+                );
+            }
+        },
     };
     let mut body = counts(&outcomes);
     body["errors"] = Value::Array(errors);
+    if let Some(durable) = durable {
+        body["durable"] = durable.into();
+    }
     let status = if outcomes.iter().all(|o| *o == Outcome::Rejected) {
         StatusCode::UNPROCESSABLE_ENTITY
     } else {
@@ -246,20 +264,9 @@ async fn ingest(s: &Arc<IngestState>, headers: &HeaderMap, body: Body) -> Respon
     (status, Json(body)).into_response()
 }
 
-/// Parses every record; bad records become dead letters, never errors of the whole body.
-fn parse_body(
-    bytes: &[u8],
-    fmt: crate::ingest::body::Format,
-    metrics: &Metrics,
-) -> Result<Vec<Item>, BodyError> {
-    Ok(parse_records(bytes, fmt, metrics)?
-        .into_iter()
-        .map(|(_, item)| item)
-        .collect())
-}
-
-/// [`parse_body`], each item with the byte range of its raw record in `bytes` (Kafka mode
-/// produces the raw record as validated).
+/// Parses every record, each with the byte range of its raw record in `bytes` (Kafka mode
+/// produces the raw record as validated); bad records become dead letters, never errors of the
+/// whole body.
 pub(crate) fn parse_records(
     bytes: &[u8],
     fmt: crate::ingest::body::Format,

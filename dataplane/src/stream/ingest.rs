@@ -8,14 +8,8 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use axum::Json;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
-use serde_json::{Value, json};
-
-use crate::ingest::body::{BodyError, Format};
-use crate::ingest::http::{IngestState, MAX_LISTED_ERRORS, counts, error, parse_records, too_busy};
+use crate::ingest::body::Format;
+use crate::ingest::http::parse_records;
 use crate::ingest::{Item, Outcome};
 use crate::stream::producer::{Producer, Record};
 use crate::stream::{StreamError, Topics};
@@ -85,68 +79,6 @@ impl KafkaIngest {
         let items = parse_records(body, Format::Ndjson, self.producer.metrics())
             .map_err(|e| StreamError::Other(e.to_string()))?;
         self.produce(body, &items).await
-    }
-
-    /// `POST /v1/updates` in Kafka mode, after the request slot and the body limit. The response
-    /// has the shape of HTTP mode's; `accepted` counts records Kafka acknowledged (their
-    /// dedup/stale outcome is decided later by the writer), and `"durable": "kafka"` says so.
-    pub(crate) async fn ingest(&self, s: &IngestState, bytes: Bytes, fmt: Format) -> Response {
-        let metrics = s.metrics.clone();
-        let body = bytes.clone();
-        let parsed = tokio::task::spawn_blocking(move || parse_records(&body, fmt, &metrics)).await;
-        let items = match parsed {
-            Ok(Ok(items)) => items,
-            Ok(Err(e @ BodyError::Empty)) => {
-                return error(StatusCode::BAD_REQUEST, "empty_batch", e);
-            }
-            Ok(Err(e)) => return error(StatusCode::BAD_REQUEST, "malformed_body", e),
-            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e),
-        };
-        if items.len() > s.queue_capacity {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "batch_too_large",
-                format!(
-                    "batch of {} records exceeds ingest.queueCapacity ({}); split it",
-                    items.len(),
-                    s.queue_capacity
-                ),
-            );
-        }
-        let Some(_permit) = s.admission.records(items.len()) else {
-            s.admission.refuse(Some(items.len()));
-            return too_busy("ingest queue is full");
-        };
-        let errors: Vec<Value> = items
-            .iter()
-            .enumerate()
-            .filter_map(|(i, (_, item))| match item {
-                Item::Rejected(dl) => {
-                    Some(json!({"index": i, "field": dl.field, "error": dl.reason}))
-                }
-                Item::Update(_) => None,
-            })
-            .take(MAX_LISTED_ERRORS)
-            .collect();
-        let outcomes = match self.produce(&bytes, &items).await {
-            Ok(o) => o,
-            Err(e) => {
-                return error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "produce_failed",
-                    format!("not every record of this batch was acknowledged by Kafka: {e}"),
-                );
-            }
-        };
-        let mut body = counts(&outcomes);
-        body["errors"] = Value::Array(errors);
-        body["durable"] = "kafka".into();
-        let status = if outcomes.iter().all(|o| *o == Outcome::Rejected) {
-            StatusCode::UNPROCESSABLE_ENTITY
-        } else {
-            StatusCode::OK
-        };
-        (status, Json(body)).into_response()
     }
 }
 
