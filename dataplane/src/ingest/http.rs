@@ -403,19 +403,7 @@ async fn replay_dead_letters(
     let mut ids = Vec::new();
     let mut still_rejected = 0;
     for (id, dl) in stored {
-        let mode = match dl.source {
-            DeadLetterSource::Stream => Mode::Stream,
-            DeadLetterSource::Snapshot {
-                version,
-                as_of_ms,
-                line,
-            } => Mode::Snapshot {
-                version,
-                as_of_ms,
-                line,
-            },
-        };
-        match parse_record(dl.raw.as_bytes(), mode) {
+        match parse_record(dl.raw.as_bytes(), dl.source.mode()) {
             Ok(p) => {
                 items.push(Item::Update(p.update));
                 ids.push(id);

@@ -59,6 +59,24 @@ pub enum DeadLetterSource {
     },
 }
 
+impl DeadLetterSource {
+    /// How a replay parses the record again: as it was parsed when it was rejected.
+    pub fn mode(&self) -> crate::schema::Mode {
+        match *self {
+            DeadLetterSource::Stream => crate::schema::Mode::Stream,
+            DeadLetterSource::Snapshot {
+                version,
+                as_of_ms,
+                line,
+            } => crate::schema::Mode::Snapshot {
+                version,
+                as_of_ms,
+                line,
+            },
+        }
+    }
+}
+
 /// Lifecycle of a snapshot.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]

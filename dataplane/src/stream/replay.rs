@@ -14,8 +14,8 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::ingest::Item;
-use crate::schema::{Mode, parse_record};
-use crate::store::{DeadLetter, DeadLetterSource};
+use crate::schema::parse_record;
+use crate::store::DeadLetter;
 use crate::stream::StreamError;
 use crate::stream::client::Connection;
 use crate::stream::ingest::KafkaIngest;
@@ -203,19 +203,7 @@ pub async fn replay_dead_letters(
     let mut raw = Vec::new();
     let mut items = Vec::new();
     for dl in letters {
-        let mode = match dl.source {
-            DeadLetterSource::Stream => Mode::Stream,
-            DeadLetterSource::Snapshot {
-                version,
-                as_of_ms,
-                line,
-            } => Mode::Snapshot {
-                version,
-                as_of_ms,
-                line,
-            },
-        };
-        match parse_record(dl.raw.as_bytes(), mode) {
+        match parse_record(dl.raw.as_bytes(), dl.source.mode()) {
             Ok(p) => {
                 let start = raw.len();
                 raw.extend_from_slice(dl.raw.as_bytes());
