@@ -232,6 +232,20 @@ async fn cassandra_stopped_pauses_ingest_serves_the_cache_fails_fast_and_recover
     let (status, answer) = ingest.post_updates(body).await;
     assert_eq!(status, 200, "{answer}");
 
+    // The writer fails the job and the consumer pauses and rewinds its partitions (the records
+    // stay in Kafka) rather than committing past them.
+    let log = ingest.dir.join("log");
+    eventually(
+        "the ingest worker to pause its partitions",
+        VISIBLE,
+        || async {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            text.contains("job not committed; pausing its partitions")
+                .then_some(())
+        },
+    )
+    .await;
+
     own.up(Service::Cassandra, true).await;
     let outage = down.elapsed();
     let mut want = while_down;
@@ -247,7 +261,7 @@ async fn cassandra_stopped_pauses_ingest_serves_the_cache_fails_fast_and_recover
     );
     assert!(serve.child.try_wait().unwrap().is_none(), "serve restarted");
     eprintln!(
-        "cassandra stop: uncached read failed in {took:?}, node down for {outage:?}, recovered \
+        "cassandra stop: uncached read failed in {took:?}, node down and back up in {outage:?}, all applied \
          {:?} after, {:?} in all",
         down.elapsed() - outage,
         started.elapsed()
