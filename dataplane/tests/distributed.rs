@@ -10,118 +10,11 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_json::{Value, json};
-use support::kafka::{bootstrap, topics, unique};
-use support::{Server, TempDir, eventually, get_json, inventory, write_config};
-
-/// Far longer than any test: a value that changes in a cache was invalidated, not expired.
-const CACHE_TTL: &str = "1h";
-/// Kafka → ingest → Cassandra → change topic → serve, on a busy debug build.
-const VISIBLE: Duration = Duration::from_secs(60);
-
-fn cassandra() -> (String, String, String) {
-    let var = |name: &str| {
-        std::env::var(name).unwrap_or_else(|_| {
-            panic!(
-                "{name} is not set: start tests/services/cassandra-up.sh with \
-                 TAILWARDEN_CASSANDRA_AUTH=1 and `. DIR/env` (tests/run.sh does both)"
-            )
-        })
-    };
-    (
-        var("TAILWARDEN_CASSANDRA"),
-        var("TAILWARDEN_CASSANDRA_USER"),
-        var("TAILWARDEN_CASSANDRA_PASSWORD"),
-    )
-}
-
-/// One pipeline's topics, group, keyspace and config file.
-struct Pipeline {
-    dir: TempDir,
-    config: PathBuf,
-    keyspace: String,
-}
-
-impl Pipeline {
-    async fn create(name: &str) -> Self {
-        Self::create_at(name, &cassandra().0).await
-    }
-
-    /// A pipeline whose workers reach Cassandra at `node`.
-    async fn create_at(name: &str, node: &str) -> Self {
-        let t = topics(name, 4).await;
-        let (_, user, password) = cassandra();
-        let dir = TempDir::new(name);
-        let secrets = dir.0.join("cassandra");
-        std::fs::create_dir_all(&secrets).unwrap();
-        std::fs::write(secrets.join("username"), format!("{user}\n")).unwrap();
-        std::fs::write(secrets.join("password"), format!("{password}\n")).unwrap();
-        let keyspace = unique(name).replace('-', "_");
-        let config = write_config(
-            &dir.0,
-            &format!(
-                "storage: !cassandra {{contactPoints: ['{node}'], keyspace: {keyspace}, consistency: ONE, credentialsDir: {secrets}}}
-streams: !kafka {{bootstrapServers: ['{bootstrap}'], consumerGroup: {group}, topics: {{product: {p}, pricing: {q}, inventory: {i}, fulfillment: {f}, changes: {c}, deadLetters: {d}}}}}
-serve: {{readTimeout: 5s, cacheMaxEntries: 10000, cacheTtl: {{product: {CACHE_TTL}, pricing: {CACHE_TTL}, inventory: {CACHE_TTL}, fulfillment: {CACHE_TTL}}}}}
-",
-                secrets = secrets.display(),
-                bootstrap = bootstrap(),
-                group = unique(name),
-                p = t.product,
-                q = t.pricing,
-                i = t.inventory,
-                f = t.fulfillment,
-                c = t.changes,
-                d = t.dead_letters,
-            ),
-        );
-        Self {
-            dir,
-            config,
-            keyspace,
-        }
-    }
-
-    async fn start(&self, name: &str, role: &str) -> Server {
-        Server::start_configured(&self.dir.0, name, role, &self.config).await
-    }
-
-    async fn spawn(&self, name: &str, role: &str) -> Server {
-        Server::spawn_configured(&self.dir.0, name, role, &self.config).await
-    }
-
-    /// Drops the keyspace: a small test node runs out of heap with many left behind.
-    async fn drop_keyspace(&self) {
-        let (node, user, password) = cassandra();
-        let session = scylla::client::session_builder::SessionBuilder::new()
-            .known_node(node)
-            .user(user, password)
-            .build()
-            .await
-            .unwrap();
-        session
-            .query_unpaged(format!("DROP KEYSPACE IF EXISTS {}", self.keyspace), &[])
-            .await
-            .unwrap();
-    }
-}
-
-/// The quantity a serve worker answers for `product` at S1, if it has one.
-async fn quantity(serve: &Server, product: &str) -> Option<Value> {
-    let (status, body) = get_json(&format!("{}/v1/inventory/{product}/S1", serve.serve)).await;
-    (status == 200).then(|| body["quantity"].clone())
-}
-
-async fn until_quantity(serve: &Server, product: &str, want: i64) {
-    let what = format!("{} to answer {product} = {want}", serve.dir.display());
-    eventually(&what, VISIBLE, || async {
-        (quantity(serve, product).await == Some(json!(want))).then_some(())
-    })
-    .await;
-}
+use serde_json::json;
+use support::pipeline::{Pipeline, VISIBLE, cassandra, quantity, until_quantity};
+use support::{eventually, get_json, inventory};
 
 /// Writes pass through Kafka into Cassandra and are read by two serve processes; an update
 /// reaches both even after they cached the old value (invalidation across processes over the
@@ -237,6 +130,7 @@ async fn a_serve_worker_waits_for_cassandra_and_becomes_ready_without_a_restart(
     assert_eq!(status, 404, "served from Cassandra: {body}");
 
     serve.terminate();
-    proxy.abort();
+    // Through the proxy: the pipeline's contact point.
     pipeline.drop_keyspace().await;
+    proxy.abort();
 }

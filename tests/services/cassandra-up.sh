@@ -16,6 +16,9 @@
 #   TAILWARDEN_UP_TIMEOUT       seconds allowed for the node to become ready (default 120)
 #   TAILWARDEN_CASSANDRA_HEAP   -Xmx of the node (default 512m)
 #   TAILWARDEN_CASSANDRA_JVM_OPTS  extra JVM options for the node (split on spaces)
+#   TAILWARDEN_REUSE=1          restart a node that was stopped in STATE_DIR on its data and ports
+#                               (cassandra.yaml rewritten the same), e.g. in a fault test
+#                               (dataplane/tests/faults.rs); give the same TAILWARDEN_CASSANDRA_AUTH
 #   TAILWARDEN_CASSANDRA_AUTH=1 PasswordAuthenticator + CassandraAuthorizer: clients must log in;
 #                               the default superuser cassandra/cassandra exists (the script waits
 #                               for it) and is written to env as TAILWARDEN_CASSANDRA_USER/PASSWORD
@@ -45,15 +48,26 @@ fi
 command -v java >/dev/null || die "java not on PATH"
 command -v python3 >/dev/null || die "python3 not on PATH (used to pick free ports)"
 
-# Fresh state every time.
 home=$state/cassandra
-rm -rf "$home" "$state/logs/cassandra.log" "$state/pids/cassandra.pid"
-env_drop "$state" TAILWARDEN_CASSANDRA
-mkdir -p "$home/triggers" "$state/logs" "$state/pids"
+if [[ ${TAILWARDEN_REUSE:-0} == 1 ]]; then
+  # The previous run's data and ports (read back from its cassandra.yaml).
+  [[ -f $home/cassandra.yaml ]] || die "TAILWARDEN_REUSE=1: no previous node in $home"
+  cql_port=$(sed -n 's/^native_transport_port: //p' "$home/cassandra.yaml")
+  storage_port=$(sed -n 's/^storage_port: //p' "$home/cassandra.yaml")
+  [[ -n $cql_port && -n $storage_port ]] || die "TAILWARDEN_REUSE=1: cannot read $home/cassandra.yaml"
+  rm -f "$state/pids/cassandra.pid"
+  env_drop "$state" TAILWARDEN_CASSANDRA
+  log "reusing $home: ports: cql=$cql_port storage=$storage_port"
+else
+  # Fresh state every time.
+  rm -rf "$home" "$state/logs/cassandra.log" "$state/pids/cassandra.pid"
+  env_drop "$state" TAILWARDEN_CASSANDRA
+  mkdir -p "$home/triggers" "$state/logs" "$state/pids"
 
-read -r cql_port storage_port < <(free_ports 2)
-[[ -n ${storage_port:-} ]] || die "could not pick free ports"
-log "ports: cql=$cql_port storage=$storage_port"
+  read -r cql_port storage_port < <(free_ports 2)
+  [[ -n ${storage_port:-} ]] || die "could not pick free ports"
+  log "ports: cql=$cql_port storage=$storage_port"
+fi
 
 if [[ $auth == 1 ]]; then
   authenticator=PasswordAuthenticator

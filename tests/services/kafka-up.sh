@@ -19,6 +19,9 @@
 #   TAILWARDEN_KAFKA_JVM_OPTS  extra JVM options for the broker (split on spaces)
 #   TAILWARDEN_KAFKA_PROPERTIES  extra server.properties lines (newline separated); they come last,
 #                             so they override ours, e.g. $'auto.create.topics.enable=false'
+#   TAILWARDEN_REUSE=1        restart a broker that was stopped or killed in STATE_DIR on its data,
+#                             ports and cluster id (no format; server.properties as it was), e.g.
+#                             after a SIGKILL in a fault test (dataplane/tests/faults.rs)
 set -euo pipefail
 
 LOG_PREFIX=kafka-up.sh
@@ -44,25 +47,38 @@ fi
 command -v java >/dev/null || die "java not on PATH"
 command -v python3 >/dev/null || die "python3 not on PATH (used to pick free ports)"
 
-# Fresh state every time: old log dirs would carry another cluster id.
-rm -rf "$state/kafka" "$state/logs/kafka.log" "$state/logs/kafka-format.log" "$state/pids/kafka.pid"
-env_drop "$state" TAILWARDEN_KAFKA
-mkdir -p "$state/kafka/data" "$state/logs" "$state/pids"
-
-read -r port controller_port < <(free_ports 2)
-[[ -n ${controller_port:-} ]] || die "could not pick free ports"
-log "ports: broker=$port controller=$controller_port"
-
-# A Kafka Uuid: 16 random bytes, URL-safe base64 without padding (what `StorageTool random-uuid`
-# prints; made here to save a JVM start). Kafka avoids ids starting with '-' (they would read as
-# a command-line option), and so do we.
-cluster_id=-
-while [[ $cluster_id == -* ]]; do
-  cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
-done
-
 props=$state/kafka/server.properties
-cat >"$props" <<EOF
+reuse=${TAILWARDEN_REUSE:-0}
+if [[ $reuse == 1 ]]; then
+  # The previous run's data, ports and cluster id (read back from its files).
+  [[ -f $props && -f $state/kafka/data/meta.properties ]] ||
+    die "TAILWARDEN_REUSE=1: no previous broker in $state/kafka"
+  port=$(sed -n 's|^listeners=PLAINTEXT://127.0.0.1:\([0-9]*\),.*|\1|p' "$props")
+  controller_port=$(sed -n 's|^controller.quorum.bootstrap.servers=127.0.0.1:\([0-9]*\)$|\1|p' "$props")
+  cluster_id=$(sed -n 's/^cluster.id=//p' "$state/kafka/data/meta.properties")
+  [[ -n $port && -n $controller_port && -n $cluster_id ]] || die "TAILWARDEN_REUSE=1: cannot read $props"
+  rm -f "$state/pids/kafka.pid"
+  env_drop "$state" TAILWARDEN_KAFKA
+  log "reusing $state/kafka: ports: broker=$port controller=$controller_port"
+else
+  # Fresh state every time: old log dirs would carry another cluster id.
+  rm -rf "$state/kafka" "$state/logs/kafka.log" "$state/logs/kafka-format.log" "$state/pids/kafka.pid"
+  env_drop "$state" TAILWARDEN_KAFKA
+  mkdir -p "$state/kafka/data" "$state/logs" "$state/pids"
+
+  read -r port controller_port < <(free_ports 2)
+  [[ -n ${controller_port:-} ]] || die "could not pick free ports"
+  log "ports: broker=$port controller=$controller_port"
+
+  # A Kafka Uuid: 16 random bytes, URL-safe base64 without padding (what `StorageTool random-uuid`
+  # prints; made here to save a JVM start). Kafka avoids ids starting with '-' (they would read as
+  # a command-line option), and so do we.
+  cluster_id=-
+  while [[ $cluster_id == -* ]]; do
+    cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+  done
+
+  cat >"$props" <<EOF
 # Written by tests/services/kafka-up.sh: one KRaft node that is broker and controller.
 process.roles=broker,controller
 node.id=1
@@ -83,8 +99,9 @@ share.coordinator.state.topic.min.isr=1
 # Consumer groups start at once instead of waiting 3 s for more members.
 group.initial.rebalance.delay.ms=0
 EOF
-if [[ -n ${TAILWARDEN_KAFKA_PROPERTIES:-} ]]; then
-  printf '# From TAILWARDEN_KAFKA_PROPERTIES:\n%s\n' "$TAILWARDEN_KAFKA_PROPERTIES" >>"$props"
+  if [[ -n ${TAILWARDEN_KAFKA_PROPERTIES:-} ]]; then
+    printf '# From TAILWARDEN_KAFKA_PROPERTIES:\n%s\n' "$TAILWARDEN_KAFKA_PROPERTIES" >>"$props"
+  fi
 fi
 
 common=(-Djava.awt.headless=true "-Dlog4j2.configurationFile=$here/conf/kafka-log4j2.xml"
@@ -97,7 +114,7 @@ format() {
     kafka.tools.StorageTool format --standalone --cluster-id "$cluster_id" --config "$props") \
     </dev/null >"$state/logs/kafka-format.log" 2>&1 || die "formatting the storage failed"
 }
-step "format storage (cluster id $cluster_id)" format
+[[ $reuse == 1 ]] || step "format storage (cluster id $cluster_id)" format
 
 t_start=$SECONDS
 start_jvm "$state/logs/kafka.log" java "-Xmx$heap" -XX:+ExitOnOutOfMemoryError "${jvm_opts[@]}" "${common[@]}" kafka.Kafka "$props"

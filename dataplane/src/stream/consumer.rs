@@ -40,6 +40,16 @@ use crate::stream::{StreamError, Topics};
 /// A topic and partition.
 pub type Partition = (String, i32);
 
+/// The ingest group's `session.timeout.ms`: how long a member that died without leaving (SIGKILL,
+/// a lost node) keeps its partitions before the group rebalances them to the others. 10 s
+/// instead of librdkafka's 45 s: a stall of at most ~10 s on those partitions, while a member
+/// still has to miss three heartbeats (below) in a row before it is dropped. The broker's
+/// `group.min.session.timeout.ms` (6 s by default) allows it. Measured by
+/// `dataplane/tests/faults.rs` (an ingest worker killed mid-batch).
+pub const SESSION_TIMEOUT_MS: &str = "10000";
+/// The ingest group's `heartbeat.interval.ms` (a third of the session timeout, as Kafka advises).
+pub const HEARTBEAT_INTERVAL_MS: &str = "3000";
+
 /// Tuning of the consumer.
 #[derive(Clone, Debug)]
 pub struct SourceConfig {
@@ -143,8 +153,19 @@ impl KafkaSource {
             revoked: Mutex::new(Vec::new()),
             epoch: Arc::new(AtomicU64::new(0)),
         };
-        let consumer: BaseConsumer<SourceContext> = conn
-            .config()
+        let mut client = conn.config();
+        // A member that dies without leaving (SIGKILL, a lost node) holds its partitions until the
+        // session times out; librdkafka's default (45 s) is a long stall of those partitions for
+        // a freshness SLO. The connection's own setting (e.g. a test's) wins.
+        for (key, value) in [
+            ("session.timeout.ms", SESSION_TIMEOUT_MS),
+            ("heartbeat.interval.ms", HEARTBEAT_INTERVAL_MS),
+        ] {
+            if client.get(key).is_none() {
+                client.set(key, value);
+            }
+        }
+        let consumer: BaseConsumer<SourceContext> = client
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")

@@ -18,7 +18,12 @@ pub fn bootstrap() -> String {
 }
 
 pub fn conn() -> Connection {
-    Connection::new(&[bootstrap()], None)
+    conn_at(&bootstrap())
+}
+
+/// As [`conn`], for the broker at `bootstrap` (a test's own broker).
+pub fn conn_at(bootstrap: &str) -> Connection {
+    Connection::new(&[bootstrap.to_owned()], None)
         .unwrap()
         // The broker's minimum: a consumer that dies leaves the group in 6 s, not 45.
         .with("session.timeout.ms", "6000")
@@ -32,8 +37,13 @@ pub fn unique(name: &str) -> String {
 
 /// Topics of a fresh pipeline, created with `partitions` partitions each.
 pub async fn topics(name: &str, partitions: i32) -> Topics {
+    topics_at(&bootstrap(), name, partitions).await
+}
+
+/// As [`topics`], on the broker at `bootstrap`.
+pub async fn topics_at(bootstrap: &str, name: &str, partitions: i32) -> Topics {
     let t = Topics::with_prefix(&unique(name));
-    let admin: AdminClient<DefaultClientContext> = conn().config().create().unwrap();
+    let admin: AdminClient<DefaultClientContext> = conn_at(bootstrap).config().create().unwrap();
     let names = [
         &t.product,
         &t.pricing,
@@ -54,7 +64,7 @@ pub async fn topics(name: &str, partitions: i32) -> Topics {
         r.unwrap();
     }
     // Wait until the metadata lists every partition (creation is asynchronous on the broker).
-    let probe: BaseConsumer = conn().config().create().unwrap();
+    let probe: BaseConsumer = conn_at(bootstrap).config().create().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let visible = || {
         names.iter().all(|n| {
