@@ -188,6 +188,9 @@ pub struct Metrics {
     pub kafka_rebalances: Family<RebalanceLabel, Counter>,
     /// Kafka: records that could not be produced (not acknowledged), by topic.
     pub kafka_producer_errors: Family<TopicLabel, Counter>,
+    /// Kafka: partitions of each consumed topic, as the broker reports them: ingest replicas
+    /// beyond their sum have nothing to consume.
+    pub kafka_topic_partitions: Family<TopicLabel, Gauge>,
 }
 
 /// Read-latency buckets: fine from 0.5 ms to 1 s so that P95 and P99 interpolate well.
@@ -278,6 +281,7 @@ impl Metrics {
             kafka_offset_commits: Family::default(),
             kafka_rebalances: Family::default(),
             kafka_producer_errors: Family::default(),
+            kafka_topic_partitions: Family::default(),
             registry: Registry::default(),
         };
         // prometheus-client appends `_total` to counters and the unit to names.
@@ -421,6 +425,11 @@ impl Metrics {
             "kafka_producer_errors",
             "Records not acknowledged by Kafka, by topic",
             m.kafka_producer_errors.clone(),
+        );
+        registry.register(
+            "kafka_topic_partitions",
+            "Partitions of a consumed topic, as the broker reports them",
+            m.kafka_topic_partitions.clone(),
         );
         Self { registry, ..m }
     }

@@ -732,6 +732,14 @@ async fn lag_reports_a_backlog_then_drains_to_zero() {
         );
         assert!(text.contains(&line), "missing {line} in\n{text}");
     }
+    let partitions = format!(
+        "tailwarden_kafka_topic_partitions{{topic=\"{}\"}} 2",
+        t.product
+    );
+    assert!(
+        text.contains(&partitions),
+        "missing {partitions} in\n{text}"
+    );
 
     let st = store("lag");
     let (close, closing) = tokio::sync::watch::channel(false);

@@ -13,7 +13,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::metrics::{Metrics, PartitionLabels};
+use crate::metrics::{Metrics, PartitionLabels, TopicLabel};
 use crate::model::now_ms;
 use crate::stream::client::Connection;
 use crate::stream::{StreamError, Topics};
@@ -81,6 +81,12 @@ impl LagMonitor {
                     for p in t.partitions() {
                         wanted.add_partition(topic, p.id());
                     }
+                    self.metrics
+                        .kafka_topic_partitions
+                        .get_or_create(&TopicLabel {
+                            topic: topic.clone(),
+                        })
+                        .set(t.partitions().len() as i64);
                 }
             }
         }
