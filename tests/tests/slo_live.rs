@@ -380,13 +380,16 @@ async fn the_freeze_holds_every_rollout_until_an_accountable_override_lets_it_th
     assert_ne!(template_hash().await.as_deref(), Some(hash_before.as_str()));
     let why = event_note(&s, "OverrideFreeze").await;
     assert!(why.contains("set by alice until"), "{why}");
-    let status = s.api.get("shop").await.unwrap().status.unwrap();
-    let decision = status
-        .decisions
-        .iter()
-        .rev()
-        .find(|d| d.kind == tailwarden_crds::DecisionKind::OverrideFreeze)
-        .expect("the override is in the decision history");
+    // The Event and the status are separate writes: wait for the status too.
+    let decision = wait_for("the override in the decision history", T, || async {
+        let status = s.api.get("shop").await.ok()?.status?;
+        status
+            .decisions
+            .into_iter()
+            .rev()
+            .find(|d| d.kind == tailwarden_crds::DecisionKind::OverrideFreeze)
+    })
+    .await;
     assert_eq!(decision.inputs.actor.as_deref(), Some("alice"));
     assert_eq!(decision.inputs.until.as_deref(), Some(until.as_str()));
     delete_namespace(&s.client, &s.ns).await;
