@@ -1,6 +1,6 @@
 //! The cache-invalidation feed: ingest publishes what changed after each durable commit, the read
-//! path invalidates exactly those partitions. In standalone mode the feed is in-process; a Kafka
-//! change topic can implement the same trait when ingest and serve run apart.
+//! path invalidates exactly those partitions. In HTTP mode the feed is in-process; in Kafka mode
+//! ingest publishes to the change topic (`stream::changes`) that every serve worker hears.
 
 use std::sync::Arc;
 

@@ -1,5 +1,6 @@
 //! The write path: admission (bounded, 429 when full), a source of jobs, and one writer that
-//! group-commits them. HTTP is today's source; Kafka will implement [`UpdateSource`] too.
+//! group-commits them. The in-process channel (HTTP, snapshots, replay) is one source; in Kafka
+//! mode the consumer group (`stream::consumer::KafkaSource`) is merged beside it.
 
 pub mod admission;
 pub mod body;
