@@ -34,6 +34,13 @@ pub struct RetailPipelineStatus {
     /// Serve replicas.
     #[serde(default)]
     pub serve: RoleStatus,
+    /// How the workers of each role reach their backends, from their own
+    /// `tailwarden_backend_state` metrics (distributed pipelines).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backends: Vec<BackendStatus>,
+    /// The Kafka topics' partitions and the ingest replicas they leave idle (pipelines on Kafka).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<KafkaStatus>,
     /// The SLIs last read from Prometheus.
     #[serde(default)]
     pub slis: SliStatus,
@@ -143,6 +150,34 @@ impl MarkState {
             MarkState::NoActor => Some("it has no -by annotation naming who set it"),
         }
     }
+}
+
+/// One backend as the workers of one role last reached it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendStatus {
+    /// `ingest` or `serve`.
+    pub role: String,
+    /// `cassandra` or `kafka`.
+    pub backend: String,
+    /// Workers reporting this backend.
+    pub workers: i32,
+    /// Workers whose last contact succeeded.
+    pub reachable: i32,
+    /// The other workers by the error of their last contact, e.g. `timeout: 1`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub errors: BTreeMap<String, i32>,
+}
+
+/// Kafka as the ingest workers see it. Topics and partitions belong to the Kafka administrator;
+/// the operator only reports them.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaStatus {
+    /// Partitions per consumed topic, as the broker reports them to the ingest workers.
+    pub partitions: BTreeMap<String, i32>,
+    /// Ingest replicas beyond the partitions to consume: the consumer group assigns them none.
+    pub idle_ingest_replicas: i32,
 }
 
 /// Replicas of one role.

@@ -5,6 +5,7 @@ use tailwarden_crds::{Decision, MarkStatus, RetailPipelineStatus, RoleStatus, Ro
 
 use crate::freeze_annotations::describe;
 use crate::pod_trouble::PodTrouble;
+use crate::reachability::{self, BACKENDS_REACHABLE};
 use crate::rollout::RolloutPlan;
 use crate::spec_error::SpecError;
 use crate::topology::Topology;
@@ -86,6 +87,8 @@ pub struct Observation {
     pub rollout_status: RolloutStatus,
     /// Whether the monitoring objects were applied, or why not.
     pub monitoring: Result<(), String>,
+    /// Whether the workers use Cassandra or Kafka, whose reachability they report.
+    pub remote_backends: bool,
 }
 
 /// The new status. Conditions keep their `lastTransitionTime` while their status is unchanged,
@@ -164,6 +167,7 @@ pub fn status(
         ),
     }
     freeze_condition(&mut conditions, obs, now);
+    backends_condition(&mut conditions, obs, now);
     match &obs.verdict {
         Some(verdict) => slo_conditions(&mut conditions, verdict, obs, now),
         None => {
@@ -183,6 +187,15 @@ pub fn status(
         }
     }
     let spec_applied = obs.spec_error.is_none();
+    // Engine-owned like the SLIs: carried over until the next verdict.
+    let (backends, partitions) = match (&obs.verdict, obs.remote_backends) {
+        (_, false) => (vec![], Default::default()),
+        (Some(v), true) => (v.backends.clone(), v.kafka_partitions.clone()),
+        (None, true) => (
+            previous.backends,
+            previous.kafka.map(|k| k.partitions).unwrap_or_default(),
+        ),
+    };
     RetailPipelineStatus {
         observed_generation: obs.generation,
         conditions,
@@ -198,6 +211,8 @@ pub fn status(
         },
         ingest: obs.ingest.role_status(),
         serve: obs.serve.role_status(),
+        backends,
+        kafka: reachability::kafka_status(&partitions, obs.ingest.desired),
         slis: obs
             .verdict
             .as_ref()
@@ -269,6 +284,29 @@ fn freeze_condition(conditions: &mut Vec<Condition>, obs: &Observation, now: jif
         status,
         reason,
         parts.join("; "),
+        obs.generation,
+        now,
+    );
+}
+
+/// BackendsReachable, for workers on Cassandra or Kafka: from the verdict's backend reports,
+/// Unknown until the engine has evaluated; absent for workers without remote backends.
+fn backends_condition(conditions: &mut Vec<Condition>, obs: &Observation, now: jiff::Timestamp) {
+    if !obs.remote_backends {
+        conditions.retain(|c| c.type_ != BACKENDS_REACHABLE);
+        return;
+    }
+    let (status, reason, message) = match &obs.verdict {
+        Some(v) => reachability::condition(&v.backends),
+        None if conditions.iter().any(|c| c.type_ == BACKENDS_REACHABLE) => return,
+        None => ("Unknown", NOT_EVALUATED, NOT_EVALUATED_MESSAGE.into()),
+    };
+    upsert(
+        conditions,
+        BACKENDS_REACHABLE,
+        status,
+        reason,
+        message,
         obs.generation,
         now,
     );
@@ -454,6 +492,7 @@ mod tests {
             },
             rollout_status: RolloutStatus::default(),
             monitoring: Err("monitoring.coreos.com CRDs are not installed".into()),
+            remote_backends: true,
         }
     }
 
@@ -601,7 +640,7 @@ mod tests {
             condition(&changed, READY).unwrap().last_transition_time,
             Time(at(120))
         );
-        assert_eq!(changed.conditions.len(), 7, "one entry per type");
+        assert_eq!(changed.conditions.len(), 8, "one entry per type");
         let monitoring = condition(&changed, MONITORING_CONFIGURED).unwrap();
         assert_eq!(
             (monitoring.status.as_str(), monitoring.reason.as_str()),
@@ -729,5 +768,54 @@ mod tests {
                 .unwrap()
                 .contains("distributed backend")
         );
+    }
+
+    #[test]
+    fn backend_reports_set_their_condition_and_the_idle_ingest_replicas() {
+        let mut o = obs(ready(3), ready(2));
+        let before = status(None, &o, at(0));
+        assert_eq!(
+            condition(&before, BACKENDS_REACHABLE).unwrap().reason,
+            NOT_EVALUATED
+        );
+        let mut v = verdict(Some(50.0), false, vec![]);
+        v.backends = vec![tailwarden_crds::BackendStatus {
+            role: "serve".into(),
+            backend: "cassandra".into(),
+            workers: 2,
+            reachable: 1,
+            errors: [("unreachable".to_owned(), 1)].into(),
+        }];
+        v.kafka_partitions = [("p.pricing".to_owned(), 2)].into();
+        o.verdict = Some(v);
+        let s = status(Some(&before), &o, at(10));
+        let c = condition(&s, BACKENDS_REACHABLE).unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "BackendUnreachable")
+        );
+        assert!(
+            c.message
+                .starts_with("serve workers: cassandra unreachable"),
+            "{}",
+            c.message
+        );
+        assert_eq!(
+            s.kafka.as_ref().unwrap().idle_ingest_replicas,
+            1,
+            "3 replicas, 2 partitions"
+        );
+        // Without a new verdict the engine's reports carry over.
+        o.verdict = None;
+        let later = status(Some(&s), &o, at(20));
+        assert_eq!(
+            (later.backends.clone(), later.kafka.clone()),
+            (s.backends.clone(), s.kafka.clone())
+        );
+        // Workers without Cassandra or Kafka report nothing and get no condition.
+        o.remote_backends = false;
+        let embedded = status(Some(&later), &o, at(30));
+        assert!(condition(&embedded, BACKENDS_REACHABLE).is_none());
+        assert!(embedded.backends.is_empty() && embedded.kafka.is_none());
     }
 }

@@ -22,6 +22,8 @@ use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 use prometheus_http_query::Client as Prometheus;
 use prometheus_http_query::response::Data;
+use tailwarden_contract::backend::{self, Backend, Reachability};
+use tailwarden_contract::config::Role;
 use tailwarden_crds::RetailPipeline;
 use tailwarden_slo::objective::slos;
 use tailwarden_slo::promql;
@@ -33,6 +35,7 @@ use crate::conditions::{DEGRADED, is_true};
 use crate::evaluation::{self, Readings, objectives};
 use crate::metrics::Metrics;
 use crate::prometheus_access::{self, PrometheusAccess, TlsMaterial};
+use crate::reachability;
 use crate::verdict::Verdicts;
 
 /// Every live query groups by these labels, which scraping attaches to the data plane's series.
@@ -102,6 +105,10 @@ enum Target {
     Throughput,
     /// Groups whose read histogram lacks this latency bound.
     MissingBucket(Duration),
+    /// Workers per (role, backend, state) of `tailwarden_backend_state`.
+    BackendState,
+    /// Partitions per consumed Kafka topic.
+    KafkaPartitions,
 }
 
 /// The SLO engine.
@@ -314,7 +321,7 @@ impl Engine {
                     slo: slo.clone(),
                     window: *window,
                 };
-                record(r, &target, None, *value);
+                record(r, &target, &HashMap::new(), *value);
             }
         }
         let queries = distinct_queries(pipelines, now, self.config.signal_window, &recorded);
@@ -357,7 +364,7 @@ impl Engine {
                     continue;
                 };
                 for target in &targets {
-                    record(r, target, labels.get("class"), value);
+                    record(r, target, labels, value);
                 }
             }
         }
@@ -546,10 +553,29 @@ fn distinct_queries(
         promql::accepted_rate("", signal_window, GROUPING),
         Target::Throughput,
     );
+    // Only pipelines on Cassandra or Kafka have workers that report these.
+    if pipelines
+        .iter()
+        .any(|p| reachability::uses_remote_backends(&p.spec))
+    {
+        add(
+            format!(
+                "count by ({GROUPING}, role, backend, state) ({} == 1)",
+                backend::STATE_SERIES
+            ),
+            Target::BackendState,
+        );
+        add(
+            format!("max by ({GROUPING}, topic) (tailwarden_kafka_topic_partitions)"),
+            Target::KafkaPartitions,
+        );
+    }
     queries.into_iter().collect()
 }
 
-fn record(r: &mut Readings, target: &Target, class: Option<&String>, value: f64) {
+fn record(r: &mut Readings, target: &Target, labels: &HashMap<String, String>, value: f64) {
+    let class = labels.get("class");
+    let label = |name: &str| labels.get(name).map(String::as_str).unwrap_or_default();
     match target {
         Target::ErrorRatio { slo, window } => {
             r.error_ratios
@@ -578,6 +604,25 @@ fn record(r: &mut Readings, target: &Target, class: Option<&String>, value: f64)
                 r.unbucketed.insert((class.clone(), *bound));
             }
         }
+        // Series of another worker version, with labels outside the closed sets, are skipped.
+        Target::BackendState => {
+            if let (Ok(role), Ok(backend), Ok(state)) = (
+                label("role").parse::<Role>(),
+                label("backend").parse::<Backend>(),
+                label("state").parse::<Reachability>(),
+            ) {
+                *r.backends
+                    .entry((role, backend))
+                    .or_default()
+                    .entry(state)
+                    .or_default() += value as u32;
+            }
+        }
+        Target::KafkaPartitions => {
+            if let Some(topic) = labels.get("topic") {
+                r.kafka_partitions.insert(topic.clone(), value as i32);
+            }
+        }
     }
 }
 
@@ -598,7 +643,7 @@ mod tests {
 
     #[test]
     fn pipelines_with_the_same_objectives_share_every_query() {
-        let one = [Arc::new(pipeline("a"))];
+        let one = [Arc::new(cassandra_pipeline("a"))];
         let many: Vec<_> = (0..50)
             .map(|i| Arc::new(cassandra_pipeline(&format!("p{i}"))))
             .collect();
@@ -619,9 +664,20 @@ mod tests {
             q50.len(),
             "the query count does not grow with pipelines"
         );
-        // 13 SLOs over 4 page windows and the 30d period, 7 signal queries, and one bucket
-        // check per distinct latency bound (120ms and 200ms).
-        assert_eq!(q1.len(), 13 * 5 + 7 + 2);
+        // 13 SLOs over 4 page windows and the 30d period, 7 signal queries, one bucket check
+        // per distinct latency bound (120ms and 200ms), and the backends' states and partitions.
+        assert_eq!(q1.len(), 13 * 5 + 7 + 2 + 2);
+        let standalone = distinct_queries(
+            &[&Arc::new(pipeline("s"))],
+            Timestamp::now(),
+            SIGNAL,
+            &Recorded::new(),
+        );
+        assert_eq!(
+            standalone.len(),
+            13 * 5 + 7 + 2,
+            "no backend queries for embedded workers without Kafka"
+        );
         assert!(
             q1.iter().all(|(q, _)| q.contains("namespace, pipeline")),
             "every query is batched by pipeline"
@@ -673,5 +729,46 @@ mod tests {
             13 * 5 + 7 + 2 + 5 + 1,
             "one more latency SLO over five windows, and its bound's bucket check"
         );
+    }
+
+    #[test]
+    fn backend_states_are_counted_per_role_and_unknown_labels_skipped() {
+        let mut r = Readings::default();
+        let series = |role: &str, state: &str| {
+            HashMap::from([
+                ("role".to_owned(), role.to_owned()),
+                ("backend".to_owned(), "cassandra".to_owned()),
+                ("state".to_owned(), state.to_owned()),
+            ])
+        };
+        record(
+            &mut r,
+            &Target::BackendState,
+            &series("serve", "timeout"),
+            2.0,
+        );
+        record(
+            &mut r,
+            &Target::BackendState,
+            &series("serve", "reachable"),
+            1.0,
+        );
+        record(
+            &mut r,
+            &Target::BackendState,
+            &series("serve", "melted"),
+            1.0,
+        );
+        let serve = &r.backends[&(Role::Serve, Backend::Cassandra)];
+        assert_eq!(serve.get(&Reachability::Timeout), Some(&2));
+        assert_eq!(serve.get(&Reachability::Reachable), Some(&1));
+        assert_eq!(
+            serve.values().sum::<u32>(),
+            3,
+            "the unknown state is skipped"
+        );
+        let topic = HashMap::from([("topic".to_owned(), "p.pricing".to_owned())]);
+        record(&mut r, &Target::KafkaPartitions, &topic, 4.0);
+        assert_eq!(r.kafka_partitions.get("p.pricing"), Some(&4));
     }
 }

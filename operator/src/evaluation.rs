@@ -23,6 +23,7 @@ use tailwarden_slo::scaling::{
 };
 use tailwarden_slo::window::{budget_window, page_windows, period};
 
+use crate::reachability::{self, BackendCounts};
 use crate::spec_error::{SpecError, duration};
 use crate::topology::Topology;
 use crate::verdict::{Scale, Verdict};
@@ -52,6 +53,10 @@ pub struct Readings {
     pub failures: Vec<String>,
     /// (class, bound) pairs whose read histogram has no bucket at the bound.
     pub unbucketed: BTreeSet<(String, Duration)>,
+    /// Workers per backend state, per role and backend.
+    pub backends: BackendCounts,
+    /// Partitions per consumed Kafka topic.
+    pub kafka_partitions: BTreeMap<String, i32>,
 }
 
 /// Everything one evaluation needs besides the readings.
@@ -334,6 +339,8 @@ pub fn evaluate(ctx: &Context<'_>, readings: &Readings) -> Result<Outcome, SpecE
             .map(|(slo, remaining)| (slo.name.clone(), remaining))
             .collect(),
         missing,
+        backends: reachability::statuses(&readings.backends),
+        kafka_partitions: readings.kafka_partitions.clone(),
         dry_run: scaling.dry_run,
         evaluated_at: ctx.now.to_string(),
     };
@@ -448,6 +455,8 @@ mod tests {
             throughput: Some(1000.0),
             failures: vec![],
             unbucketed: BTreeSet::new(),
+            backends: BackendCounts::new(),
+            kafka_partitions: BTreeMap::new(),
         }
     }
 

@@ -18,6 +18,7 @@ pub mod monitoring;
 pub mod plan;
 pub mod pod_trouble;
 pub mod prometheus_access;
+pub mod reachability;
 pub mod reconciler;
 pub mod rollout;
 pub mod rules_file;

@@ -298,6 +298,7 @@ async fn report(
         rollout: plan.rollout.clone(),
         rollout_status: plan.rollout_status.clone(),
         monitoring,
+        remote_backends: crate::reachability::uses_remote_backends(&pipeline.spec),
     };
     let mut status = conditions::status(previous, &obs, now);
     let (ns, name) = (

@@ -62,6 +62,8 @@ pub fn verdict(frozen: bool, code: GateCode) -> Verdict {
         budget: Default::default(),
         slo_budgets: Default::default(),
         missing: vec![],
+        backends: vec![],
+        kafka_partitions: Default::default(),
         dry_run: false,
         evaluated_at: String::new(),
     }

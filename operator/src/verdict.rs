@@ -6,8 +6,10 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use kube::runtime::reflector::ObjectRef;
-use tailwarden_crds::{BudgetStatus, RetailPipeline, SliStatus};
+use tailwarden_crds::{BackendStatus, BudgetStatus, RetailPipeline, SliStatus};
 use tailwarden_slo::gate::Gates;
+
+use crate::reachability;
 
 /// A replica decision for one role.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +38,10 @@ pub struct Verdict {
     pub slo_budgets: BTreeMap<String, f64>,
     /// SLIs with no data, each with why (empty when all were observed).
     pub missing: Vec<String>,
+    /// The backends as each role's workers last reached them.
+    pub backends: Vec<BackendStatus>,
+    /// Partitions per consumed Kafka topic, as the ingest workers read them from the broker.
+    pub kafka_partitions: BTreeMap<String, i32>,
     /// Decide and report, but do not act.
     pub dry_run: bool,
     /// When the engine evaluated, RFC 3339.
@@ -97,7 +103,8 @@ impl Verdicts {
 }
 
 /// Whether two verdicts make the reconciler act the same: gates (state and reason code), replicas,
-/// what is missing and the dry-run switch. Numbers in reasons and SLI values do not count.
+/// what is missing, whether every backend is reachable, and the dry-run switch. Numbers in
+/// reasons and SLI values do not count.
 fn same_decisions(a: &Verdict, b: &Verdict) -> bool {
     let gates = |v: &Verdict| {
         let g = &v.gates;
@@ -113,6 +120,7 @@ fn same_decisions(a: &Verdict, b: &Verdict) -> bool {
         && replicas(&a.serve) == replicas(&b.serve)
         && replicas(&a.ingest) == replicas(&b.ingest)
         && a.missing == b.missing
+        && reachability::condition(&a.backends).0 == reachability::condition(&b.backends).0
         && a.dry_run == b.dry_run
 }
 
