@@ -32,7 +32,7 @@ struct Cli {
     /// Overrides `listen.metrics`.
     #[arg(long, env = "TAILWARDEN_LISTEN_METRICS")]
     listen_metrics: Option<SocketAddr>,
-    /// Overrides `storage.embedded.path`.
+    /// Overrides `storage.embedded.path`; refused when the storage is Cassandra.
     #[arg(long, env = "TAILWARDEN_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// Overrides `degradation.pauseNonCritical`.
@@ -126,7 +126,17 @@ fn load(cli: &Cli) -> Result<Config, tailwarden_dataplane::config::ConfigError> 
         config.listen.metrics = a;
     }
     if let Some(dir) = &cli.data_dir {
-        config.storage = Storage::Embedded { path: dir.clone() };
+        match &mut config.storage {
+            Storage::Embedded { path } => *path = dir.clone(),
+            // Silently swapping a shared store for a local one would split the pipeline's state.
+            Storage::Cassandra { .. } => {
+                return Err(tailwarden_dataplane::config::ConfigError::Invalid {
+                    key: "--data-dir".into(),
+                    why: "the storage is cassandra; the data directory is the embedded store's"
+                        .into(),
+                });
+            }
+        }
     }
     if let Some(p) = cli.pause_non_critical {
         config.degradation.pause_non_critical = p;

@@ -18,6 +18,7 @@ use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use tailwarden_crds::RetailPipeline;
 
+pub mod cassandra;
 pub mod dashboards;
 pub mod dataplane_process;
 pub mod freeze_policy;
