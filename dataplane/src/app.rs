@@ -13,6 +13,7 @@ use axum::Router;
 use tokio::sync::watch;
 
 use crate::auth::Guards;
+use crate::backend_probe::{self, Probes, Reporter};
 use crate::backends::{self, Backends};
 use crate::cache::{Cache, CacheCounters, Invalidation};
 use crate::config::{Config, ConfigError, Role, Streams};
@@ -118,8 +119,9 @@ pub async fn run(
         .await?,
     ];
     let mut shutdown = std::pin::pin!(shutdown);
+    let reporter = Reporter::new(metrics.clone(), role);
     let backends = tokio::select! {
-        opened = backends::open(&config, &tuning, &health) => opened?,
+        opened = backends::open(&config, &tuning, &health, &reporter) => opened?,
         () = &mut shutdown => {
             tracing::info!("stopped while starting");
             return Ok(());
@@ -130,7 +132,13 @@ pub async fn run(
         work_dir,
         interrupted,
         kafka,
+        cassandra,
     } = backends;
+    let probes = Probes {
+        cassandra,
+        kafka: kafka.as_ref().map(|k| k.probe()).transpose()?.map(Arc::new),
+    };
+    let probe = tokio::spawn(backend_probe::run(reporter, probes, http_stopped.clone()));
     let import_dir = match &config.snapshots.import_dir {
         Some(dir) => Some(resolve_import_dir(dir, &work_dir)?),
         None => None,
@@ -308,6 +316,7 @@ pub async fn run(
     for server in servers {
         server.await??;
     }
+    probe.await?;
     let _ = close_writer.send(true);
     if let Some(t) = writer_thread {
         tokio::task::spawn_blocking(move || t.join())

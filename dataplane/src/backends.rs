@@ -7,8 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use tailwarden_contract::backend::Backend;
 
 use crate::app::Tuning;
+use crate::backend_probe::{Reporter, Unreached};
 use crate::config::{Config, Storage};
 use crate::health::Health;
 use crate::snapshot::InterruptedLoads;
@@ -33,11 +35,19 @@ pub struct Backends {
     pub interrupted: InterruptedLoads,
     /// Kafka mode, when `streams.kafka` is set.
     pub kafka: Option<KafkaMode>,
+    /// The same store as `store` when it is Cassandra, for the reachability probe.
+    pub cassandra: Option<Arc<CassandraStore>>,
 }
 
 /// Opens the configured backends. Configuration errors end the start; an unreachable Cassandra
-/// is retried with back-off, its error shown on `/readyz`, until it answers.
-pub async fn open(config: &Config, tuning: &Tuning, health: &Health) -> anyhow::Result<Backends> {
+/// is retried with back-off, its error shown on `/readyz` and each attempt's state reported,
+/// until it answers.
+pub async fn open(
+    config: &Config,
+    tuning: &Tuning,
+    health: &Health,
+    reporter: &Reporter,
+) -> anyhow::Result<Backends> {
     let kafka = KafkaMode::from_config(config).context("streams.kafka")?;
     match &config.storage {
         Storage::Embedded { path } => {
@@ -57,36 +67,44 @@ pub async fn open(config: &Config, tuning: &Tuning, health: &Health) -> anyhow::
                 work_dir: path.clone(),
                 interrupted: InterruptedLoads::Discard,
                 kafka,
+                cassandra: None,
             })
         }
         Storage::Cassandra { .. } => {
             let settings = CassandraSettings::from_storage(&config.storage)?
                 .context("storage.cassandra settings")?;
-            let store = connect_when_reachable(&settings, health).await?;
+            let store = Arc::new(connect_when_reachable(&settings, health, reporter).await?);
             let work_dir = std::env::temp_dir().join("tailwarden-spool");
             std::fs::create_dir_all(&work_dir)
                 .with_context(|| format!("creating spool dir {}", work_dir.display()))?;
             Ok(Backends {
-                store: Arc::new(store),
+                store: store.clone(),
                 work_dir,
                 interrupted: InterruptedLoads::Keep,
                 kafka,
+                cassandra: Some(store),
             })
         }
     }
 }
 
-/// Connects to Cassandra, retrying while it is unavailable.
+/// Connects to Cassandra, retrying while it is unavailable; reports each attempt's state.
 async fn connect_when_reachable(
     settings: &CassandraSettings,
     health: &Health,
+    reporter: &Reporter,
 ) -> Result<CassandraStore, StoreError> {
     let mut pause = RETRY_FIRST;
     loop {
-        match CassandraStore::connect(settings).await {
+        let attempt = CassandraStore::open(settings).await;
+        reporter.record(
+            Backend::Cassandra,
+            attempt.as_ref().map(drop).map_err(Unreached::from),
+        );
+        match attempt.map_err(|e| e.error) {
             Ok(store) => return Ok(store),
             Err(StoreError::Unavailable(why)) => {
-                tracing::warn!(error = %why, retry_in = ?pause, "Cassandra is unreachable");
+                tracing::debug!(error = %why, retry_in = ?pause, "Cassandra is unreachable");
                 health.waiting(format!("starting: waiting for Cassandra: {why}"));
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(RETRY_MAX);

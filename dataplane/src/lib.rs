@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod backend_probe;
 pub mod backends;
 pub mod cache;
 pub use tailwarden_contract::config;

@@ -8,8 +8,14 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+
+use parking_lot::Mutex;
+use tailwarden_contract::backend::{Backend, Reachability};
+
+use crate::config::Role;
 
 /// `class`, `outcome` of an ingested record.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -65,6 +71,17 @@ pub struct PartitionLabels {
 pub struct TopicLabel {
     /// Topic name (from the config: a bounded set).
     pub topic: String,
+}
+
+/// `role`, `backend`, `state` of a backend's reachability (`tailwarden_backend_state`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendStateLabels {
+    /// The worker's role.
+    pub role: &'static str,
+    /// cassandra | kafka
+    pub backend: &'static str,
+    /// One of `Reachability::as_str()`.
+    pub state: &'static str,
 }
 
 /// Result of a Kafka offset commit.
@@ -191,6 +208,12 @@ pub struct Metrics {
     /// Kafka: partitions of each consumed topic, as the broker reports them: ingest replicas
     /// beyond their sum have nothing to consume.
     pub kafka_topic_partitions: Family<TopicLabel, Gauge>,
+    /// The outcome of the last contact with each backend the worker uses, one series per
+    /// (role, backend) whose `state` label names it: the operator counts workers per state
+    /// without reading their logs. Set through [`Metrics::set_backend_state`].
+    pub backend_state: Family<BackendStateLabels, Gauge>,
+    /// The state each `backend_state` series shows now, to remove it when the state changes.
+    backend_states: Mutex<BTreeMap<(&'static str, Backend), Reachability>>,
 }
 
 /// Read-latency buckets: fine from 0.5 ms to 1 s so that P95 and P99 interpolate well.
@@ -282,6 +305,8 @@ impl Metrics {
             kafka_rebalances: Family::default(),
             kafka_producer_errors: Family::default(),
             kafka_topic_partitions: Family::default(),
+            backend_state: Family::default(),
+            backend_states: Mutex::default(),
             registry: Registry::default(),
         };
         // prometheus-client appends `_total` to counters and the unit to names.
@@ -431,7 +456,36 @@ impl Metrics {
             "Partitions of a consumed topic, as the broker reports them",
             m.kafka_topic_partitions.clone(),
         );
+        registry.register(
+            tailwarden_contract::backend::STATE_METRIC,
+            "Outcome of the last contact with a backend, named by state (one series per backend)",
+            m.backend_state.clone(),
+        );
         Self { registry, ..m }
+    }
+
+    /// Shows `state` as the one `backend_state` series of (`role`, `backend`), removing the
+    /// series of the previous state. Returns the previous state.
+    pub fn set_backend_state(
+        &self,
+        role: Role,
+        backend: Backend,
+        state: Reachability,
+    ) -> Option<Reachability> {
+        let labels = |state: Reachability| BackendStateLabels {
+            role: role.as_str(),
+            backend: backend.as_str(),
+            state: state.as_str(),
+        };
+        let mut states = self.backend_states.lock();
+        let before = states.insert((role.as_str(), backend), state);
+        if before != Some(state) {
+            if let Some(old) = before {
+                self.backend_state.remove(&labels(old));
+            }
+            self.backend_state.get_or_create(&labels(state)).set(1);
+        }
+        before
     }
 
     /// The OpenMetrics text exposition.
@@ -468,6 +522,52 @@ mod tests {
             "a default bound is not doubled"
         );
         assert!(!Metrics::new().encode().contains("le=\"0.25\""));
+    }
+
+    /// The `backend_state` series of `text`.
+    fn backend_series(text: &str) -> Vec<&str> {
+        text.lines()
+            .filter(|l| l.starts_with("tailwarden_backend_state{"))
+            .collect()
+    }
+
+    #[test]
+    fn one_backend_state_series_per_role_and_backend() {
+        let m = Metrics::new();
+        assert!(
+            backend_series(&m.encode()).is_empty(),
+            "none before a contact"
+        );
+        let cassandra =
+            |m: &Metrics, state| m.set_backend_state(Role::Serve, Backend::Cassandra, state);
+        assert_eq!(cassandra(&m, Reachability::Unreachable), None);
+        assert_eq!(
+            m.set_backend_state(Role::Serve, Backend::Kafka, Reachability::Reachable),
+            None
+        );
+        assert_eq!(
+            cassandra(&m, Reachability::Unreachable),
+            Some(Reachability::Unreachable)
+        );
+        assert_eq!(
+            backend_series(&m.encode()),
+            [
+                "tailwarden_backend_state{role=\"serve\",backend=\"cassandra\",state=\"unreachable\"} 1",
+                "tailwarden_backend_state{role=\"serve\",backend=\"kafka\",state=\"reachable\"} 1",
+            ]
+            .as_slice()
+        );
+        assert_eq!(
+            cassandra(&m, Reachability::Reachable),
+            Some(Reachability::Unreachable)
+        );
+        let text = m.encode();
+        let series = backend_series(&text);
+        assert_eq!(series.len(), 2, "the unreachable series is removed: {text}");
+        assert!(series.contains(
+            &"tailwarden_backend_state{role=\"serve\",backend=\"cassandra\",state=\"reachable\"} 1"
+        ));
+        assert!(!text.contains("unreachable"), "{text}");
     }
 
     #[test]

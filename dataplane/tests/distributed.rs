@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use support::pipeline::{Pipeline, VISIBLE, cassandra, quantity, until_quantity};
-use support::{eventually, get_json, inventory};
+use support::{backend_states, eventually, get_json, inventory, until_backend_state};
 
 /// Writes pass through Kafka into Cassandra and are read by two serve processes; an update
 /// reaches both even after they cached the old value (invalidation across processes over the
@@ -114,6 +114,15 @@ async fn a_serve_worker_waits_for_cassandra_and_becomes_ready_without_a_restart(
     .await;
     let (status, _) = get_json(&format!("{}/healthz", serve.metrics)).await;
     assert_eq!(status, 200, "a worker waiting for its database is live");
+    // Nothing listens at the address: the driver's connect is refused (an I/O error of the
+    // connection pool), which is `unreachable`; each failed attempt sets the state.
+    let waiting = until_backend_state(&serve, "cassandra", VISIBLE, |s| s != "reachable").await;
+    assert_eq!(waiting, "unreachable");
+    assert_eq!(
+        backend_states(&serve, "cassandra").await,
+        [("serve".to_owned(), "unreachable".to_owned())],
+        "one series while it waits"
+    );
 
     let proxy = forward(
         tokio::net::TcpListener::bind(addr).await.unwrap(),
@@ -126,6 +135,18 @@ async fn a_serve_worker_waits_for_cassandra_and_becomes_ready_without_a_restart(
     )
     .await;
     assert!(serve.child.try_wait().unwrap().is_none(), "it restarted");
+    // Ready only after a connect that succeeded, which set the state: no wait needed.
+    assert_eq!(
+        backend_states(&serve, "cassandra").await,
+        [("serve".to_owned(), "reachable".to_owned())],
+        "the unreachable series is gone"
+    );
+    // Kafka mode: the probe asks for the topics' metadata at once after the start.
+    until_backend_state(&serve, "kafka", VISIBLE, |s| s == "reachable").await;
+    assert_eq!(
+        backend_states(&serve, "kafka").await,
+        [("serve".to_owned(), "reachable".to_owned())]
+    );
     let (status, body) = get_json(&format!("{}/v1/inventory/NONE/S1", serve.serve)).await;
     assert_eq!(status, 404, "served from Cassandra: {body}");
 

@@ -19,7 +19,7 @@ use serde_json::json;
 use support::kafka::bootstrap;
 use support::pipeline::{Backends, Pipeline, VISIBLE, quantity, until_quantity};
 use support::services::{OwnServices, Service};
-use support::{eventually, inventory};
+use support::{eventually, inventory, metrics_text, until_backend_state};
 
 /// POSTs `body` to the write API at `url`; true only for a 200 (acknowledged by Kafka). A
 /// refused connection or a timeout counts as not acknowledged.
@@ -35,14 +35,30 @@ async fn acknowledged(client: &reqwest::Client, url: &str, body: &str) -> bool {
 
 /// How many partition assignments the ingest worker's consumer has seen (its metrics).
 async fn assigned(ingest: &support::Server) -> u64 {
-    let Ok(r) = reqwest::get(format!("{}/metrics", ingest.metrics)).await else {
-        return 0;
-    };
-    let text = r.text().await.unwrap_or_default();
-    text.lines()
+    metrics_text(ingest)
+        .await
+        .lines()
         .find_map(|l| l.strip_prefix("tailwarden_kafka_rebalances_total{kind=\"assign\"} "))
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// Waits until each worker reports `backend` in a state other than `reachable`; returns the
+/// states.
+async fn until_not_reachable(workers: &[&support::Server], backend: &str) -> Vec<String> {
+    let mut states = Vec::new();
+    for worker in workers {
+        states.push(until_backend_state(worker, backend, VISIBLE, |s| s != "reachable").await);
+    }
+    states
+}
+
+/// Waits until each worker reports `backend` reachable again.
+async fn until_reachable(workers: &[&support::Server], backend: &str) {
+    for worker in workers {
+        let back = Duration::from_secs(120);
+        until_backend_state(worker, backend, back, |s| s == "reachable").await;
+    }
 }
 
 /// Waits until every `(product, quantity)` is served, then checks each once more.
@@ -145,11 +161,15 @@ async fn a_broker_killed_mid_stream_and_restarted_loses_no_acknowledged_update()
         }
     };
     eventually("10 batches before the kill", VISIBLE, at_least(10)).await;
+    until_reachable(&[&ingest, &serve], "kafka").await;
     own.kill(Service::Kafka);
     let at_kill = acked.load(Ordering::SeqCst);
     let down = Instant::now();
+    // The probes' metadata requests find no broker.
+    let kafka_down = until_not_reachable(&[&ingest, &serve], "kafka").await;
     own.up(Service::Kafka, true).await;
     let restarted = down.elapsed();
+    until_reachable(&[&ingest, &serve], "kafka").await;
     eventually(
         "10 batches acknowledged after the restart",
         Duration::from_secs(120),
@@ -166,7 +186,7 @@ async fn a_broker_killed_mid_stream_and_restarted_loses_no_acknowledged_update()
     until_all(&serve, &expected(batches)).await;
     eprintln!(
         "broker kill: {batches} batches ({at_kill} before the kill), {} retried, broker back in \
-         {restarted:?}, {:?} in all",
+         {restarted:?}, kafka states while down (ingest, serve) {kafka_down:?}, {:?} in all",
         retries.load(Ordering::SeqCst),
         started.elapsed()
     );
@@ -200,8 +220,10 @@ async fn cassandra_stopped_pauses_ingest_serves_the_cache_fails_fast_and_recover
     assert_eq!(status, 200, "{body}");
     until_quantity(&serve, "C1", 5).await;
 
+    until_reachable(&[&ingest, &serve], "cassandra").await;
     own.down(Service::Cassandra).await;
     let down = Instant::now();
+    let cassandra_down = until_not_reachable(&[&ingest, &serve], "cassandra").await;
     let t = Instant::now();
     assert_eq!(
         quantity(&serve, "C1").await,
@@ -248,6 +270,7 @@ async fn cassandra_stopped_pauses_ingest_serves_the_cache_fails_fast_and_recover
 
     own.up(Service::Cassandra, true).await;
     let outage = down.elapsed();
+    until_reachable(&[&ingest, &serve], "cassandra").await;
     let mut want = while_down;
     want.push(("C1".into(), 9));
     until_all(&serve, &want).await;
@@ -261,8 +284,9 @@ async fn cassandra_stopped_pauses_ingest_serves_the_cache_fails_fast_and_recover
     );
     assert!(serve.child.try_wait().unwrap().is_none(), "serve restarted");
     eprintln!(
-        "cassandra stop: uncached read failed in {took:?}, node down and back up in {outage:?}, all applied \
-         {:?} after, {:?} in all",
+        "cassandra stop: uncached read failed in {took:?}, cassandra states while down (ingest, \
+         serve) {cassandra_down:?}, node down and back up in {outage:?}, all applied {:?} after, \
+         {:?} in all",
         down.elapsed() - outage,
         started.elapsed()
     );

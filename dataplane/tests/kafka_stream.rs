@@ -16,6 +16,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{Value, json};
+use tailwarden_contract::backend::Reachability;
 use tailwarden_dataplane::feed::{ChangeEvent, ChangeFeed, Invalidate};
 use tailwarden_dataplane::ingest::writer::{Writer, WriterConfig};
 use tailwarden_dataplane::ingest::{Item, Next, UpdateSource};
@@ -27,6 +28,7 @@ use tailwarden_dataplane::stream::changes::KafkaChangeFeed;
 use tailwarden_dataplane::stream::consumer::{KafkaSource, SourceConfig};
 use tailwarden_dataplane::stream::ingest::KafkaIngest;
 use tailwarden_dataplane::stream::lag::LagMonitor;
+use tailwarden_dataplane::stream::probe::KafkaProbe;
 use tailwarden_dataplane::stream::producer::{Producer, Record};
 use tailwarden_dataplane::stream::replay::{self, ReplayFrom};
 use tailwarden_dataplane::stream::{StreamError, Topics};
@@ -772,4 +774,31 @@ async fn lag_reports_a_backlog_then_drains_to_zero() {
     tokio::task::spawn_blocking(move || w.join().unwrap())
         .await
         .unwrap();
+}
+
+/// The reachability probe finds a pipeline's topics, and names a topic that does not exist
+/// `missing` (the probe's client never creates topics).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka: tests/services (tests/run.sh starts it)"]
+async fn the_probe_finds_the_topics_and_names_a_missing_one() {
+    let t = topics("probe", 1).await;
+    let absent = Topics {
+        changes: unique("absent"),
+        ..t.clone()
+    };
+    tokio::task::spawn_blocking(move || {
+        let deadline = Duration::from_secs(5);
+        KafkaProbe::new(&conn(), &t)
+            .unwrap()
+            .probe(deadline)
+            .unwrap();
+        let e = KafkaProbe::new(&conn(), &absent)
+            .unwrap()
+            .probe(deadline)
+            .unwrap_err();
+        assert_eq!(e.state, Reachability::Missing, "{e}");
+        assert!(e.error.contains(&absent.changes), "{e}");
+    })
+    .await
+    .unwrap();
 }

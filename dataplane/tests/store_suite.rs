@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use tailwarden_contract::backend::Reachability;
 use tailwarden_contract::config::Storage;
 use tailwarden_dataplane::merge;
 use tailwarden_dataplane::model::{Class, Entity, EntityKey, Field, SubKey, Update, Version};
@@ -636,15 +637,18 @@ fn wrong_password_is_refused(h: &Harness) {
         .expect("needs a node with authentication (TAILWARDEN_CASSANDRA_AUTH=1)");
     let (settings, dir) = settings(ks, Some((user, "not-the-password".into())));
     let rt = h.runtime.as_ref().unwrap();
-    let result = rt.block_on(CassandraStore::connect(&settings));
+    let result = rt.block_on(CassandraStore::open(&settings));
     let _ = std::fs::remove_dir_all(dir);
-    match result {
-        Err(StoreError::Config { key, why }) => {
+    let Err(e) = result else {
+        panic!("a wrong password must be refused");
+    };
+    assert_eq!(e.state, Reachability::AuthenticationFailed, "{e}");
+    match e.error {
+        StoreError::Config { key, why } => {
             assert_eq!(key, "storage.cassandra.credentialsDir");
             assert!(why.contains("refused the credentials"), "{why}");
         }
-        Err(e) => panic!("expected a credentials error, got {e}"),
-        Ok(_) => panic!("a wrong password must be refused"),
+        e => panic!("expected a credentials error, got {e}"),
     }
 }
 
@@ -794,11 +798,13 @@ fn an_unreachable_node_is_unavailable() {
         credentials_dir: None,
     };
     let settings = CassandraSettings::from_storage(&storage).unwrap().unwrap();
-    let result = runtime().block_on(CassandraStore::connect(&settings));
-    match result {
-        Err(StoreError::Unavailable(why)) => assert!(!why.is_empty()),
-        Err(e) => panic!("expected Unavailable, got {e}"),
-        Ok(_) => panic!("nothing listens on 127.0.0.1:1"),
+    let Err(e) = runtime().block_on(CassandraStore::open(&settings)) else {
+        panic!("nothing listens on 127.0.0.1:1");
+    };
+    assert_eq!(e.state, Reachability::Unreachable, "{e}");
+    match e.error {
+        StoreError::Unavailable(why) => assert!(!why.is_empty()),
+        e => panic!("expected Unavailable, got {e}"),
     }
 }
 

@@ -25,16 +25,17 @@ use futures::{StreamExt, TryStreamExt, stream};
 use parking_lot::Mutex;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
-use scylla::errors::{
-    DbError, ExecutionError, NewSessionError, PagerExecutionError, RequestAttemptError,
-};
+use scylla::errors::PagerExecutionError;
 use scylla::policies::timestamp_generator::MonotonicTimestampGenerator;
 use scylla::statement::Consistency;
 use scylla::statement::prepared::PreparedStatement;
+use scylla::statement::unprepared::Statement;
 use scylla::value::Counter;
+use tailwarden_contract::backend::Reachability;
 use tailwarden_contract::config::Storage;
 
 use super::cql_cells::{cells, cells_by_version, decode_entity, layer_key, stream_timestamp};
+use super::cql_errors::{ConnectError, CqlError, execution_error};
 use super::cql_schema::{INDEX_BUCKETS, migrate, table, valid_keyspace};
 use super::cql_statements::{Execution, Statements, WRITE_RETRIES};
 use super::{
@@ -217,56 +218,12 @@ pub struct CassandraStore {
     counts: [Mutex<(i64, Option<Instant>)>; 2],
 }
 
-/// Maps a driver error: unreachable and timed out are [`StoreError::Unavailable`] (retry
-/// later), the rest [`StoreError::Engine`].
-pub(crate) fn execution_error(e: ExecutionError) -> StoreError {
-    let unavailable = match &e {
-        ExecutionError::EmptyPlan
-        | ExecutionError::ConnectionPoolError(_)
-        | ExecutionError::RequestTimeout(_)
-        | ExecutionError::SchemaAgreementError(_)
-        | ExecutionError::MetadataError(_) => true,
-        ExecutionError::LastAttemptError(a) => match a {
-            RequestAttemptError::BrokenConnectionError(_) => true,
-            RequestAttemptError::DbError(db, _) => matches!(
-                db,
-                DbError::Overloaded
-                    | DbError::Unavailable { .. }
-                    | DbError::WriteTimeout { .. }
-                    | DbError::ReadTimeout { .. }
-                    | DbError::IsBootstrapping
-                    | DbError::RateLimitReached { .. }
-            ),
-            _ => false,
-        },
-        _ => false,
-    };
-    if unavailable {
-        StoreError::Unavailable(e.to_string())
-    } else {
-        StoreError::Engine(e.to_string())
-    }
-}
-
 /// Paging runs one request per page: a failure to start or continue is treated as unreachable,
 /// except a statement the driver cannot serialize.
 fn pager_error(e: PagerExecutionError) -> StoreError {
     match e {
         PagerExecutionError::SerializationError(e) => StoreError::Engine(e.to_string()),
         e => StoreError::Unavailable(e.to_string()),
-    }
-}
-
-fn session_error(e: NewSessionError) -> StoreError {
-    let text = e.to_string();
-    let lower = text.to_ascii_lowercase();
-    if lower.contains("authenticat") || lower.contains("password") || lower.contains("credential") {
-        config(
-            "storage.cassandra.credentialsDir",
-            format!("the cluster refused the credentials: {text}"),
-        )
-    } else {
-        StoreError::Unavailable(format!("connecting: {text}"))
     }
 }
 
@@ -304,11 +261,20 @@ impl CassandraStore {
     /// Connects, creates the keyspace (if absent) and tables, and prepares every statement.
     /// Must be called inside a multi-thread tokio runtime (see the module docs).
     pub async fn connect(settings: &CassandraSettings) -> Result<Self, StoreError> {
+        Self::open(settings).await.map_err(|e| e.error)
+    }
+
+    /// [`CassandraStore::connect`], whose error also says what it shows of the cluster's
+    /// reachability.
+    pub async fn open(settings: &CassandraSettings) -> Result<Self, ConnectError> {
         if !valid_keyspace(&settings.keyspace) {
-            return Err(config(
-                "storage.cassandra.keyspace",
-                format!("{:?} is not a valid keyspace name", settings.keyspace),
-            ));
+            return Err(ConnectError {
+                state: Reachability::Failed,
+                error: config(
+                    "storage.cassandra.keyspace",
+                    format!("{:?} is not a valid keyspace name", settings.keyspace),
+                ),
+            });
         }
         // Writes without an explicit timestamp (pointer, metadata, queues) get monotonic client
         // timestamps: a rollback right after an activation is ordered after it whichever
@@ -320,7 +286,7 @@ impl CassandraStore {
         if let Some((user, password)) = &settings.credentials {
             builder = builder.user(user, password);
         }
-        let session = builder.build().await.map_err(session_error)?;
+        let session = builder.build().await.map_err(CqlError::from)?;
         migrate(&session, &settings.keyspace).await?;
         let st = Statements::prepare(
             &session,
@@ -341,6 +307,15 @@ impl CassandraStore {
             baseline_timestamps: Mutex::new(BTreeMap::new()),
             counts: Default::default(),
         })
+    }
+
+    /// One cheap read (`system.local`, no keyspace), answered within `deadline` or failed: the
+    /// reachability probe.
+    pub async fn probe(&self, deadline: Duration) -> Result<(), CqlError> {
+        let mut read = Statement::new("SELECT release_version FROM system.local");
+        read.set_request_timeout(Some(deadline));
+        self.session.query_unpaged(read, ()).await?;
+        Ok(())
     }
 
     /// Runs a future to completion from synchronous code (see the module docs).

@@ -9,7 +9,7 @@
 
 use scylla::client::session::Session;
 
-use super::StoreError;
+use super::cql_errors::CqlError;
 use crate::model::Class;
 
 /// Buckets of `baseline_partitions` per version, so that no index partition grows unbounded.
@@ -106,16 +106,13 @@ pub(crate) fn create_tables(ks: &str) -> Vec<String> {
 /// Creates the keyspace if absent, then every table. The keyspace created here is
 /// `SimpleStrategy` with one replica, fit for tests and a single node only: production creates
 /// its own keyspace (`NetworkTopologyStrategy`, RF 3) beforehand, and this leaves it untouched.
-pub(crate) async fn migrate(session: &Session, ks: &str) -> Result<(), StoreError> {
+pub(crate) async fn migrate(session: &Session, ks: &str) -> Result<(), CqlError> {
     let keyspace = format!(
         "CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = \
          {{'class': 'SimpleStrategy', 'replication_factor': 1}}"
     );
     for cql in std::iter::once(keyspace).chain(create_tables(ks)) {
-        session
-            .query_unpaged(cql, ())
-            .await
-            .map_err(super::cassandra::execution_error)?;
+        session.query_unpaged(cql, ()).await?;
     }
     Ok(())
 }

@@ -16,7 +16,7 @@ use scylla::policies::retry::{
 use scylla::statement::Consistency;
 use scylla::statement::prepared::PreparedStatement;
 
-use super::StoreError;
+use super::cql_errors::CqlError;
 use super::cql_schema::{id_column, sub_column, table};
 use crate::model::Class;
 
@@ -160,13 +160,12 @@ struct Preparer<'a> {
 }
 
 impl Preparer<'_> {
-    async fn prepare(&self, kind: Kind, cql: String) -> Result<PreparedStatement, StoreError> {
+    async fn prepare(&self, kind: Kind, cql: String) -> Result<PreparedStatement, CqlError> {
         let cql = cql.replace("{ks}", self.ks);
-        let mut st = self
-            .session
-            .prepare(cql.as_str())
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("preparing {cql:?}: {e}")))?;
+        let mut st = match self.session.prepare(cql.as_str()).await {
+            Ok(st) => st,
+            Err(source) => return Err(CqlError::Prepare { cql, source }),
+        };
         st.set_consistency(self.exec.consistency);
         st.set_request_timeout(Some(self.exec.request_timeout));
         match kind {
@@ -193,7 +192,7 @@ impl Statements {
         session: &Session,
         ks: &str,
         exec: Execution,
-    ) -> Result<Self, StoreError> {
+    ) -> Result<Self, CqlError> {
         let p = Preparer {
             session,
             ks,

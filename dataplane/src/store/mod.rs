@@ -5,6 +5,7 @@
 
 pub mod cassandra;
 mod cql_cells;
+pub mod cql_errors;
 mod cql_schema;
 mod cql_statements;
 pub mod embedded;

@@ -10,6 +10,7 @@
 //! | `consumer.rs` | [`consumer::KafkaSource`]: the consumer group as the writer's [`crate::ingest::UpdateSource`] |
 //! | `changes.rs` | [`changes::KafkaChangeFeed`]: the change topic as a [`crate::feed::ChangeFeed`] |
 //! | `lag.rs` | [`lag::LagMonitor`]: consumer lag per partition, in records and seconds |
+//! | `probe.rs` | [`probe::KafkaProbe`]: the brokers' reachability, from a metadata request |
 //! | `replay.rs` | moving a group's offsets; re-ingesting the dead-letter topic |
 //! | `mode.rs` | [`mode::KafkaMode`]: the pieces above assembled for `app.rs` |
 //!
@@ -21,6 +22,7 @@ pub mod consumer;
 pub mod ingest;
 pub mod lag;
 pub mod mode;
+pub mod probe;
 pub mod producer;
 pub mod replay;
 

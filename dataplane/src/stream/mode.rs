@@ -12,6 +12,7 @@ use crate::stream::client::Connection;
 use crate::stream::consumer::{KafkaSource, SourceConfig};
 use crate::stream::ingest::KafkaIngest;
 use crate::stream::lag::LagMonitor;
+use crate::stream::probe::KafkaProbe;
 use crate::stream::producer::Producer;
 use crate::stream::{StreamError, Topics};
 
@@ -106,6 +107,11 @@ impl KafkaMode {
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> Result<std::thread::JoinHandle<()>, StreamError> {
         KafkaChangeFeed::listen(&self.conn, &self.topics.changes, subscriber, stop)
+    }
+
+    /// The reachability probe of the pipeline's topics.
+    pub fn probe(&self) -> Result<KafkaProbe, StreamError> {
+        KafkaProbe::new(&self.conn, &self.topics)
     }
 
     /// Measures the group's lag every [`LAG_EVERY`] on a thread, until `stop` turns true

@@ -309,6 +309,57 @@ pub async fn get_json(url: &str) -> (u16, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// The `/metrics` text of `server`; empty while it does not answer.
+pub async fn metrics_text(server: &Server) -> String {
+    match reqwest::get(format!("{}/metrics", server.metrics)).await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// `(role, state)` of each `tailwarden_backend_state{backend="<backend>"} 1` series `server`
+/// exports now.
+pub async fn backend_states(server: &Server, backend: &str) -> Vec<(String, String)> {
+    let label = |line: &str, name: &str| {
+        let start = line.find(&format!("{name}=\""))? + name.len() + 2;
+        let len = line[start..].find('"')?;
+        Some(line[start..start + len].to_owned())
+    };
+    metrics_text(server)
+        .await
+        .lines()
+        .filter(|l| l.starts_with("tailwarden_backend_state{") && l.ends_with("} 1"))
+        .filter(|l| label(l, "backend").as_deref() == Some(backend))
+        .map(|l| (label(l, "role").unwrap(), label(l, "state").unwrap()))
+        .collect()
+}
+
+/// Waits until `server` reports `backend` in a state that `want` accepts, and returns the
+/// state. Asserts at every look that the backend has no more than one series.
+pub async fn until_backend_state(
+    server: &Server,
+    backend: &str,
+    deadline: Duration,
+    want: impl Fn(&str) -> bool,
+) -> String {
+    let what = format!(
+        "{} to report the {backend} state wanted",
+        server.dir.display()
+    );
+    eventually(&what, deadline, || async {
+        let states = backend_states(server, backend).await;
+        assert!(
+            states.len() <= 1,
+            "one {backend} series at most: {states:?}"
+        );
+        states
+            .into_iter()
+            .map(|(_, state)| state)
+            .find(|state| want(state))
+    })
+    .await
+}
+
 /// One inventory update as an NDJSON line.
 pub fn inventory(
     event_id: &str,
