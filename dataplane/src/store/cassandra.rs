@@ -25,9 +25,7 @@ use futures::{StreamExt, TryStreamExt, stream};
 use parking_lot::Mutex;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
-use scylla::errors::{
-    DbError, ExecutionError, NewSessionError, PagerExecutionError, RequestAttemptError,
-};
+use scylla::errors::{ExecutionError, NewSessionError, PagerExecutionError, RequestAttemptError};
 use scylla::policies::timestamp_generator::MonotonicTimestampGenerator;
 use scylla::statement::Consistency;
 use scylla::statement::prepared::PreparedStatement;
@@ -36,7 +34,7 @@ use tailwarden_contract::config::Storage;
 
 use super::cql_cells::{cells, cells_by_version, decode_entity, layer_key, stream_timestamp};
 use super::cql_schema::{INDEX_BUCKETS, migrate, table, valid_keyspace};
-use super::cql_statements::{Execution, Statements, WRITE_RETRIES};
+use super::cql_statements::{Execution, Statements, WRITE_RETRIES, transient};
 use super::{
     DeadLetter, DeadLetterSource, DedupEntries, Layer, SnapshotMeta, Store, StoreError, WriteSet,
 };
@@ -228,15 +226,7 @@ pub(crate) fn execution_error(e: ExecutionError) -> StoreError {
         | ExecutionError::MetadataError(_) => true,
         ExecutionError::LastAttemptError(a) => match a {
             RequestAttemptError::BrokenConnectionError(_) => true,
-            RequestAttemptError::DbError(db, _) => matches!(
-                db,
-                DbError::Overloaded
-                    | DbError::Unavailable { .. }
-                    | DbError::WriteTimeout { .. }
-                    | DbError::ReadTimeout { .. }
-                    | DbError::IsBootstrapping
-                    | DbError::RateLimitReached { .. }
-            ),
+            RequestAttemptError::DbError(db, _) => transient(db),
             _ => false,
         },
         _ => false,
@@ -379,6 +369,26 @@ impl CassandraStore {
             .map_err(|e| StoreError::Unavailable(format!("paging: {e}")))
             .try_collect()
             .await
+    }
+
+    /// The `(id, encoded value)` rows of one unpaged query, values decoded as rows of `table`.
+    async fn id_rows<T: serde::de::DeserializeOwned>(
+        &self,
+        st: &PreparedStatement,
+        values: impl scylla::serialize::row::SerializeRow,
+        table: &str,
+    ) -> Result<Vec<(u64, T)>, StoreError> {
+        let rows = self
+            .exec(st, values)
+            .await?
+            .into_rows_result()
+            .map_err(rows_error)?;
+        let mut out = Vec::new();
+        for row in rows.rows::<(i64, Vec<u8>)>().map_err(rows_error)? {
+            let (id, value) = row.map_err(rows_error)?;
+            out.push((id as u64, decode(table, &value)?));
+        }
+        Ok(out)
     }
 
     fn baseline_timestamp(&self, version: u64) -> i64 {
@@ -679,19 +689,11 @@ impl Store for CassandraStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        self.block(async {
-            let rows = self
-                .exec(&self.st.dead_letters_after, (after as i64, limit))
-                .await?
-                .into_rows_result()
-                .map_err(rows_error)?;
-            let mut out = Vec::new();
-            for row in rows.rows::<(i64, Vec<u8>)>().map_err(rows_error)? {
-                let (id, value) = row.map_err(rows_error)?;
-                out.push((id as u64, decode("dead_letters", &value)?));
-            }
-            Ok(out)
-        })
+        self.block(self.id_rows(
+            &self.st.dead_letters_after,
+            (after as i64, limit),
+            "dead_letters",
+        ))
     }
 
     /// Approximate: a Cassandra counter, shared by all workers, read at most once a second (this
@@ -731,19 +733,7 @@ impl Store for CassandraStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        self.block(async {
-            let rows = self
-                .exec(&self.st.deferred_select, (limit,))
-                .await?
-                .into_rows_result()
-                .map_err(rows_error)?;
-            let mut out = Vec::new();
-            for row in rows.rows::<(i64, Vec<u8>)>().map_err(rows_error)? {
-                let (id, value) = row.map_err(rows_error)?;
-                out.push((id as u64, decode("deferred", &value)?));
-            }
-            Ok(out)
-        })
+        self.block(self.id_rows(&self.st.deferred_select, (limit,), "deferred"))
     }
 
     /// Approximate, like [`Store::dead_letter_count`].
