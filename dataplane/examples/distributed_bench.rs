@@ -25,10 +25,10 @@ use rdkafka::client::DefaultClientContext;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use tailwarden_dataplane::metrics::Metrics;
-use tailwarden_dataplane::stream::Topics;
 use tailwarden_dataplane::stream::client::Connection;
 use tailwarden_dataplane::stream::lag::LagMonitor;
 use tailwarden_dataplane::stream::producer::{Producer, Record};
+use tailwarden_dataplane::stream::{Topics, TopicsExt};
 
 const PARTITIONS: i32 = 4;
 /// Records per produce call, like one HTTP write request.

@@ -34,7 +34,7 @@ use crate::model::now_ms;
 use crate::schema::{Mode, parse_record};
 use crate::store::DeadLetter;
 use crate::stream::client::Connection;
-use crate::stream::{StreamError, Topics};
+use crate::stream::{StreamError, Topics, TopicsExt};
 
 /// A topic and partition.
 pub type Partition = (String, i32);
