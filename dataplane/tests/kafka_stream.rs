@@ -74,9 +74,22 @@ fn ndjson(records: &[String]) -> Vec<u8> {
     records.join("\n").into_bytes()
 }
 
-fn kafka_ingest(t: &Topics, metrics: &Arc<Metrics>) -> KafkaIngest {
-    let producer = Producer::new(&conn(), Duration::from_secs(30), metrics.clone()).unwrap();
-    KafkaIngest::new(producer, t.clone())
+/// A test's own topics, metrics and Kafka sink.
+struct Pipeline {
+    t: Topics,
+    metrics: Arc<Metrics>,
+    ingest: KafkaIngest,
+}
+
+impl Pipeline {
+    /// Fresh topics named after `name`, `partitions` partitions each.
+    async fn create(name: &str, partitions: i32) -> Self {
+        let t = topics(name, partitions).await;
+        let metrics = Arc::new(Metrics::new());
+        let producer = Producer::new(&conn(), Duration::from_secs(30), metrics.clone()).unwrap();
+        let ingest = KafkaIngest::new(producer, t.clone());
+        Self { t, metrics, ingest }
+    }
 }
 
 /// Sum of high watermarks of `topic`.
@@ -130,32 +143,51 @@ fn source(
     .unwrap()
 }
 
-/// A writer thread over `store` fed by a Kafka source of `group`.
-fn writer(
-    store: Arc<dyn Store>,
-    feed: Arc<dyn ChangeFeed>,
-    metrics: &Arc<Metrics>,
-    source: KafkaSource,
-) -> std::thread::JoinHandle<()> {
-    let w = Writer::new(
-        store,
-        feed,
-        metrics.clone(),
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicBool::new(false)),
-        WriterConfig {
-            max_records: 5000,
-            linger: Duration::from_millis(2),
-            partitions: 16,
-            dead_letter_max: 1_000_000,
-            dead_letter_retention: Duration::from_secs(3600),
-            dedup_window: 100_000,
-            hot_entities: 10_000,
-        },
-    )
-    .unwrap()
-    .with_ownership_epoch(source.ownership_epoch());
-    std::thread::spawn(move || w.run(source))
+/// A writer thread over `store` fed by a Kafka source, and the switch that closes the source.
+struct Running {
+    close: tokio::sync::watch::Sender<bool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Running {
+    /// Starts a writer fed by `source(closing)`.
+    fn start(
+        store: Arc<dyn Store>,
+        feed: Arc<dyn ChangeFeed>,
+        metrics: &Arc<Metrics>,
+        source: impl FnOnce(tokio::sync::watch::Receiver<bool>) -> KafkaSource,
+    ) -> Self {
+        let (close, closing) = tokio::sync::watch::channel(false);
+        let source = source(closing);
+        let w = Writer::new(
+            store,
+            feed,
+            metrics.clone(),
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+            WriterConfig {
+                max_records: 5000,
+                linger: Duration::from_millis(2),
+                partitions: 16,
+                dead_letter_max: 1_000_000,
+                dead_letter_retention: Duration::from_secs(3600),
+                dedup_window: 100_000,
+                hot_entities: 10_000,
+            },
+        )
+        .unwrap()
+        .with_ownership_epoch(source.ownership_epoch());
+        let thread = std::thread::spawn(move || w.run(source));
+        Self { close, thread }
+    }
+
+    /// Closes the source and waits for the writer to finish.
+    async fn stop(self) {
+        self.close.send(true).unwrap();
+        tokio::task::spawn_blocking(move || self.thread.join().unwrap())
+            .await
+            .unwrap();
+    }
 }
 
 /// Records of `group` not yet committed, over all consumed topics.
@@ -176,8 +208,7 @@ impl ChangeFeed for NoFeed {
 #[ignore = "needs Kafka: tests/services (tests/run.sh starts it)"]
 async fn http_records_are_acked_by_kafka_then_written_and_committed() {
     let _ = NEEDS;
-    let t = topics("http", 3).await;
-    let metrics = Arc::new(Metrics::new());
+    let Pipeline { t, metrics, ingest } = Pipeline::create("http", 3).await;
     let st = store("http");
     let dyn_store: Arc<dyn Store> = st.clone();
     let feed: Arc<dyn ChangeFeed> = Arc::new(NoFeed);
@@ -192,9 +223,7 @@ async fn http_records_are_acked_by_kafka_then_written_and_committed() {
     );
     let (jobs, _unused) = std::sync::mpsc::sync_channel(1);
     let state = Arc::new(tailwarden_dataplane::ingest::http::IngestState {
-        sink: tailwarden_dataplane::ingest::http::RecordSink::Kafka(Arc::new(kafka_ingest(
-            &t, &metrics,
-        ))),
+        sink: tailwarden_dataplane::ingest::http::RecordSink::Kafka(Arc::new(ingest)),
         store: dyn_store.clone(),
         metrics: metrics.clone(),
         admission: tailwarden_dataplane::ingest::admission::Admission::new(
@@ -243,9 +272,9 @@ async fn http_records_are_acked_by_kafka_then_written_and_committed() {
     assert_eq!(produced(&t.dead_letters), 1);
 
     let group = unique("g-http");
-    let (close, closing) = tokio::sync::watch::channel(false);
-    let src = source(&t, &group, closing, &metrics, 7);
-    let w = writer(dyn_store.clone(), feed, &metrics, src);
+    let w = Running::start(dyn_store.clone(), feed, &metrics, |closing| {
+        source(&t, &group, closing, &metrics, 7)
+    });
     let t2 = t.clone();
     let g2 = group.clone();
     tokio::task::spawn_blocking(move || wait_until("group lag 0", || lag(&t2, &g2) == 0))
@@ -264,10 +293,7 @@ async fn http_records_are_acked_by_kafka_then_written_and_committed() {
         text.contains("tailwarden_kafka_offset_commits_total{result=\"ok\"}"),
         "{text}"
     );
-    close.send(true).unwrap();
-    tokio::task::spawn_blocking(move || w.join().unwrap())
-        .await
-        .unwrap();
+    w.stop().await;
 }
 
 /// Records reach the writer in offset order within each partition, and a job's records of one
@@ -275,9 +301,7 @@ async fn http_records_are_acked_by_kafka_then_written_and_committed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Kafka: tests/services (tests/run.sh starts it)"]
 async fn per_partition_order_is_kept() {
-    let t = topics("order", 4).await;
-    let metrics = Arc::new(Metrics::new());
-    let ingest = kafka_ingest(&t, &metrics);
+    let Pipeline { t, metrics, ingest } = Pipeline::create("order", 4).await;
     let ids: Vec<String> = (0..12).map(|i| format!("K{i}")).collect();
     let mut body = Vec::new();
     for seq in 1..=50 {
@@ -327,9 +351,7 @@ async fn per_partition_order_is_kept() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Kafka: tests/services (tests/run.sh starts it)"]
 async fn a_rebalance_loses_nothing_and_applies_nothing_twice() {
-    let t = topics("rebalance", 4).await;
-    let metrics = Arc::new(Metrics::new());
-    let ingest = kafka_ingest(&t, &metrics);
+    let Pipeline { t, metrics, ingest } = Pipeline::create("rebalance", 4).await;
     let total = 4000;
     let body: Vec<String> = (0..total)
         .map(|i| record(&format!("R{}", i % 97), i))
@@ -414,9 +436,7 @@ async fn a_rebalance_loses_nothing_and_applies_nothing_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Kafka: tests/services (tests/run.sh starts it)"]
 async fn a_store_failure_pauses_and_resumes_without_dropping() {
-    let t = topics("pause", 1).await;
-    let metrics = Arc::new(Metrics::new());
-    let ingest = kafka_ingest(&t, &metrics);
+    let Pipeline { t, metrics, ingest } = Pipeline::create("pause", 1).await;
     let body: Vec<String> = (0..40).map(|i| record(&format!("S{}", i % 5), i)).collect();
     ingest.produce_ndjson(&ndjson(&body)).await.unwrap();
     let group = unique("g-pause");
@@ -524,9 +544,7 @@ async fn change_events_reach_a_listener_in_another_process() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Kafka: tests/services (tests/run.sh starts it)"]
 async fn dead_letters_reach_the_topic_and_replay_reingests() {
-    let t = topics("dl", 1).await;
-    let metrics = Arc::new(Metrics::new());
-    let ingest = kafka_ingest(&t, &metrics);
+    let Pipeline { t, metrics, ingest } = Pipeline::create("dl", 1).await;
     let bad = r#"{"event_id":"x1","class":"product","schema_version":2,"key":{"product_id":"D1"},"sequence":1,"payload":{}}"#;
     let outcomes = ingest
         .produce_ndjson(&ndjson(&[bad.into(), record("D0", 1)]))
@@ -593,13 +611,9 @@ async fn dead_letters_reach_the_topic_and_replay_reingests() {
 
     // The consumer group writes both dead letters to the store and the replayed record.
     let st = store("dl");
-    let (close, closing) = tokio::sync::watch::channel(false);
-    let w = writer(
-        st.clone(),
-        Arc::new(NoFeed),
-        &metrics,
-        source(&t, &unique("g-dl"), closing, &metrics, 100),
-    );
+    let w = Running::start(st.clone(), Arc::new(NoFeed), &metrics, |closing| {
+        source(&t, &unique("g-dl"), closing, &metrics, 100)
+    });
     let s2 = st.clone();
     tokio::task::spawn_blocking(move || {
         wait_until("store has the replayed record", || {
@@ -609,10 +623,7 @@ async fn dead_letters_reach_the_topic_and_replay_reingests() {
     .await
     .unwrap();
     assert_eq!(name_of(st.as_ref(), "D2"), Some(json!("v7")));
-    close.send(true).unwrap();
-    tokio::task::spawn_blocking(move || w.join().unwrap())
-        .await
-        .unwrap();
+    w.stop().await;
 }
 
 /// Moving a group's offsets (to an offset, to a time) works on an empty group and is refused
@@ -620,9 +631,7 @@ async fn dead_letters_reach_the_topic_and_replay_reingests() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Kafka: tests/services (tests/run.sh starts it)"]
 async fn replay_moves_offsets_and_refuses_while_members_are_active() {
-    let t = topics("replay", 1).await;
-    let metrics = Arc::new(Metrics::new());
-    let ingest = kafka_ingest(&t, &metrics);
+    let Pipeline { t, metrics, ingest } = Pipeline::create("replay", 1).await;
     let first: Vec<String> = (0..10).map(|i| record("Q1", i)).collect();
     ingest.produce_ndjson(&ndjson(&first)).await.unwrap();
     let between = now_ms();
@@ -705,9 +714,7 @@ async fn replay_moves_offsets_and_refuses_while_members_are_active() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Kafka: tests/services (tests/run.sh starts it)"]
 async fn lag_reports_a_backlog_then_drains_to_zero() {
-    let t = topics("lag", 2).await;
-    let metrics = Arc::new(Metrics::new());
-    let ingest = kafka_ingest(&t, &metrics);
+    let Pipeline { t, metrics, ingest } = Pipeline::create("lag", 2).await;
     let body: Vec<String> = (0..300)
         .map(|i| record(&format!("L{}", i % 11), i))
         .collect();
@@ -744,13 +751,9 @@ async fn lag_reports_a_backlog_then_drains_to_zero() {
     );
 
     let st = store("lag");
-    let (close, closing) = tokio::sync::watch::channel(false);
-    let w = writer(
-        st.clone(),
-        Arc::new(NoFeed),
-        &metrics,
-        source(&t, &group, closing, &metrics, 100),
-    );
+    let w = Running::start(st.clone(), Arc::new(NoFeed), &metrics, |closing| {
+        source(&t, &group, closing, &metrics, 100)
+    });
     let after = tokio::task::spawn_blocking(move || {
         let mut last = Vec::new();
         wait_until("lag drained", || {
@@ -770,10 +773,7 @@ async fn lag_reports_a_backlog_then_drains_to_zero() {
         )),
         "{text}"
     );
-    close.send(true).unwrap();
-    tokio::task::spawn_blocking(move || w.join().unwrap())
-        .await
-        .unwrap();
+    w.stop().await;
 }
 
 /// The reachability probe finds a pipeline's topics, and names a topic that does not exist

@@ -14,8 +14,8 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
-use tailwarden_dataplane::stream::Topics;
 use tailwarden_dataplane::stream::client::Connection;
+use tailwarden_dataplane::stream::{Topics, TopicsExt};
 
 /// Partitions of every topic a run creates.
 pub const PARTITIONS: i32 = 4;

@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use tailwarden_dataplane::config::Config;
 use tailwarden_dataplane::metrics::Metrics;
 use tailwarden_dataplane::model::Class;
+use tailwarden_dataplane::stream::TopicsExt;
 use tailwarden_dataplane::stream::mode::KafkaMode;
 use tailwarden_dataplane::stream::replay::{self, ReplayFrom};
 

@@ -23,10 +23,8 @@ use crate::ingest::{Item, Job, JobResult, Outcome};
 use crate::metrics::{ClassLabel, CodeLabel, Metrics};
 use crate::model::{format_time, now_ms};
 use crate::schema::{Mode, parse_record};
-use crate::snapshot::{
-    ImportDir, ImportError, LoadRequest, SnapshotError, Snapshots, lossy, open_import,
-};
-use crate::store::{DeadLetter, DeadLetterSource, Store};
+use crate::snapshot::{ImportDir, ImportError, LoadRequest, SnapshotError, Snapshots, open_import};
+use crate::store::{DeadLetter, Store};
 
 /// Errors listed per response at most; the counts are always complete.
 pub(crate) const MAX_LISTED_ERRORS: usize = 100;
@@ -318,14 +316,13 @@ fn parse_one(
             }
             Item::Update(p.update)
         }
-        Err(e) => Item::Rejected(DeadLetter {
+        Err(e) => Item::Rejected(DeadLetter::stream(
             received_at_ms,
-            source: DeadLetterSource::Stream,
-            class: e.class,
-            field: e.field,
-            reason: e.message,
-            raw: lossy(raw),
-        }),
+            e.class,
+            e.field,
+            e.message,
+            raw,
+        )),
     }
 }
 

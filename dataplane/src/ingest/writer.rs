@@ -455,6 +455,49 @@ mod tests {
         }
     }
 
+    /// A writer with [`small_config`], not paused.
+    fn writer(store: Arc<dyn Store>, feed: Arc<dyn ChangeFeed>, failed: Arc<AtomicBool>) -> Writer {
+        Writer::new(
+            store,
+            feed,
+            Arc::new(Metrics::new()),
+            Arc::new(AtomicBool::new(false)),
+            failed,
+            small_config(),
+        )
+        .unwrap()
+    }
+
+    /// A writer running on its own thread, fed jobs over a channel.
+    struct Running {
+        tx: std::sync::mpsc::SyncSender<Job>,
+        close: tokio::sync::watch::Sender<bool>,
+        thread: std::thread::JoinHandle<()>,
+    }
+
+    impl Running {
+        fn start(writer: Writer) -> Self {
+            let (tx, rx) = std::sync::mpsc::sync_channel(4);
+            let (close, closing) = tokio::sync::watch::channel(false);
+            let thread =
+                std::thread::spawn(move || writer.run(ChannelSource { jobs: rx, closing }));
+            Self { tx, close, thread }
+        }
+
+        /// Submits one job and waits for its result.
+        fn submit(&self, items: Vec<Item>) -> JobResult {
+            let (job, result) = Job::new(items);
+            self.tx.send(job).unwrap();
+            result.blocking_recv().unwrap()
+        }
+
+        fn stop(self) {
+            self.close.send(true).unwrap();
+            drop(self.tx);
+            self.thread.join().unwrap();
+        }
+    }
+
     /// The embedded store, except that commits fail while `broken` is set.
     /// Also, with `blind`, claims to resolve field conflicts itself and records what the writer
     /// reads and commits.
@@ -585,23 +628,8 @@ mod tests {
         let recorder = Arc::new(Recorder::default());
         feed.subscribe(recorder.clone());
         let failed = Arc::new(AtomicBool::new(false));
-        let writer = Writer::new(
-            store.clone(),
-            feed,
-            Arc::new(Metrics::new()),
-            Arc::new(AtomicBool::new(false)),
-            failed.clone(),
-            small_config(),
-        )
-        .unwrap();
-        let (tx, rx) = std::sync::mpsc::sync_channel(4);
-        let (close, closing) = tokio::sync::watch::channel(false);
-        let thread = std::thread::spawn(move || writer.run(ChannelSource { jobs: rx, closing }));
-        let submit = |items| -> JobResult {
-            let (job, result) = Job::new(items);
-            tx.send(job).unwrap();
-            result.blocking_recv().unwrap()
-        };
+        let running = Running::start(writer(store.clone(), feed, failed.clone()));
+        let submit = |items| running.submit(items);
 
         store.unavailable.store(true, Ordering::Relaxed);
         assert!(submit(vec![update("e0", 1)]).is_err());
@@ -624,9 +652,7 @@ mod tests {
         );
         assert_eq!(recorder.0.lock().len(), 1);
 
-        close.send(true).unwrap();
-        drop(tx);
-        thread.join().unwrap();
+        running.stop();
         let _ = std::fs::remove_dir_all(dir);
     }
 
@@ -637,17 +663,12 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("tailwarden-writer-{}", fastrand::u64(..)));
         let store = Arc::new(EmbeddedStore::open(&dir, 1 << 20).unwrap());
         let epoch = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let config = small_config();
         let new_writer = || {
-            Writer::new(
+            writer(
                 store.clone(),
                 Arc::new(InProcessFeed::default()),
-                Arc::new(Metrics::new()),
                 Arc::new(AtomicBool::new(false)),
-                Arc::new(AtomicBool::new(false)),
-                config.clone(),
             )
-            .unwrap()
         };
         let mut here = new_writer().with_ownership_epoch(epoch.clone());
         let mut other = new_writer();
@@ -688,23 +709,12 @@ mod tests {
     fn a_store_resolving_conflicts_gets_blind_writes() {
         let dir = std::env::temp_dir().join(format!("tailwarden-writer-{}", fastrand::u64(..)));
         let store = Arc::new(FlakyStore::open(&dir, false, true));
-        let writer = Writer::new(
+        let running = Running::start(writer(
             store.clone(),
             Arc::new(InProcessFeed::default()),
-            Arc::new(Metrics::new()),
             Arc::new(AtomicBool::new(false)),
-            Arc::new(AtomicBool::new(false)),
-            small_config(),
-        )
-        .unwrap();
-        let (tx, rx) = std::sync::mpsc::sync_channel(4);
-        let (close, closing) = tokio::sync::watch::channel(false);
-        let thread = std::thread::spawn(move || writer.run(ChannelSource { jobs: rx, closing }));
-        let submit = |items| -> JobResult {
-            let (job, result) = Job::new(items);
-            tx.send(job).unwrap();
-            result.blocking_recv().unwrap()
-        };
+        ));
+        let submit = |items| running.submit(items);
         let quantity = |e: &Entity| e.get("quantity").cloned();
 
         assert_eq!(
@@ -725,9 +735,7 @@ mod tests {
         assert_eq!(quantity(&committed[1].1), Some(serde_json::json!(1)));
         assert_eq!(committed[1].1.fields.len(), 1);
 
-        close.send(true).unwrap();
-        drop(tx);
-        thread.join().unwrap();
+        running.stop();
         let _ = std::fs::remove_dir_all(dir);
     }
 }

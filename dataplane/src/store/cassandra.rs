@@ -356,6 +356,26 @@ impl CassandraStore {
             .await
     }
 
+    /// The `(id, encoded value)` rows of one unpaged query, values decoded as rows of `table`.
+    async fn id_rows<T: serde::de::DeserializeOwned>(
+        &self,
+        st: &PreparedStatement,
+        values: impl scylla::serialize::row::SerializeRow,
+        table: &str,
+    ) -> Result<Vec<(u64, T)>, StoreError> {
+        let rows = self
+            .exec(st, values)
+            .await?
+            .into_rows_result()
+            .map_err(rows_error)?;
+        let mut out = Vec::new();
+        for row in rows.rows::<(i64, Vec<u8>)>().map_err(rows_error)? {
+            let (id, value) = row.map_err(rows_error)?;
+            out.push((id as u64, decode(table, &value)?));
+        }
+        Ok(out)
+    }
+
     fn baseline_timestamp(&self, version: u64) -> i64 {
         *self
             .baseline_timestamps
@@ -654,19 +674,11 @@ impl Store for CassandraStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        self.block(async {
-            let rows = self
-                .exec(&self.st.dead_letters_after, (after as i64, limit))
-                .await?
-                .into_rows_result()
-                .map_err(rows_error)?;
-            let mut out = Vec::new();
-            for row in rows.rows::<(i64, Vec<u8>)>().map_err(rows_error)? {
-                let (id, value) = row.map_err(rows_error)?;
-                out.push((id as u64, decode("dead_letters", &value)?));
-            }
-            Ok(out)
-        })
+        self.block(self.id_rows(
+            &self.st.dead_letters_after,
+            (after as i64, limit),
+            "dead_letters",
+        ))
     }
 
     /// Approximate: a Cassandra counter, shared by all workers, read at most once a second (this
@@ -706,19 +718,7 @@ impl Store for CassandraStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        self.block(async {
-            let rows = self
-                .exec(&self.st.deferred_select, (limit,))
-                .await?
-                .into_rows_result()
-                .map_err(rows_error)?;
-            let mut out = Vec::new();
-            for row in rows.rows::<(i64, Vec<u8>)>().map_err(rows_error)? {
-                let (id, value) = row.map_err(rows_error)?;
-                out.push((id as u64, decode("deferred", &value)?));
-            }
-            Ok(out)
-        })
+        self.block(self.id_rows(&self.st.deferred_select, (limit,), "deferred"))
     }
 
     /// Approximate, like [`Store::dead_letter_count`].

@@ -29,6 +29,19 @@ struct BoundedRetry {
     max: u32,
 }
 
+/// A database error that passes with time: the node is overloaded, starting, or timed out.
+pub(crate) fn transient(e: &DbError) -> bool {
+    matches!(
+        e,
+        DbError::Overloaded
+            | DbError::Unavailable { .. }
+            | DbError::WriteTimeout { .. }
+            | DbError::ReadTimeout { .. }
+            | DbError::IsBootstrapping
+            | DbError::RateLimitReached { .. }
+    )
+}
+
 struct BoundedRetrySession {
     max: u32,
     done: u32,
@@ -45,18 +58,10 @@ impl RetryPolicy for BoundedRetry {
 
 impl RetrySession for BoundedRetrySession {
     fn decide_should_retry(&mut self, info: RequestInfo) -> RetryDecision {
+        // A server error is worth another attempt, but is not reported as unavailable.
         let transient = match info.error {
             RequestAttemptError::BrokenConnectionError(_) => true,
-            RequestAttemptError::DbError(e, _) => matches!(
-                e,
-                DbError::Overloaded
-                    | DbError::ServerError
-                    | DbError::Unavailable { .. }
-                    | DbError::WriteTimeout { .. }
-                    | DbError::ReadTimeout { .. }
-                    | DbError::IsBootstrapping
-                    | DbError::RateLimitReached { .. }
-            ),
+            RequestAttemptError::DbError(e, _) => transient(e) || matches!(e, DbError::ServerError),
             _ => false,
         };
         if !info.is_idempotent || !transient || self.done >= self.max {

@@ -40,6 +40,26 @@ pub struct DeadLetter {
     pub raw: String,
 }
 
+impl DeadLetter {
+    /// A record of the streaming write path, received at `received_at_ms` and rejected.
+    pub fn stream(
+        received_at_ms: i64,
+        class: Option<Class>,
+        field: String,
+        reason: String,
+        raw: &[u8],
+    ) -> Self {
+        Self {
+            received_at_ms,
+            source: DeadLetterSource::Stream,
+            class,
+            field,
+            reason,
+            raw: crate::snapshot::lossy(raw),
+        }
+    }
+}
+
 /// Largest raw record kept in the dead-letter store.
 pub const MAX_DEAD_LETTER_RAW: usize = 64 * 1024;
 

@@ -32,10 +32,9 @@ use crate::ingest::{Item, Job, JobResult, Next, UpdateSource};
 use crate::metrics::{CommitLabel, CommitResult, Metrics, RebalanceKind, RebalanceLabel};
 use crate::model::now_ms;
 use crate::schema::{Mode, parse_record};
-use crate::snapshot::lossy;
-use crate::store::{DeadLetter, DeadLetterSource};
+use crate::store::DeadLetter;
 use crate::stream::client::Connection;
-use crate::stream::{StreamError, Topics};
+use crate::stream::{StreamError, Topics, TopicsExt};
 
 /// A topic and partition.
 pub type Partition = (String, i32);
@@ -339,24 +338,24 @@ impl KafkaSource {
     fn item(&self, topic: &str, payload: Option<&[u8]>) -> Item {
         let received_at_ms = now_ms();
         let Some(payload) = payload else {
-            return Item::Rejected(DeadLetter {
+            return Item::Rejected(DeadLetter::stream(
                 received_at_ms,
-                source: DeadLetterSource::Stream,
-                class: None,
-                field: String::new(),
-                reason: format!("empty Kafka message on {topic}"),
-                raw: String::new(),
-            });
+                None,
+                String::new(),
+                format!("empty Kafka message on {topic}"),
+                &[],
+            ));
         };
         if topic == self.dead_letter_topic {
             return Item::Rejected(
-                serde_json::from_slice::<DeadLetter>(payload).unwrap_or_else(|e| DeadLetter {
-                    received_at_ms,
-                    source: DeadLetterSource::Stream,
-                    class: None,
-                    field: String::new(),
-                    reason: format!("unreadable dead letter: {e}"),
-                    raw: lossy(payload),
+                serde_json::from_slice::<DeadLetter>(payload).unwrap_or_else(|e| {
+                    DeadLetter::stream(
+                        received_at_ms,
+                        None,
+                        String::new(),
+                        format!("unreadable dead letter: {e}"),
+                        payload,
+                    )
                 }),
             );
         }
@@ -364,14 +363,13 @@ impl KafkaSource {
         // disagree, and then the record is dead-lettered here.
         match parse_record(payload, Mode::Stream) {
             Ok(p) => Item::Update(p.update),
-            Err(e) => Item::Rejected(DeadLetter {
+            Err(e) => Item::Rejected(DeadLetter::stream(
                 received_at_ms,
-                source: DeadLetterSource::Stream,
-                class: e.class,
-                field: e.field,
-                reason: e.message,
-                raw: lossy(payload),
-            }),
+                e.class,
+                e.field,
+                e.message,
+                payload,
+            )),
         }
     }
 

@@ -12,7 +12,7 @@ use crate::ingest::body::Format;
 use crate::ingest::http::parse_records;
 use crate::ingest::{Item, Outcome};
 use crate::stream::producer::{Producer, Record};
-use crate::stream::{StreamError, Topics};
+use crate::stream::{StreamError, Topics, TopicsExt};
 
 /// The Kafka sink of the write API.
 pub struct KafkaIngest {

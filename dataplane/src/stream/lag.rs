@@ -16,7 +16,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::metrics::{Metrics, PartitionLabels, TopicLabel};
 use crate::model::now_ms;
 use crate::stream::client::Connection;
-use crate::stream::{StreamError, Topics};
+use crate::stream::{StreamError, Topics, TopicsExt};
 
 /// The lag of one partition.
 #[derive(Clone, Debug, PartialEq)]

@@ -55,27 +55,23 @@ pub enum StreamError {
     Other(String),
 }
 
-/// The topics of one pipeline.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Topics {
-    /// Product metadata updates; also carries the catalog classes (category, brand, attribute),
-    /// which have no topic of their own.
-    pub product: String,
-    /// Price updates.
-    pub pricing: String,
-    /// Inventory updates.
-    pub inventory: String,
-    /// Fulfillment-option updates.
-    pub fulfillment: String,
-    /// Change events for the serve workers' caches.
-    pub changes: String,
-    /// Rejected records with their reason.
-    pub dead_letters: String,
+/// The topics of one pipeline: `streams.kafka.topics` as configured.
+pub type Topics = crate::config::KafkaTopics;
+
+/// What the data plane derives from its [`Topics`]. Product metadata updates also carry the
+/// catalog classes (category, brand, attribute), which have no topic of their own.
+pub trait TopicsExt {
+    /// `<prefix>.product`, ... `<prefix>.changes`, `<prefix>.dead-letters`.
+    fn with_prefix(prefix: &str) -> Self;
+    /// The topic a record of `class` is produced to.
+    fn for_class(&self, class: Class) -> &str;
+    /// The topics the consumer group reads: the class topics and the dead-letter topic, each
+    /// once (two classes may share a topic).
+    fn consumed(&self) -> Vec<&str>;
 }
 
-impl Topics {
-    /// `<prefix>.product`, ... `<prefix>.changes`, `<prefix>.dead-letters`.
-    pub fn with_prefix(prefix: &str) -> Self {
+impl TopicsExt for Topics {
+    fn with_prefix(prefix: &str) -> Self {
         Self {
             product: format!("{prefix}.product"),
             pricing: format!("{prefix}.pricing"),
@@ -86,20 +82,7 @@ impl Topics {
         }
     }
 
-    /// The topics of `streams.kafka.topics`.
-    pub fn from_config(t: &crate::config::KafkaTopics) -> Self {
-        Self {
-            product: t.product.clone(),
-            pricing: t.pricing.clone(),
-            inventory: t.inventory.clone(),
-            fulfillment: t.fulfillment.clone(),
-            changes: t.changes.clone(),
-            dead_letters: t.dead_letters.clone(),
-        }
-    }
-
-    /// The topic a record of `class` is produced to.
-    pub fn for_class(&self, class: Class) -> &str {
+    fn for_class(&self, class: Class) -> &str {
         match class {
             Class::Pricing => &self.pricing,
             Class::Inventory => &self.inventory,
@@ -108,9 +91,7 @@ impl Topics {
         }
     }
 
-    /// The topics the consumer group reads: the class topics and the dead-letter topic, each
-    /// once (two classes may share a topic).
-    pub fn consumed(&self) -> Vec<&str> {
+    fn consumed(&self) -> Vec<&str> {
         let mut all = vec![
             self.product.as_str(),
             self.pricing.as_str(),

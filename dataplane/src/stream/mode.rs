@@ -52,7 +52,7 @@ impl KafkaMode {
                 credentials_dir,
             } => Ok(Some(Self::new(
                 Connection::new(bootstrap_servers, credentials_dir.as_deref())?,
-                Topics::from_config(topics),
+                topics.clone(),
                 consumer_group.clone(),
             ))),
             crate::config::Streams::Http { .. } => Ok(None),
@@ -132,6 +132,7 @@ impl KafkaMode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stream::TopicsExt;
 
     #[test]
     fn streams_kafka_becomes_kafka_mode() {

@@ -11,7 +11,7 @@ use tailwarden_contract::backend::Reachability;
 
 use crate::backend_probe::Unreached;
 use crate::stream::client::Connection;
-use crate::stream::{StreamError, Topics};
+use crate::stream::{StreamError, Topics, TopicsExt};
 
 /// What an rdkafka error says of the brokers' reachability.
 pub fn reachability(e: &KafkaError) -> Reachability {

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use tailwarden_dataplane::stream::Topics;
 use tailwarden_dataplane::stream::client::Connection;
+use tailwarden_dataplane::stream::{Topics, TopicsExt};
 
 pub fn bootstrap() -> String {
     std::env::var("TAILWARDEN_KAFKA_BOOTSTRAP").unwrap_or_else(|_| {

@@ -1,22 +1,26 @@
-//! Throughput and latency of Kafka mode against a real broker; not part of CI (ignored, and
-//! skipped unless `TAILWARDEN_KAFKA_BENCH=1`). Prints the figures.
+//! Throughput and latency of Kafka mode against a real broker (not run by CI): produce and
+//! acknowledge, consume + durable write + offset commit (embedded store), and change-event
+//! latency from publish to a listener.
 //!
 //! ```sh
 //! tests/services/kafka-up.sh /tmp/svc-kafka && . /tmp/svc-kafka/env
-//! TAILWARDEN_KAFKA_BENCH=1 cargo test -p tailwarden-dataplane --test kafka_bench -- --ignored --nocapture
+//! cargo run --release -p tailwarden-dataplane --example kafka_bench -- 100000 5000 4
 //! ```
-//! `TAILWARDEN_KAFKA_BENCH_RECORDS` (default 100000), `..._BATCH` (records per produce call, like
-//! one HTTP request; default 5000), `..._PARTITIONS` (default 4).
+//!
+//! Arguments: records, records per produce call (like one HTTP request), partitions per topic.
 
-mod support;
+// The tests' broker settings and topic creation; the bench uses part of it.
+#[allow(dead_code)]
+#[path = "../tests/support/kafka.rs"]
+mod kafka;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
+use kafka::{conn, topics};
 use parking_lot::Mutex;
 use serde_json::json;
-use support::kafka::{conn, topics};
 use tailwarden_dataplane::feed::{ChangeEvent, ChangeFeed, Invalidate};
 use tailwarden_dataplane::ingest::writer::{Writer, WriterConfig};
 use tailwarden_dataplane::metrics::Metrics;
@@ -29,10 +33,10 @@ use tailwarden_dataplane::stream::ingest::KafkaIngest;
 use tailwarden_dataplane::stream::lag::LagMonitor;
 use tailwarden_dataplane::stream::producer::Producer;
 
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
+fn arg(i: usize, default: usize) -> usize {
+    std::env::args()
+        .nth(i)
+        .and_then(|s| s.parse().ok())
         .unwrap_or(default)
 }
 
@@ -54,16 +58,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "benchmark: TAILWARDEN_KAFKA_BENCH=1 and a broker (tests/services)"]
-async fn kafka_throughput_and_change_latency() {
-    if std::env::var("TAILWARDEN_KAFKA_BENCH").as_deref() != Ok("1") {
-        eprintln!("skipped: set TAILWARDEN_KAFKA_BENCH=1");
-        return;
-    }
-    let records = env("TAILWARDEN_KAFKA_BENCH_RECORDS", 100_000);
-    let batch = env("TAILWARDEN_KAFKA_BENCH_BATCH", 5000);
-    let partitions = env("TAILWARDEN_KAFKA_BENCH_PARTITIONS", 4) as i32;
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let (records, batch, partitions) = (arg(1, 100_000), arg(2, 5000), arg(3, 4) as i32);
     let t = topics("bench", partitions).await;
 
     // Records across all four operational classes, 10k products.
