@@ -246,9 +246,10 @@ async fn with_the_generated_rules_loaded_the_ratios_come_from_the_recordings() {
     assert_eq!(report.failed_queries, 0, "{}", prometheus.log());
     assert_eq!(
         report.queries,
-        5 + 7 + 2,
-        "one recorded query per window, the 7 signals and the check of the 2 latency bounds' \
-         buckets, no raw-counter ratio"
+        5 + 7 + 2 + 2,
+        "one recorded query per window, the 7 signals, the check of the 2 latency bounds' \
+         buckets and the backends' states and Kafka partitions (a distributed pipeline), no \
+         raw-counter ratio"
     );
     let v = verdicts
         .get(&ObjectRef::new("web").within("shop"))
@@ -283,5 +284,9 @@ async fn with_the_generated_rules_loaded_the_ratios_come_from_the_recordings() {
     other.metadata.name = Some("other".into());
     let report = engine.pass(&[web, Arc::new(other)], now()).await;
     assert_eq!(report.recorded_ratios, RATIOS);
-    assert_eq!(report.queries, 5 + 7 + 2 + 5 * 5, "plus the 25 raw ratios");
+    assert_eq!(
+        report.queries,
+        5 + 7 + 2 + 2 + 5 * 5,
+        "plus the 25 raw ratios"
+    );
 }
