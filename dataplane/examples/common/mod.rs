@@ -4,18 +4,19 @@
 // Each example compiles this module on its own and uses part of it.
 #![allow(dead_code)]
 
+#[path = "../../tests/support/kafka.rs"]
+mod kafka;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
+use tailwarden_dataplane::stream::Topics;
 use tailwarden_dataplane::stream::client::Connection;
-use tailwarden_dataplane::stream::{Topics, TopicsExt};
 
 /// Partitions of every topic a run creates.
 pub const PARTITIONS: i32 = 4;
@@ -80,23 +81,8 @@ impl Run {
     pub async fn create(tag: &str, extra: &str) -> anyhow::Result<Self> {
         let bootstrap = env("TAILWARDEN_KAFKA_BOOTSTRAP")?;
         let conn = Connection::new(std::slice::from_ref(&bootstrap), None)?;
-        let topics = Topics::with_prefix(tag);
-        let admin: AdminClient<DefaultClientContext> = conn.config().create()?;
-        let names = [
-            &topics.product,
-            &topics.pricing,
-            &topics.inventory,
-            &topics.fulfillment,
-            &topics.changes,
-            &topics.dead_letters,
-        ];
-        let new: Vec<NewTopic<'_>> = names
-            .iter()
-            .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(1)))
-            .collect();
-        for r in admin.create_topics(&new, &AdminOptions::new()).await? {
-            r.map_err(|(t, e)| anyhow::anyhow!("creating {t}: {e}"))?;
-        }
+        // The tests' helper: creates them and waits until every partition has a leader.
+        let topics = kafka::topics(tag, PARTITIONS).await;
         let dir = std::env::temp_dir().join(format!("tailwarden-{tag}"));
         std::fs::create_dir_all(dir.join("creds"))?;
         std::fs::write(
