@@ -524,11 +524,14 @@ mod tests {
         assert!(!Metrics::new().encode().contains("le=\"0.25\""));
     }
 
-    /// The `backend_state` series of `text`.
+    /// The `backend_state` series of `text`, sorted: a Family encodes in hash-map order.
     fn backend_series(text: &str) -> Vec<&str> {
-        text.lines()
+        let mut series: Vec<&str> = text
+            .lines()
             .filter(|l| l.starts_with("tailwarden_backend_state{"))
-            .collect()
+            .collect();
+        series.sort_unstable();
+        series
     }
 
     #[test]
