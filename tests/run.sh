@@ -44,9 +44,15 @@ stop() {
   exit "$rc"
 }
 trap stop EXIT
-# Real Apache Kafka and Apache Cassandra (with password authentication) on loopback for the
-# distributed data plane's tests: tests/services/. They export TAILWARDEN_KAFKA_BOOTSTRAP,
-# TAILWARDEN_CASSANDRA and its credentials through $state/services/env.
+# Real Apache Kafka and Apache Cassandra (with password authentication) for the distributed data
+# plane's tests: tests/services/. Their client listeners are on this machine's own address, so
+# that worker pods on the real node reach them as well as the host's test processes. They export
+# TAILWARDEN_KAFKA_BOOTSTRAP, TAILWARDEN_CASSANDRA and its credentials through $state/services/env.
+# shellcheck source=tests/lib/host-ip.sh
+source "$root/tests/lib/host-ip.sh"
+TAILWARDEN_SERVICES_HOST=$(host_ip)
+[[ -n $TAILWARDEN_SERVICES_HOST ]] || { echo "no non-loopback address for the real node" >&2; exit 1; }
+export TAILWARDEN_SERVICES_HOST
 TAILWARDEN_SKIP_BUILD=1 "$root/tests/services/kafka-up.sh" "$state/services"
 TAILWARDEN_SKIP_BUILD=1 TAILWARDEN_CASSANDRA_AUTH=1 "$root/tests/services/cassandra-up.sh" "$state/services"
 # shellcheck disable=SC1091

@@ -91,8 +91,11 @@ fn forward(listener: tokio::net::TcpListener, target: String) -> tokio::task::Jo
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs Kafka and Cassandra: tests/services (tests/run.sh starts them)"]
 async fn a_serve_worker_waits_for_cassandra_and_becomes_ready_without_a_restart() {
-    // An address where nothing listens yet.
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // An address where nothing listens yet, on Cassandra's host: the driver keeps the node under
+    // the address it reaches it at, which must be the node's own `rpc_address` host.
+    let (real, _, _) = cassandra();
+    let host = real.rsplit_once(':').expect("host:port").0;
+    let silent = std::net::TcpListener::bind((host, 0)).unwrap();
     let addr = silent.local_addr().unwrap();
     drop(silent);
     let pipeline = Pipeline::create_at("late", &addr.to_string()).await;
@@ -124,10 +127,7 @@ async fn a_serve_worker_waits_for_cassandra_and_becomes_ready_without_a_restart(
         "one series while it waits"
     );
 
-    let proxy = forward(
-        tokio::net::TcpListener::bind(addr).await.unwrap(),
-        cassandra().0,
-    );
+    let proxy = forward(tokio::net::TcpListener::bind(addr).await.unwrap(), real);
     eventually(
         "the worker to become ready",
         Duration::from_secs(120),

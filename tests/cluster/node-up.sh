@@ -58,8 +58,10 @@ if [[ -f $marker ]]; then
 fi
 echo "$state" >"$marker"
 
-node_ip=$(ip -4 route get 1.1.1.1 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p')
-[[ -n $node_ip && $node_ip != 127.* ]] || die "no non-loopback address for the node (ip -4 route get)"
+# shellcheck source=tests/lib/host-ip.sh
+source "$here/../lib/host-ip.sh"
+node_ip=$(host_ip)
+[[ -n $node_ip ]] || die "no non-loopback address for the node (ip -4 route get)"
 
 rm -rf "$node"
 mkdir -p "$node"/{containerd,cni,cni-ipam,kubelet/root,kubelet/pki,pod-logs,kube-proxy,images}

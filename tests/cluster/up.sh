@@ -95,14 +95,16 @@ mkdir -p "$pki" "$logs" "$pids" "$state/manifests"
 # bind; each one is verified bindable on 127.0.0.1 and all are distinct.
 # shellcheck source=tests/lib/free-ports.sh
 source "$here/../lib/free-ports.sh"
+# shellcheck source=tests/lib/host-ip.sh
+source "$here/../lib/host-ip.sh"
 read -r etcd_port etcd_peer_port api_port kcm_port sched_port kwok_port < <(free_ports 6)
 [[ -n ${kwok_port:-} ]] || die "could not pick free ports"
 server=https://127.0.0.1:$api_port
 real_node=${TAILWARDEN_REAL_NODE:-0}
 node_ip=127.0.0.1
 if [[ $real_node == 1 ]]; then
-  node_ip=$(ip -4 route get 1.1.1.1 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p')
-  [[ -n $node_ip && $node_ip != 127.* ]] || die "no non-loopback address for the real node"
+  node_ip=$(host_ip)
+  [[ -n $node_ip ]] || die "no non-loopback address for the real node"
 fi
 log "ports: etcd=$etcd_port/$etcd_peer_port apiserver=$api_port kcm=$kcm_port scheduler=$sched_port kwok=$kwok_port"
 

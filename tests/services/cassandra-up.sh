@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# cassandra-up.sh STATE_DIR: start a single Cassandra 5.0.9 node on 127.0.0.1, all of its data
-# under STATE_DIR (fresh every time), and wait until it serves CQL clients.
+# cassandra-up.sh STATE_DIR: start a single Cassandra 5.0.9 node, CQL on 127.0.0.1 (or on
+# TAILWARDEN_SERVICES_HOST), all of its data under STATE_DIR (fresh every time), and wait until it
+# serves CQL clients.
 #
 # Writes (a Kafka started by kafka-up.sh may share STATE_DIR):
 #   STATE_DIR/env                  TAILWARDEN_CASSANDRA* lines (contact point, ...); source it
@@ -53,6 +54,7 @@ if [[ ${TAILWARDEN_REUSE:-0} == 1 ]]; then
   # The previous run's data and ports (read back from its cassandra.yaml).
   [[ -f $home/cassandra.yaml ]] || die "TAILWARDEN_REUSE=1: no previous node in $home"
   cql_port=$(sed -n 's/^native_transport_port: //p' "$home/cassandra.yaml")
+  host=$(sed -n 's/^rpc_address: //p' "$home/cassandra.yaml")
   storage_port=$(sed -n 's/^storage_port: //p' "$home/cassandra.yaml")
   [[ -n $cql_port && -n $storage_port ]] || die "TAILWARDEN_REUSE=1: cannot read $home/cassandra.yaml"
   rm -f "$state/pids/cassandra.pid"
@@ -78,7 +80,7 @@ else
 fi
 
 cat >"$home/cassandra.yaml" <<EOF
-# Written by tests/services/cassandra-up.sh: one node on the loopback address.
+# Written by tests/services/cassandra-up.sh: one node; gossip on loopback, CQL on $host.
 cluster_name: tailwarden-test
 num_tokens: 16
 partitioner: org.apache.cassandra.dht.Murmur3Partitioner
@@ -88,7 +90,7 @@ seed_provider:
     parameters:
       - seeds: "127.0.0.1:$storage_port"
 listen_address: 127.0.0.1
-rpc_address: 127.0.0.1
+rpc_address: $host
 storage_port: $storage_port
 native_transport_port: $cql_port
 start_native_transport: true
@@ -150,7 +152,7 @@ if [[ $auth == 1 ]]; then
   export TAILWARDEN_CASSANDRA_USER=cassandra TAILWARDEN_CASSANDRA_PASSWORD=cassandra
   left=$((timeout - (SECONDS - t_start)))
   ((left > 5)) || left=5
-  cql_tool -w "$left" "127.0.0.1:$cql_port" "SELECT release_version FROM system.local" \
+  cql_tool -w "$left" "$host:$cql_port" "SELECT release_version FROM system.local" \
     >"$state/logs/cassandra-login.log" 2>&1 ||
     die "cannot log in as cassandra/cassandra: $(tail -n 1 "$state/logs/cassandra-login.log")"
   log "ready: login as the default superuser cassandra"
@@ -158,11 +160,11 @@ if [[ $auth == 1 ]]; then
 fi
 
 env_set "$state" TAILWARDEN_CASSANDRA \
-  "export TAILWARDEN_CASSANDRA=127.0.0.1:$cql_port" \
+  "export TAILWARDEN_CASSANDRA=$host:$cql_port" \
   "export TAILWARDEN_CASSANDRA_STORAGE_PORT=$storage_port" \
   "export TAILWARDEN_CASSANDRA_PID=$jvm_pid" \
   "export TAILWARDEN_CASSANDRA_LOG=$(printf %q "$state/logs/cassandra.log")" \
   "${creds[@]}"
 
 up_done
-log "cassandra up in $((SECONDS - t_start)) s: CQL at 127.0.0.1:$cql_port, RSS $(rss_mib "$jvm_pid") MiB (. $state/env)"
+log "cassandra up in $((SECONDS - t_start)) s: CQL at $host:$cql_port, RSS $(rss_mib "$jvm_pid") MiB (. $state/env)"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # kafka-up.sh STATE_DIR: start a single Kafka 4.1.2 broker in KRaft mode (broker and controller in
-# one JVM) on 127.0.0.1, with fresh storage formatted under a random cluster id, and wait until it
-# serves clients.
+# one JVM) on 127.0.0.1 (its client listener on TAILWARDEN_SERVICES_HOST when set), with fresh
+# storage formatted under a random cluster id, and wait until it serves clients.
 #
 # Writes (a Cassandra started by cassandra-up.sh may share STATE_DIR):
 #   STATE_DIR/env                TAILWARDEN_KAFKA_* lines (bootstrap address, ...); source it
@@ -53,7 +53,8 @@ if [[ $reuse == 1 ]]; then
   # The previous run's data, ports and cluster id (read back from its files).
   [[ -f $props && -f $state/kafka/data/meta.properties ]] ||
     die "TAILWARDEN_REUSE=1: no previous broker in $state/kafka"
-  port=$(sed -n 's|^listeners=PLAINTEXT://127.0.0.1:\([0-9]*\),.*|\1|p' "$props")
+  port=$(sed -n 's|^listeners=PLAINTEXT://[0-9.]*:\([0-9]*\),.*|\1|p' "$props")
+  host=$(sed -n 's|^listeners=PLAINTEXT://\([0-9.]*\):.*|\1|p' "$props")
   controller_port=$(sed -n 's|^controller.quorum.bootstrap.servers=127.0.0.1:\([0-9]*\)$|\1|p' "$props")
   cluster_id=$(sed -n 's/^cluster.id=//p' "$state/kafka/data/meta.properties")
   [[ -n $port && -n $controller_port && -n $cluster_id ]] || die "TAILWARDEN_REUSE=1: cannot read $props"
@@ -83,8 +84,8 @@ else
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:$controller_port
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port
-advertised.listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port
+listeners=PLAINTEXT://$host:$port,CONTROLLER://127.0.0.1:$controller_port
+advertised.listeners=PLAINTEXT://$host:$port,CONTROLLER://127.0.0.1:$controller_port
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
@@ -123,11 +124,11 @@ wait_for "broker port $port" port_open "$port"
 wait_for "\"Kafka Server started\" in the log" log_has "$state/logs/kafka.log" "Kafka Server started"
 
 env_set "$state" TAILWARDEN_KAFKA \
-  "export TAILWARDEN_KAFKA_BOOTSTRAP=127.0.0.1:$port" \
+  "export TAILWARDEN_KAFKA_BOOTSTRAP=$host:$port" \
   "export TAILWARDEN_KAFKA_CONTROLLER=127.0.0.1:$controller_port" \
   "export TAILWARDEN_KAFKA_CLUSTER_ID=$cluster_id" \
   "export TAILWARDEN_KAFKA_PID=$jvm_pid" \
   "export TAILWARDEN_KAFKA_LOG=$(printf %q "$state/logs/kafka.log")"
 
 up_done
-log "kafka up in $((SECONDS - t_start)) s after the format: bootstrap 127.0.0.1:$port, RSS $(rss_mib "$jvm_pid") MiB (. $state/env)"
+log "kafka up in $((SECONDS - t_start)) s after the format: bootstrap $host:$port, RSS $(rss_mib "$jvm_pid") MiB (. $state/env)"

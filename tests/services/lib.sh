@@ -33,9 +33,13 @@ state_dir() {
 # shellcheck source=tests/lib/free-ports.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/free-ports.sh"
 
-# port_open PORT: something accepts TCP connections on 127.0.0.1:PORT.
+# The address clients reach the servers at: loopback, unless pods on the real node must reach them
+# too (tests/run.sh sets this machine's own address). Internal listeners stay on loopback.
+host=${TAILWARDEN_SERVICES_HOST:-127.0.0.1}
+
+# port_open PORT: something accepts TCP connections on $host:PORT.
 port_open() {
-  timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null
+  timeout 2 bash -c "exec 3<>/dev/tcp/$host/$1" 2>/dev/null
 }
 
 # our_jvm PID STATE [SERVICE]: PID is alive, runs java, and its command line carries

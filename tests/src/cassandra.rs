@@ -41,3 +41,15 @@ pub fn cql(statements: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A Cassandra role of the caller's own, allowed every keyspace, with a random password that
+/// appears nowhere else: returns (user, password).
+pub fn test_role(suffix: &str) -> (String, String) {
+    let user = format!("tw_{suffix}");
+    let password = format!("pw{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+    cql(&[
+        &format!("CREATE ROLE {user} WITH PASSWORD = '{password}' AND LOGIN = true"),
+        &format!("GRANT ALL PERMISSIONS ON ALL KEYSPACES TO {user}"),
+    ]);
+    (user, password)
+}

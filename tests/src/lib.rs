@@ -19,6 +19,7 @@ use kube::{Api, Client};
 use tailwarden_crds::RetailPipeline;
 
 pub mod cassandra;
+pub mod closed_loop;
 pub mod dashboards;
 pub mod dataplane_process;
 pub mod freeze_policy;
@@ -194,6 +195,29 @@ pub fn cassandra_spec() -> serde_json::Value {
     spec["storage"] = serde_json::json!({"cassandra": {"contactPoints": ["cassandra:9042"], "keyspace": "retail"}});
     spec["streams"] = kafka_streams();
     spec
+}
+
+/// `spec` pointed at the test servers of tests/services: Cassandra (keyspace `<prefix>_<suffix>`,
+/// credentials from the Secret `credentials`) and Kafka (`topics`, consumer group `<prefix>-<suffix>`).
+pub fn on_test_services(
+    spec: &mut serde_json::Value,
+    prefix: &str,
+    suffix: &str,
+    topics: &kafka::Topics,
+    credentials: &str,
+) {
+    spec["storage"]["cassandra"] = serde_json::json!({
+        "contactPoints": [cassandra::contact_point()], "keyspace": format!("{prefix}_{suffix}"),
+        "credentialsSecretRef": {"name": credentials},
+    });
+    let kafka = &mut spec["streams"]["kafka"];
+    kafka["bootstrapServers"] = serde_json::json!([kafka::bootstrap()]);
+    kafka["consumerGroup"] = serde_json::json!(format!("{prefix}-{suffix}"));
+    for class in ["product", "pricing", "inventory", "fulfillment"] {
+        kafka["topics"][class] = serde_json::json!(topics.name(class));
+    }
+    kafka["topics"]["changes"] = serde_json::json!(topics.name("changes"));
+    kafka["topics"]["deadLetters"] = serde_json::json!(topics.name("dead-letters"));
 }
 
 /// `spec.streams` of a distributed pipeline (its change and dead-letter topics defaulted).

@@ -19,9 +19,9 @@ use serde_json::json;
 use tailwarden_crds::RetailPipeline;
 use tailwarden_operator::children::{CONFIG_FILE, names};
 use tailwarden_operator::dataplane_config::CASSANDRA_CREDENTIALS_DIR;
-use tailwarden_tests::cassandra::{contact_point, cql};
+use tailwarden_tests::cassandra::{contact_point, test_role};
 use tailwarden_tests::dataplane_process::DataplaneProcess;
-use tailwarden_tests::kafka::{Topics, bootstrap};
+use tailwarden_tests::kafka::Topics;
 use tailwarden_tests::operator_process::OperatorProcess;
 use tailwarden_tests::prometheus::Prometheus;
 use tailwarden_tests::*;
@@ -43,12 +43,7 @@ async fn distributed_workers_report_their_backends_and_never_leak_the_password()
 
     // A Cassandra role of this test's own, whose password appears nowhere else.
     let suffix = format!("{:08x}", fastrand::u32(..));
-    let user = format!("tw_{suffix}");
-    let password = format!("pw{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
-    cql(&[
-        &format!("CREATE ROLE {user} WITH PASSWORD = '{password}' AND LOGIN = true"),
-        &format!("GRANT ALL PERMISSIONS ON ALL KEYSPACES TO {user}"),
-    ]);
+    let (user, password) = test_role(&suffix);
     let secret: Secret = serde_json::from_value(json!({
         "metadata": {"name": "cassandra-credentials"},
         "stringData": {"username": user, "password": password},
@@ -67,17 +62,13 @@ async fn distributed_workers_report_their_backends_and_never_leak_the_password()
         &logs,
     );
     let mut spec = cassandra_spec();
-    spec["storage"]["cassandra"] = json!({
-        "contactPoints": [contact_point()], "keyspace": format!("backends_{suffix}"),
-        "credentialsSecretRef": {"name": "cassandra-credentials"},
-    });
-    spec["streams"]["kafka"]["bootstrapServers"] = json!([bootstrap()]);
-    spec["streams"]["kafka"]["consumerGroup"] = json!(format!("backends-{suffix}"));
-    for class in ["product", "pricing", "inventory", "fulfillment"] {
-        spec["streams"]["kafka"]["topics"][class] = json!(topics.name(class));
-    }
-    spec["streams"]["kafka"]["topics"]["changes"] = json!(topics.name("changes"));
-    spec["streams"]["kafka"]["topics"]["deadLetters"] = json!(topics.name("dead-letters"));
+    on_test_services(
+        &mut spec,
+        "backends",
+        &suffix,
+        &topics,
+        "cassandra-credentials",
+    );
     spec["ingest"] = json!({"replicas": {"min": INGEST_REPLICAS, "max": INGEST_REPLICAS}});
     spec["serve"] = json!({"replicas": {"min": 2, "max": 2}});
     let pipelines = Api::<RetailPipeline>::namespaced(client.clone(), &ns);

@@ -93,6 +93,11 @@ struct RunArgs {
     /// Write connections.
     #[arg(long, default_value_t = 8)]
     write_connections: usize,
+    /// Requests per connection before it is replaced by a new one (0 = keep it). Behind a
+    /// Kubernetes Service each connection stays on the pod it reached, so without this the pods
+    /// added by a scale-up never see traffic from a long-running client.
+    #[arg(long, default_value_t = 0)]
+    reconnect_after: u64,
     /// Read mix as weights: product,pricing,inventory,fulfillment,productDetail.
     #[arg(long, default_value = "30,25,20,5,20")]
     read_mix: String,
@@ -336,6 +341,8 @@ async fn worker(
         Work::Write { .. } => shared.args.ingest,
     };
     let mut conn: Option<Conn> = None;
+    let mut sent_on_conn = 0u64;
+    let reconnect_after = shared.args.reconnect_after;
     while let Ok(intended) = queue.recv().await {
         if Instant::now() >= end {
             stats.unsent += 1;
@@ -357,9 +364,12 @@ async fn worker(
         }
         .expect("valid request");
         let ok = async {
-            if conn.as_ref().is_none_or(|c| c.is_closed()) {
+            let worn = reconnect_after > 0 && sent_on_conn >= reconnect_after;
+            if worn || conn.as_ref().is_none_or(|c| c.is_closed()) {
                 conn = Some(connect(addr).await?);
+                sent_on_conn = 0;
             }
+            sent_on_conn += 1;
             let c = conn.as_mut().expect("connected");
             c.ready().await?;
             let resp = c.send_request(request).await?;
