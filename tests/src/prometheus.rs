@@ -112,11 +112,20 @@ impl Prometheus {
     }
 
     fn launch(dir: PathBuf, config_text: &str, extra_args: &[String], scheme: &str) -> Self {
+        Self::launch_at(crate::free_port(), dir, config_text, extra_args, scheme)
+    }
+
+    fn launch_at(
+        port: u16,
+        dir: PathBuf,
+        config_text: &str,
+        extra_args: &[String],
+        scheme: &str,
+    ) -> Self {
         let data = dir.join("data");
         std::fs::create_dir_all(&data).unwrap();
         let config = dir.join("prometheus.yml");
         std::fs::write(&config, config_text).unwrap();
-        let port = crate::free_port();
         let url = format!("{scheme}://127.0.0.1:{port}");
         let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
         let child = Command::new("prometheus")
@@ -155,6 +164,25 @@ impl Prometheus {
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Starts a stopped server again at the same URL, with the same configuration and TSDB, and
+    /// waits until it is ready.
+    pub async fn restart(&mut self) {
+        let config = std::fs::read_to_string(self.dir.join("prometheus.yml")).unwrap();
+        let port = self.url.rsplit(':').next().and_then(|p| p.parse().ok());
+        let mut again = Self::launch_at(
+            port.expect("the URL ends in a port"),
+            self.dir.clone(),
+            &config,
+            &[],
+            "http",
+        );
+        std::mem::swap(&mut self.child, &mut again.child);
+        again.keep = true;
+        drop(again);
+        let ready = format!("{}/-/ready", self.url);
+        crate::wait_for_ok("Prometheus to be ready again", &ready, READY_WITHIN).await;
     }
 
     /// The server's process id.

@@ -2,6 +2,7 @@
 //! → the operator's SLO engine → more serve pods on the real node → the SLIs recover.
 //! The bed and how it is sized: `tests/src/closed_loop.rs`.
 
+use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -10,8 +11,8 @@ use kube::Api;
 use kube::api::ListParams;
 use serde_json::json;
 use tailwarden_crds::{Decision, DecisionKind, RetailPipeline};
-use tailwarden_tests::closed_loop::{Bed, PIPELINE};
-use tailwarden_tests::wait_for;
+use tailwarden_tests::closed_loop::{Bed, Load, PIPELINE};
+use tailwarden_tests::{real_node, wait_for};
 
 /// The operator's evaluation interval (its production default).
 const INTERVAL: Duration = Duration::from_secs(15);
@@ -19,16 +20,18 @@ const INTERVAL: Duration = Duration::from_secs(15);
 const SIGNAL_WINDOW: &str = "30s";
 /// Serve scales down only after this long of wanting fewer replicas (production: 5 min).
 const DOWN_WINDOW_S: u64 = 60;
-/// P99 objective (the paper's), and the scale-up target as a percent of it: 50 ms.
+/// P99 objective (the paper's), and the scale-up target as a percent of it: 100 ms. Below ~70 %
+/// of a worker's capacity its P99 stays under ~40 ms; the CPU limit's CFS throttling gives
+/// occasional spikes beyond that even at low load, which a lower target would chase.
 const P99_OBJECTIVE_MS: f64 = 200.0;
-const TARGET_PERCENT: u32 = 25;
+const TARGET_PERCENT: u32 = 50;
 /// Measured on this machine kind (debug build, 150m CPU limit, uncached reads, each one a
 /// Cassandra query): one serve worker answers ~230 reads/s at most; its P99 is ~35 ms at 100
 /// reads/s and ~165 ms at 200. The read rate rises in steps until the P99 crosses the target,
 /// so the test does not depend on where exactly that happens on a busy machine, and stops short
 /// of overload, which would spend the (test-young, so small) latency budget and block the
 /// scale-down.
-const RAMP_READS: [u32; 6] = [60, 100, 130, 160, 190, 220];
+const RAMP_READS: [u32; 7] = [60, 90, 120, 150, 180, 210, 240];
 const CALM_READS: &str = "40";
 /// Updates per second throughout: freshness, correctness and the budget need ingest data, and
 /// serve never scales down on incomplete data.
@@ -101,10 +104,9 @@ async fn ready_serve_replicas(bed: &Bed) -> i32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the local cluster with its real node, Kafka, Cassandra and Prometheus: run tests/run.sh"]
-async fn read_load_scales_serve_up_until_p99_recovers_then_down_after_its_window() {
-    let started = Instant::now();
-    let bed = Bed::start(
-        "loop-reads",
+async fn the_loop_closes_on_real_pods() {
+    let mut bed = Bed::start(
+        "loop",
         spec(),
         &[
             "--evaluation-interval",
@@ -114,14 +116,6 @@ async fn read_load_scales_serve_up_until_p99_recovers_then_down_after_its_window
         ],
     )
     .await;
-    let api = &bed.pipelines;
-    assert_eq!(
-        ready_serve_replicas(&bed).await,
-        1,
-        "serve starts at its minimum"
-    );
-    let target_ms = P99_OBJECTIVE_MS * f64::from(TARGET_PERCENT) / 100.0;
-
     let _writes = bed
         .load(
             "writes",
@@ -137,6 +131,55 @@ async fn read_load_scales_serve_up_until_p99_recovers_then_down_after_its_window
             ],
         )
         .await;
+    let t = Instant::now();
+    let (spike, scaled_to) = read_load_rises(&bed).await;
+    eprintln!(
+        "scenario 1a (read load rises) took {:.0} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    // The load falls: serve could scale down once its window has passed, but Prometheus stops
+    // first.
+    drop(spike);
+    let _calm = bed
+        .load(
+            "calm",
+            &[
+                "--read-rate",
+                CALM_READS,
+                "--duration",
+                "900",
+                "--keys",
+                "1000",
+            ],
+        )
+        .await;
+    let t = Instant::now();
+    let returned = prometheus_outage_holds_replicas(&mut bed, scaled_to).await;
+    eprintln!(
+        "scenario 5 (Prometheus outage) took {:.0} s",
+        t.elapsed().as_secs_f64()
+    );
+    let t = Instant::now();
+    serve_scales_down_after_its_window(&bed, scaled_to, returned).await;
+    eprintln!(
+        "scenario 1b (read load falls) took {:.0} s",
+        t.elapsed().as_secs_f64()
+    );
+    bed.finish().await;
+}
+
+/// Scenario 1, rise: the read load rises until P99 nears its objective, serve scales up, the new
+/// pods take traffic and P99 recovers within 3 evaluations. Returns the load, still running,
+/// and the replicas serve scaled to.
+async fn read_load_rises(bed: &Bed) -> (Load, i32) {
+    let api = &bed.pipelines;
+    assert_eq!(
+        ready_serve_replicas(bed).await,
+        1,
+        "serve starts at its minimum"
+    );
+    let target_ms = P99_OBJECTIVE_MS * f64::from(TARGET_PERCENT) / 100.0;
 
     // 1. The read load rises until one worker's P99 crosses the target.
     let mut spike = None;
@@ -192,7 +235,7 @@ async fn read_load_scales_serve_up_until_p99_recovers_then_down_after_its_window
     wait_for(
         "the new serve pods to be Ready",
         Duration::from_secs(90),
-        || async { (ready_serve_replicas(&bed).await >= scaled_to).then_some(()) },
+        || async { (ready_serve_replicas(bed).await >= scaled_to).then_some(()) },
     )
     .await;
     let ready_at = Instant::now();
@@ -211,7 +254,7 @@ async fn read_load_scales_serve_up_until_p99_recovers_then_down_after_its_window
     //    intervals of the new pods being Ready, read back from Prometheus as the engine reads it
     //    (the status refreshes its SLI values only once a minute).
     let recovered_ms = wait_for("P99 to recover", INTERVAL * 3, || async {
-        let p99 = p99_ms(&bed).await?;
+        let p99 = p99_ms(bed).await?;
         eprintln!(
             "{:>3} s after Ready: P99 {p99:.0} ms",
             ready_at.elapsed().as_secs()
@@ -239,25 +282,64 @@ async fn read_load_scales_serve_up_until_p99_recovers_then_down_after_its_window
         "a ScaleServe Event names the signal"
     );
 
-    // 4. The load falls: serve scales down once its window has passed, never flapping.
-    drop(spike);
-    let _calm = bed
-        .load(
-            "calm",
-            &[
-                "--read-rate",
-                CALM_READS,
-                "--duration",
-                "600",
-                "--keys",
-                "1000",
-            ],
-        )
-        .await;
-    let calm_from = Instant::now();
+    (spike.expect("the load that triggered it"), scaled_to)
+}
+
+/// Scenario 5: with Prometheus stopped while the load is calm, the operator holds: the condition
+/// names the missing SLIs and serve is not scaled down for longer than its window and cooldown,
+/// which with data would have let it. Prometheus then returns, and the conditions recover.
+/// Returns when Prometheus returned.
+async fn prometheus_outage_holds_replicas(bed: &mut Bed, replicas: i32) -> jiff::Timestamp {
+    bed.prometheus.stop();
+    let message = wait_for(
+        "MetricsAvailable=False to name what is missing",
+        INTERVAL * 3,
+        || async {
+            let (status, _, message) =
+                real_node::condition(&bed.pipelines, PIPELINE, "MetricsAvailable").await?;
+            (status == "False").then_some(message)
+        },
+    )
+    .await;
+    assert!(
+        message.contains("holding replicas") && message.contains("P99"),
+        "{message}"
+    );
+    let hold = Duration::from_secs(DOWN_WINDOW_S) + INTERVAL * 2;
+    let outage = Instant::now();
+    while outage.elapsed() < hold {
+        assert_eq!(
+            serve_spec_replicas(bed).await,
+            Some(replicas),
+            "serve scaled without data, {:?} into the outage",
+            outage.elapsed()
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+
+    bed.prometheus.restart().await;
+    let returned = jiff::Timestamp::now();
+    wait_for(
+        "MetricsAvailable=True after Prometheus returns",
+        INTERVAL * 4,
+        || async {
+            let (status, ..) =
+                real_node::condition(&bed.pipelines, PIPELINE, "MetricsAvailable").await?;
+            (status == "True").then_some(())
+        },
+    )
+    .await;
+    returned
+}
+
+/// Scenario 1, fall: with the load calm and data back, serve scales down one step, and only
+/// after a whole stabilization window of complete data since `since` (the data gap restarted
+/// that clock); no more than one change of direction.
+async fn serve_scales_down_after_its_window(bed: &Bed, scaled_to: i32, since: jiff::Timestamp) {
+    let api = &bed.pipelines;
     let down = wait_for(
         "the operator to scale serve down",
-        Duration::from_secs(DOWN_WINDOW_S * 3),
+        Duration::from_secs(DOWN_WINDOW_S * 2) + INTERVAL * 4,
         || async {
             serve_decisions(api)
                 .await
@@ -266,10 +348,12 @@ async fn read_load_scales_serve_up_until_p99_recovers_then_down_after_its_window
         },
     )
     .await;
+    let after = jiff::Timestamp::from_str(&down.time)
+        .unwrap()
+        .duration_since(since);
     assert!(
-        calm_from.elapsed() >= Duration::from_secs(DOWN_WINDOW_S) - INTERVAL,
-        "scaled down only after its stabilization window: {:?}",
-        calm_from.elapsed()
+        after >= jiff::SignedDuration::from_secs((DOWN_WINDOW_S - INTERVAL.as_secs()) as i64),
+        "scaled down {after:?} after data returned, before a whole window of it"
     );
     assert_eq!(
         replicas_after(&down),
@@ -291,6 +375,13 @@ async fn read_load_scales_serve_up_until_p99_recovers_then_down_after_its_window
             .map(|d| (d.time.clone(), replicas_after(d)))
             .collect::<Vec<_>>()
     );
-    eprintln!("scenario took {:.0} s", started.elapsed().as_secs_f64());
-    bed.finish().await;
+}
+
+async fn serve_spec_replicas(bed: &Bed) -> Option<i32> {
+    Api::<Deployment>::namespaced(bed.client.clone(), &bed.ns)
+        .get(&format!("{PIPELINE}-serve"))
+        .await
+        .ok()?
+        .spec?
+        .replicas
 }
