@@ -14,8 +14,9 @@ pub struct RetailPipelineStatus {
     /// The `metadata.generation` this status reflects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Standard conditions: Ready, Progressing, RolloutFrozen, BudgetExhausted, Degraded and
-    /// MetricsAvailable (which SLIs could not be read, and why).
+    /// Standard conditions: Ready, Progressing, RolloutFrozen, BudgetExhausted, Degraded,
+    /// MetricsAvailable (which SLIs could not be read, and why), MonitoringConfigured and
+    /// BackendsReachable.
     #[serde(default)]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
