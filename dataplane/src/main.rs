@@ -58,6 +58,16 @@ struct Cli {
         default_value_t = 200_000
     )]
     writer_cache_entries: usize,
+    /// Writer threads, each committing the keys of one writer partition (default: the cores,
+    /// at most 4). Kafka mode keeps one writer.
+    #[arg(long, env = "TAILWARDEN_WRITER_THREADS", value_parser = clap::value_parser!(u16).range(1..=64))]
+    writer_threads: Option<u16>,
+}
+
+/// The default writer threads: one per core, at most 4 (beyond that the shared journal's
+/// fsyncs, which fjall serialises, leave little to gain).
+fn default_writer_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
 }
 
 fn main() -> ExitCode {
@@ -84,6 +94,9 @@ fn main() -> ExitCode {
         store_cache_bytes: cli.store_cache_mb << 20,
         store_flush_bytes: cli.store_flush_mb << 20,
         writer_cache_entries: cli.writer_cache_entries,
+        writer_threads: cli
+            .writer_threads
+            .map_or_else(default_writer_threads, usize::from),
         // An explicit --pause-non-critical wins over the file, so the file is not watched then.
         watch_config: cli
             .config
