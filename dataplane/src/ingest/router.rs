@@ -257,3 +257,292 @@ impl Join {
         ack(result);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::feed::InProcessFeed;
+    use crate::ingest::ChannelSource;
+    use crate::ingest::writer::{Writer, WriterConfig};
+    use crate::model::{Class, Entity, EntityKey, SubKey, Update, Version, event_hash};
+    use crate::store::embedded::EmbeddedStore;
+    use crate::store::{DeadLetter, Layer, Store};
+
+    /// Product ids of the generated updates: with 2 or 3 writers they fall in every partition.
+    const PRODUCTS: usize = 8;
+
+    fn key(product: usize) -> EntityKey {
+        EntityKey {
+            class: Class::Inventory,
+            id: format!("P{product}"),
+            sub: Some(SubKey::Code("S1".into())),
+        }
+    }
+
+    fn update(event_id: &str, product: usize, field: u8, value: i64, t: i64, seq: u64) -> Item {
+        Item::Update(Update {
+            event_id: event_id.into(),
+            key: key(product),
+            version: Version {
+                event_time_ms: t,
+                sequence: seq,
+                event_hash: event_hash(event_id),
+            },
+            payload: [(format!("f{field}"), serde_json::json!(value))].into(),
+            non_critical: false,
+        })
+    }
+
+    fn rejected() -> Item {
+        Item::Rejected(DeadLetter::stream(
+            crate::model::now_ms(),
+            None,
+            "key".into(),
+            "bad".into(),
+            b"{}",
+        ))
+    }
+
+    /// A record to generate: a fresh update, a copy of an earlier record (a redelivery), an
+    /// update that reuses an earlier record's event id for other content, or a rejected record.
+    #[derive(Clone, Debug)]
+    enum Gen {
+        Fresh(usize, u8, i64, i64, u64),
+        Copy(prop::sample::Index),
+        Reuse(prop::sample::Index, usize, u8, i64),
+        Rejected,
+    }
+
+    fn arb_gen(reuse: bool) -> impl Strategy<Value = Gen> {
+        let fresh = (0..PRODUCTS, 0..3u8, 0..100i64, 0..4i64, 0..2u64)
+            .prop_map(|(p, f, v, t, s)| Gen::Fresh(p, f, v, t, s));
+        let reused = (any::<prop::sample::Index>(), 0..PRODUCTS, 0..3u8, 0..100i64)
+            .prop_map(|(i, p, f, v)| Gen::Reuse(i, p, f, v));
+        prop_oneof![
+            6 => fresh,
+            2 => any::<prop::sample::Index>().prop_map(Gen::Copy),
+            if reuse { 1 } else { 0 } => reused,
+            1 => Just(Gen::Rejected),
+        ]
+    }
+
+    /// The generated records as items (rebuilt per run: items are not `Clone`).
+    fn items(gens: &[Gen]) -> Vec<Item> {
+        let mut made: Vec<Item> = Vec::new();
+        for (n, g) in gens.iter().enumerate() {
+            let earlier = |i: &prop::sample::Index| (!made.is_empty()).then(|| i.index(made.len()));
+            let item = match g {
+                Gen::Fresh(p, f, v, t, s) => update(&format!("e{n}"), *p, *f, *v, *t, *s),
+                Gen::Copy(i) => match earlier(i).map(|i| &made[i]) {
+                    Some(Item::Update(u)) => Item::Update(u.clone()),
+                    _ => rejected(),
+                },
+                Gen::Reuse(i, p, f, v) => match earlier(i).map(|i| &made[i]) {
+                    Some(Item::Update(u)) => {
+                        let (t, s) = (u.version.event_time_ms, u.version.sequence);
+                        update(&u.event_id.clone(), *p, *f, *v, t, s)
+                    }
+                    _ => rejected(),
+                },
+                Gen::Rejected => rejected(),
+            };
+            made.push(item);
+        }
+        made
+    }
+
+    /// Jobs of the records cut at `cuts`.
+    fn jobs(gens: &[Gen], cuts: &[prop::sample::Index]) -> Vec<Vec<Item>> {
+        let mut at: Vec<usize> = cuts.iter().map(|c| c.index(gens.len() + 1)).collect();
+        at.extend([0, gens.len()]);
+        at.sort_unstable();
+        at.dedup();
+        let mut items = items(gens).into_iter();
+        at.windows(2)
+            .map(|w| items.by_ref().take(w[1] - w[0]).collect())
+            .collect()
+    }
+
+    /// `writers` writer threads behind a router, on a fresh embedded store.
+    struct Harness {
+        router: JobRouter,
+        threads: Vec<std::thread::JoinHandle<()>>,
+        close: tokio::sync::watch::Sender<bool>,
+        store: Arc<EmbeddedStore>,
+        dir: std::path::PathBuf,
+    }
+
+    impl Harness {
+        fn start(writers: usize) -> Self {
+            let dir = std::env::temp_dir().join(format!("tailwarden-router-{}", fastrand::u64(..)));
+            let store = Arc::new(EmbeddedStore::open(&dir, 1 << 20).unwrap());
+            let metrics = Arc::new(Metrics::new());
+            let writer = Writer::new(
+                store.clone(),
+                Arc::new(InProcessFeed::default()),
+                metrics.clone(),
+                Arc::new(AtomicBool::new(false)),
+                Arc::new(AtomicBool::new(false)),
+                WriterConfig {
+                    max_records: 50,
+                    linger: Duration::from_millis(1),
+                    partitions: 4,
+                    dead_letter_max: 10_000,
+                    dead_letter_retention: Duration::from_secs(3600),
+                    dedup_window: 100_000,
+                    hot_entities: 100,
+                },
+            )
+            .unwrap();
+            let (router, queues) = JobRouter::new(writers, 64, metrics);
+            let (close, closing) = tokio::sync::watch::channel(false);
+            let threads = writer
+                .partitioned(writers)
+                .into_iter()
+                .zip(queues)
+                .map(|(writer, jobs)| {
+                    let closing = closing.clone();
+                    std::thread::spawn(move || writer.run(ChannelSource { jobs, closing }))
+                })
+                .collect();
+            Self {
+                router,
+                threads,
+                close,
+                store,
+                dir,
+            }
+        }
+
+        fn send(&self, items: Vec<Item>) -> tokio::sync::oneshot::Receiver<JobResult> {
+            let (job, result) = Job::new(items);
+            self.router.send(job).unwrap();
+            result
+        }
+
+        /// Each job in turn, waiting for its outcome.
+        fn one_by_one(&self, jobs: Vec<Vec<Item>>) -> Vec<JobResult> {
+            jobs.into_iter()
+                .map(|items| self.send(items).blocking_recv().unwrap())
+                .collect()
+        }
+
+        /// Every job queued at once, then their outcomes.
+        fn all_at_once(&self, jobs: Vec<Vec<Item>>) -> Vec<JobResult> {
+            let pending: Vec<_> = jobs.into_iter().map(|items| self.send(items)).collect();
+            pending
+                .into_iter()
+                .map(|r| r.blocking_recv().unwrap())
+                .collect()
+        }
+
+        /// Stops the writers; returns every product's stored state and the dead letters.
+        fn finish(self) -> (Vec<Option<Entity>>, u64) {
+            self.close.send(true).unwrap();
+            drop(self.router);
+            for t in self.threads {
+                t.join().unwrap();
+            }
+            let states = (0..PRODUCTS)
+                .map(|p| self.store.get(Layer::Stream, &key(p)).unwrap())
+                .collect();
+            let dead_letters = self.store.dead_letter_count();
+            drop(self.store);
+            let _ = std::fs::remove_dir_all(&self.dir);
+            (states, dead_letters)
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// Jobs sent one by one: the same outcomes, record by record, and the same store state
+        /// as one writer, whatever the keys, versions, duplicates (redelivered or reused event
+        /// ids) and job boundaries.
+        #[test]
+        fn partitioned_writers_match_one_writer(
+            gens in prop::collection::vec(arb_gen(true), 1..60),
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+        ) {
+            let one = Harness::start(1);
+            let expected = one.one_by_one(jobs(&gens, &cuts));
+            let expected_state = one.finish();
+            let three = Harness::start(3);
+            let got = three.one_by_one(jobs(&gens, &cuts));
+            prop_assert_eq!(got, expected);
+            prop_assert_eq!(three.finish(), expected_state);
+        }
+
+        /// Jobs sent all at once, so that the writers' batches interleave: the same store state
+        /// as one writer taking them one by one (redeliveries only: which of two records that
+        /// share an event id wins is arrival order, which concurrent jobs do not have).
+        #[test]
+        fn interleaved_partitioned_writers_reach_the_same_state(
+            gens in prop::collection::vec(arb_gen(false), 1..60),
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+        ) {
+            let one = Harness::start(1);
+            one.one_by_one(jobs(&gens, &cuts));
+            let expected = one.finish();
+            let three = Harness::start(3);
+            for result in three.all_at_once(jobs(&gens, &cuts)) {
+                prop_assert!(result.is_ok());
+            }
+            prop_assert_eq!(three.finish(), expected);
+        }
+    }
+
+    /// A job over two partitions: outcomes come back in record order once both parts are
+    /// acknowledged, and a failed part fails the whole job.
+    #[test]
+    fn the_generated_products_fall_in_every_partition() {
+        for writers in [2, 3] {
+            let used: std::collections::BTreeSet<u32> = (0..PRODUCTS)
+                .map(|p| partition_of(&key(p).id, writers))
+                .collect();
+            assert_eq!(used.len(), writers as usize, "{used:?}");
+        }
+    }
+
+    #[test]
+    fn a_split_job_joins_its_parts_and_fails_with_any() {
+        let (router, queues) = JobRouter::new(2, 4, Arc::new(Metrics::new()));
+        let writer_of = |p: usize| partition_of(&key(p).id, 2);
+        let a = (0..PRODUCTS).find(|&p| writer_of(p) == 0).unwrap();
+        let b = (0..PRODUCTS).find(|&p| writer_of(p) == 1).unwrap();
+        for fail in [false, true] {
+            let (job, result) = Job::new(vec![
+                update("x", a, 0, 1, 1, 0),
+                update("y", b, 0, 1, 1, 0),
+                update("z", a, 0, 1, 1, 0),
+            ]);
+            router.send(job).unwrap();
+            let first = queues[0].try_recv().unwrap();
+            let second = queues[1].try_recv().unwrap();
+            assert_eq!((first.items.len(), second.items.len()), (2, 1));
+            (second.ack)(if fail {
+                Err("disk on fire".into())
+            } else {
+                Ok(vec![Outcome::Stale])
+            });
+            let mut result = result;
+            assert!(result.try_recv().is_err(), "acknowledged before every part");
+            (first.ack)(Ok(vec![Outcome::Accepted, Outcome::Deduplicated]));
+            let expected = if fail {
+                Err("disk on fire".to_string())
+            } else {
+                Ok(vec![
+                    Outcome::Accepted,
+                    Outcome::Stale,
+                    Outcome::Deduplicated,
+                ])
+            };
+            assert_eq!(result.try_recv().unwrap(), expected);
+        }
+    }
+}
