@@ -52,8 +52,8 @@ pub struct Tuning {
     /// Bytes written after which the embedded store flushes all memtables: bounds what a start
     /// after a crash replays from the journal.
     pub store_flush_bytes: u64,
-    /// Entity states the writer keeps in memory to skip store reads of hot keys (per writer
-    /// thread).
+    /// Entity states the writer keeps in memory to skip store reads of hot keys (shared out
+    /// among the writer threads).
     pub writer_cache_entries: usize,
     /// Writer threads of the in-process write path, each owning the keys of one writer
     /// partition (not `ingest.partitions`, which partitions the Kafka topics). Kafka mode keeps
@@ -201,6 +201,7 @@ pub async fn run(
             Some(_) => 1,
             None => tuning.writer_threads,
         };
+        tracing::info!(writer_threads = threads, "starting the writers");
         let (router, queues) = JobRouter::new(threads, WRITER_QUEUE_JOBS, metrics.clone());
         let writer = Writer::new(
             store.clone(),

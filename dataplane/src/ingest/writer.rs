@@ -140,9 +140,15 @@ impl Writer {
     }
 
     /// `writers` writers in place of this one, for disjoint sets of keys (`ingest::router`):
-    /// they share its store, feed, dedup window and switches; each has hot states of its own.
+    /// they share its store, feed, dedup window and switches; each has hot states of its own,
+    /// an equal share of `hot_entities` (the keys are disjoint, so the bound is unchanged).
     pub fn partitioned(self, writers: usize) -> Vec<Writer> {
-        (0..writers.max(1))
+        let writers = writers.max(1);
+        let config = WriterConfig {
+            hot_entities: self.config.hot_entities / writers,
+            ..self.config.clone()
+        };
+        (0..writers)
             .map(|i| Writer {
                 store: self.store.clone(),
                 feed: self.feed.clone(),
@@ -150,8 +156,8 @@ impl Writer {
                 dedup: self.dedup.clone(),
                 paused: self.paused.clone(),
                 failed: self.failed.clone(),
-                config: self.config.clone(),
-                hot: HotEntities::new(self.config.hot_entities),
+                config: config.clone(),
+                hot: HotEntities::new(config.hot_entities),
                 housekeeping: i == 0,
                 ownership: self.ownership.clone(),
             })
