@@ -59,10 +59,10 @@ pub type JobResult = Result<Vec<Outcome>, String>;
 pub struct Job {
     /// Records, in arrival order.
     pub items: Vec<Item>,
-    /// Deferred updates this job applies (deleted in the same commit): none, or one per item
-    /// in item order, so that they follow their items to the writer partitions (`router`).
+    /// Deferred updates this job applies (deleted in the same commit). A caller gives none or
+    /// one per item, in item order, so that each follows its item to its writer (`router`).
     pub deferred_ids: Vec<u64>,
-    /// Dead letters this job replays (deleted in the same commit): none, or one per item.
+    /// Dead letters this job replays (deleted in the same commit); given as `deferred_ids`.
     pub dead_letter_ids: Vec<u64>,
     /// Called exactly once, after the commit succeeded or failed.
     pub ack: Box<dyn FnOnce(JobResult) + Send>,

@@ -141,18 +141,23 @@ impl JobRouter {
         let mut first_seen: FxHashMap<u64, usize> = FxHashMap::default();
         let mut deduplicated = Vec::new();
         for (position, item) in items.into_iter().enumerate() {
-            let writer = writer_of(&item).unwrap_or(home);
-            if let Item::Update(u) = &item
-                && *first_seen.entry(u.version.event_hash).or_insert(writer) != writer
-            {
-                deduplicated.push(u.key.class.as_str());
-                continue;
+            let mut writer = writer_of(&item).unwrap_or(home);
+            let mut duplicate = false;
+            if let Item::Update(u) = &item {
+                let first = *first_seen.entry(u.version.event_hash).or_insert(writer);
+                if first != writer {
+                    deduplicated.push(u.key.class.as_str());
+                    (writer, duplicate) = (first, true);
+                }
             }
+            // A duplicate's deferred entry or dead letter is deleted with its first occurrence.
             let part = &mut parts[writer];
-            part.positions.push(position);
             part.deferred_ids.extend(deferred_ids.get(position));
             part.dead_letter_ids.extend(dead_letter_ids.get(position));
-            part.items.push(item);
+            if !duplicate {
+                part.positions.push(position);
+                part.items.push(item);
+            }
         }
         let touched: Vec<usize> = (0..writers)
             .filter(|&w| !parts[w].items.is_empty())
@@ -497,8 +502,7 @@ mod tests {
         }
     }
 
-    /// A job over two partitions: outcomes come back in record order once both parts are
-    /// acknowledged, and a failed part fails the whole job.
+    /// Otherwise the properties would not exercise split jobs.
     #[test]
     fn the_generated_products_fall_in_every_partition() {
         for writers in [2, 3] {
@@ -509,12 +513,48 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_split_job_joins_its_parts_and_fails_with_any() {
-        let (router, queues) = JobRouter::new(2, 4, Arc::new(Metrics::new()));
+    /// A product of each of two writer partitions.
+    fn two_partitions() -> (usize, usize) {
         let writer_of = |p: usize| partition_of(&key(p).id, 2);
         let a = (0..PRODUCTS).find(|&p| writer_of(p) == 0).unwrap();
         let b = (0..PRODUCTS).find(|&p| writer_of(p) == 1).unwrap();
+        (a, b)
+    }
+
+    /// Replayed dead letters follow their records; a duplicate's goes with its first occurrence.
+    #[test]
+    fn ids_follow_their_records() {
+        let (router, queues) = JobRouter::new(2, 4, Arc::new(Metrics::new()));
+        let (a, b) = two_partitions();
+        let (mut job, _result) = Job::new(vec![
+            update("x", a, 0, 1, 1, 0),
+            update("x", b, 0, 1, 1, 0),
+            update("y", b, 0, 1, 1, 0),
+        ]);
+        job.dead_letter_ids = vec![1, 2, 3];
+        router.send(job).unwrap();
+        let first = queues[0].try_recv().unwrap();
+        let second = queues[1].try_recv().unwrap();
+        assert_eq!((first.items.len(), first.dead_letter_ids), (1, vec![1, 2]));
+        assert_eq!((second.items.len(), second.dead_letter_ids), (1, vec![3]));
+        let (mut job, _) = Job::new(vec![update("z", a, 0, 1, 1, 0)]);
+        job.deferred_ids = vec![1, 2];
+        assert!(matches!(
+            router.send(job),
+            Err(Refused::Unaligned {
+                ids: 2,
+                items: 1,
+                ..
+            })
+        ));
+    }
+
+    /// A job over two partitions: outcomes come back in record order once both parts are
+    /// acknowledged, and a failed part fails the whole job.
+    #[test]
+    fn a_split_job_joins_its_parts_and_fails_with_any() {
+        let (router, queues) = JobRouter::new(2, 4, Arc::new(Metrics::new()));
+        let (a, b) = two_partitions();
         for fail in [false, true] {
             let (job, result) = Job::new(vec![
                 update("x", a, 0, 1, 1, 0),
