@@ -21,6 +21,7 @@ use crate::feed::{ChangeFeed, InProcessFeed, Relay};
 use crate::health::Health;
 use crate::ingest::admission::Admission;
 use crate::ingest::http::{IngestState, RecordSink};
+use crate::ingest::router::JobRouter;
 use crate::ingest::writer::{Writer, WriterConfig};
 use crate::ingest::{ChannelSource, MergedSource, deferral};
 use crate::metrics::{LayerLabel, Metrics};
@@ -30,7 +31,7 @@ use crate::snapshot::{ImportDir, Snapshots};
 
 /// Most write requests holding a body in memory at once (memory bound: this × maxBodyBytes).
 const MAX_INGEST_REQUESTS: usize = 32;
-/// Jobs queued for the writer; records are bounded separately by `queueCapacity`.
+/// Jobs queued for each writer thread; records are bounded separately by `queueCapacity`.
 const WRITER_QUEUE_JOBS: usize = 1024;
 /// Longest the shutdown waits for the store's memtable flush: well inside the kubelet's default
 /// 30 s grace period (a flush of the default 32 MiB budget takes well under a second).
@@ -51,8 +52,13 @@ pub struct Tuning {
     /// Bytes written after which the embedded store flushes all memtables: bounds what a start
     /// after a crash replays from the journal.
     pub store_flush_bytes: u64,
-    /// Entity states the writer keeps in memory to skip store reads of hot keys.
+    /// Entity states the writer keeps in memory to skip store reads of hot keys (shared out
+    /// among the writer threads).
     pub writer_cache_entries: usize,
+    /// Writer threads of the in-process write path, each owning the keys of one writer
+    /// partition (not `ingest.partitions`, which partitions the Kafka topics). Kafka mode keeps
+    /// one writer: its consumer hands over one job at a time, in offset order.
+    pub writer_threads: usize,
     /// The config file to re-read for `degradation.pauseNonCritical`, which the operator flips in
     /// the ConfigMap under error-budget pressure without restarting the workers.
     pub watch_config: Option<PathBuf>,
@@ -167,7 +173,7 @@ pub async fn run(
     metrics.ingest_deferred.set(store.deferred_count() as i64);
 
     let (close_writer, writer_closing) = watch::channel(false);
-    let mut writer_thread = None;
+    let mut writer_threads = Vec::new();
     let mut kafka_threads = Vec::new();
     let store_failed = health.store_failed.clone();
 
@@ -191,7 +197,12 @@ pub async fn run(
                 http_stopped.clone(),
             ));
         }
-        let (tx, rx) = std::sync::mpsc::sync_channel(WRITER_QUEUE_JOBS);
+        let threads = match &kafka {
+            Some(_) => 1,
+            None => tuning.writer_threads,
+        };
+        tracing::info!(writer_threads = threads, "starting the writers");
+        let (router, queues) = JobRouter::new(threads, WRITER_QUEUE_JOBS, metrics.clone());
         let writer = Writer::new(
             store.clone(),
             feed.clone(),
@@ -208,28 +219,40 @@ pub async fn run(
                 hot_entities: tuning.writer_cache_entries,
             },
         )?;
-        let channel = ChannelSource {
-            jobs: rx,
+        let channels = queues.into_iter().map(|jobs| ChannelSource {
+            jobs,
             closing: writer_closing.clone(),
-        };
-        let writer_run: Box<dyn FnOnce() + Send> = match &kafka {
+        });
+        let mut writers = writer.partitioned(threads).into_iter().zip(channels);
+        let writer_runs: Vec<Box<dyn FnOnce() + Send>> = match &kafka {
             Some(k) => {
                 let topics = k.source(
                     writer_closing.clone(),
                     metrics.clone(),
                     config.ingest.batch.max_records as usize,
                 )?;
-                let writer = writer.with_ownership_epoch(topics.ownership_epoch());
                 kafka_threads.push(k.spawn_lag_monitor(metrics.clone(), http_stopped.clone())?);
-                Box::new(move || writer.run(MergedSource::new(channel, topics)))
+                let (writer, channel) = writers
+                    .next()
+                    .ok_or_else(|| anyhow::anyhow!("Kafka mode has one writer"))?;
+                let writer = writer.with_ownership_epoch(topics.ownership_epoch());
+                vec![Box::new(move || {
+                    writer.run(MergedSource::new(channel, topics))
+                })]
             }
-            None => Box::new(move || writer.run(channel)),
+            None => writers
+                .map(|(writer, channel)| -> Box<dyn FnOnce() + Send> {
+                    Box::new(move || writer.run(channel))
+                })
+                .collect(),
         };
-        writer_thread = Some(
-            std::thread::Builder::new()
-                .name("writer".into())
-                .spawn(writer_run)?,
-        );
+        for (i, run) in writer_runs.into_iter().enumerate() {
+            writer_threads.push(
+                std::thread::Builder::new()
+                    .name(format!("writer-{i}"))
+                    .spawn(run)?,
+            );
+        }
         metrics
             .ingest_queue_capacity
             .set(config.ingest.queue_capacity as i64);
@@ -249,7 +272,7 @@ pub async fn run(
                 metrics.ingest_queue_depth.clone(),
                 metrics.ingest_refused_records.clone(),
             ),
-            jobs: tx,
+            jobs: router,
             max_body_bytes,
             queue_capacity: config.ingest.queue_capacity,
             paused,
@@ -318,7 +341,7 @@ pub async fn run(
     }
     probe.await?;
     let _ = close_writer.send(true);
-    if let Some(t) = writer_thread {
+    for t in writer_threads {
         tokio::task::spawn_blocking(move || t.join())
             .await?
             .map_err(|_| anyhow::anyhow!("writer thread panicked"))?;

@@ -24,3 +24,4 @@ pub mod serve;
 pub mod snapshot;
 pub mod store;
 pub mod stream;
+pub mod workload;

@@ -33,6 +33,18 @@ fn a_bad_config_fails_at_start_naming_the_key() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cacheTTL"));
+
+    // Tuning flags are checked as strictly, by name.
+    let out = Command::new(env!("CARGO_BIN_EXE_tailwarden-dataplane"))
+        .args(["--writer-threads", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--writer-threads"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 

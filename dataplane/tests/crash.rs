@@ -55,8 +55,10 @@ struct Deployment {
 impl Deployment {
     async fn start(backend: Backend) -> Self {
         match backend {
+            // Two writer threads (more than the default on 2 cores): batches split across
+            // them must survive the kill as whole acknowledged requests.
             Backend::Embedded => Self {
-                ingest: Server::start(&temp_dir("crash"), &[]).await,
+                ingest: Server::start(&temp_dir("crash"), &["--writer-threads", "2"]).await,
                 serve: None,
                 pipeline: None,
             },

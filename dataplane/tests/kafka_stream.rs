@@ -221,7 +221,8 @@ async fn http_records_are_acked_by_kafka_then_written_and_committed() {
         )
         .unwrap(),
     );
-    let (jobs, _unused) = std::sync::mpsc::sync_channel(1);
+    let (jobs, _unused) =
+        tailwarden_dataplane::ingest::router::JobRouter::new(1, 1, metrics.clone());
     let state = Arc::new(tailwarden_dataplane::ingest::http::IngestState {
         sink: tailwarden_dataplane::ingest::http::RecordSink::Kafka(Arc::new(ingest)),
         store: dyn_store.clone(),

@@ -10,7 +10,6 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,6 +25,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper::header::HeaderValue;
 use hyper_util::rt::TokioIo;
+use tailwarden_dataplane::workload::{Zipf, product_id, write_update};
 
 #[derive(Parser)]
 #[command(name = "tailwarden-loadgen", about)]
@@ -112,35 +112,6 @@ struct RunArgs {
     /// File holding the read bearer token (`auth.readTokenFile`), sent with every read.
     #[arg(long)]
     read_token_file: Option<PathBuf>,
-}
-
-/// Zipf-distributed ranks 0..n by inverse CDF lookup.
-struct Zipf {
-    cdf: Vec<f64>,
-}
-
-impl Zipf {
-    fn new(n: u64, s: f64) -> Self {
-        let mut cdf = Vec::with_capacity(n as usize);
-        let mut total = 0.0;
-        for k in 1..=n {
-            total += 1.0 / (k as f64).powf(s);
-            cdf.push(total);
-        }
-        for c in &mut cdf {
-            *c /= total;
-        }
-        Self { cdf }
-    }
-
-    fn sample(&self, rng: &mut fastrand::Rng) -> u64 {
-        let u = rng.f64();
-        self.cdf.partition_point(|c| *c < u) as u64
-    }
-}
-
-fn product_id(rank: u64) -> String {
-    format!("P{rank:08}")
 }
 
 fn snapshot(args: &SnapshotArgs) -> std::io::Result<()> {
@@ -300,29 +271,7 @@ fn write_body(shared: &Shared, batch: u64, rng: &mut fastrand::Rng) -> String {
         let seq = shared.sequence.fetch_add(1, Ordering::Relaxed);
         let id = product_id(shared.zipf.sample(rng));
         let eid = format!("lg-{}-{seq}", shared.run_id);
-        let _ = match rng.u8(0..10) {
-            0..=4 => writeln!(
-                body,
-                r#"{{"event_id":"{eid}","class":"inventory","schema_version":2,"key":{{"product_id":"{id}","location":"S{}"}},"event_time":{now},"sequence":{seq},"payload":{{"quantity":{}}}}}"#,
-                rng.u64(0..shared.args.locations.max(1)),
-                rng.u32(0..1000)
-            ),
-            5..=7 => writeln!(
-                body,
-                r#"{{"event_id":"{eid}","class":"pricing","schema_version":2,"key":{{"product_id":"{id}","valid_from":"2026-01-01T00:00:00Z"}},"event_time":{now},"sequence":{seq},"payload":{{"amount":{}.{:02},"currency":"usd"}}}}"#,
-                rng.u32(1..500),
-                rng.u32(0..100)
-            ),
-            8 => writeln!(
-                body,
-                r#"{{"event_id":"{eid}","class":"fulfillment","schema_version":2,"key":{{"product_id":"{id}","region":"R0"}},"event_time":{now},"sequence":{seq},"payload":{{"available":{}}}}}"#,
-                rng.bool()
-            ),
-            _ => writeln!(
-                body,
-                r#"{{"event_id":"{eid}","class":"product","schema_version":2,"key":{{"product_id":"{id}"}},"event_time":{now},"sequence":{seq},"payload":{{"name":" Product {seq} "}}}}"#
-            ),
-        };
+        write_update(&mut body, rng, &id, shared.args.locations, &eid, seq, now);
     }
     body
 }

@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{SyncSender, TrySendError};
 
 use axum::Json;
 use axum::Router;
@@ -19,6 +18,7 @@ use serde_json::{Value, json};
 use crate::auth::{self, Guards};
 use crate::ingest::admission::Admission;
 use crate::ingest::body::{BodyError, format, split};
+use crate::ingest::router::{JobRouter, Refused};
 use crate::ingest::{Item, Job, JobResult, Outcome};
 use crate::metrics::{ClassLabel, CodeLabel, Metrics};
 use crate::model::{format_time, now_ms};
@@ -35,7 +35,7 @@ const DEFAULT_MAX_REJECTED_RATIO: f64 = 0.01;
 
 /// Where the write API's records go: straight to the in-process writer (`streams.http`), or to
 /// the per-class Kafka topics (`streams.kafka`), from which the consumer group feeds the writers.
-/// Replays and deferred updates always take the in-process writer (`jobs`).
+/// Replays and deferred updates always take the in-process writers (`jobs`).
 pub enum RecordSink {
     /// The in-process writer: the response reports durable per-record outcomes.
     Writer,
@@ -53,8 +53,8 @@ pub struct IngestState {
     pub metrics: Arc<Metrics>,
     /// Bounded admission.
     pub admission: Admission,
-    /// To the writer.
-    pub jobs: SyncSender<Job>,
+    /// To the writers.
+    pub jobs: JobRouter,
     /// Largest request body.
     pub max_body_bytes: usize,
     /// `ingest.queueCapacity`: a batch larger than this can never be admitted.
@@ -116,21 +116,21 @@ impl IngestState {
         deferred_ids: Vec<u64>,
         dead_letter_ids: Vec<u64>,
     ) -> Result<JobResult, Response> {
+        let records = items.len();
         let (mut job, rx) = Job::new(items);
         job.deferred_ids = deferred_ids;
         job.dead_letter_ids = dead_letter_ids;
-        match self.jobs.try_send(job) {
+        match self.jobs.send(job) {
             Ok(()) => {}
-            Err(TrySendError::Full(job)) => {
-                self.admission.refuse(Some(job.items.len()));
+            Err(Refused::Full) => {
+                self.admission.refuse(Some(records));
                 return Err(too_busy("writer queue is full"));
             }
-            Err(TrySendError::Disconnected(_)) => {
-                return Err(error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "shutting_down",
-                    "the writer has stopped",
-                ));
+            Err(e @ Refused::Stopped) => {
+                return Err(error(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", e));
+            }
+            Err(e @ Refused::Unaligned { .. }) => {
+                return Err(error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e));
             }
         }
         rx.await.map_err(|_| {

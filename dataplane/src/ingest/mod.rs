@@ -1,11 +1,13 @@
-//! The write path: admission (bounded, 429 when full), a source of jobs, and one writer that
-//! group-commits them. The in-process channel (HTTP, snapshots, replay) is one source; in Kafka
-//! mode the consumer group (`stream::consumer::KafkaSource`) is merged beside it.
+//! The write path: admission (bounded, 429 when full), a source of jobs, and writers that
+//! group-commit them. The in-process channel (HTTP, snapshots, replay) is one source; without
+//! Kafka it feeds several writer threads, split by key (`router`). In Kafka mode one writer takes
+//! the consumer group (`stream::consumer::KafkaSource`) merged beside the in-process channel.
 
 pub mod admission;
 pub mod body;
 pub mod deferral;
 pub mod http;
+pub mod router;
 pub mod writer;
 
 use std::time::Duration;
@@ -57,9 +59,10 @@ pub type JobResult = Result<Vec<Outcome>, String>;
 pub struct Job {
     /// Records, in arrival order.
     pub items: Vec<Item>,
-    /// Deferred updates this job applies (deleted in the same commit).
+    /// Deferred updates this job applies (deleted in the same commit). A caller gives none or
+    /// one per item, in item order, so that each follows its item to its writer (`router`).
     pub deferred_ids: Vec<u64>,
-    /// Dead letters this job replays (deleted in the same commit).
+    /// Dead letters this job replays (deleted in the same commit); given as `deferred_ids`.
     pub dead_letter_ids: Vec<u64>,
     /// Called exactly once, after the commit succeeded or failed.
     pub ack: Box<dyn FnOnce(JobResult) + Send>,

@@ -1,4 +1,5 @@
-//! The writer: one thread that group-commits jobs.
+//! The writer: a thread that group-commits jobs. Without Kafka there are several, each owning
+//! the keys of one writer partition (`ingest::router`); they share the dedup window.
 //!
 //! Per batch (one or more jobs, up to `batch.maxRecords` records or `batch.linger`): dedup by
 //! event id, defer non-critical updates when paused, order by partition, coalesce same-key
@@ -11,9 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 
-use crate::dedup::DedupWindow;
+use crate::dedup::{DedupWindow, SharedDedup};
 use crate::feed::{ChangeEvent, ChangeFeed};
 use crate::ingest::{Item, Job, Next, Outcome, UpdateSource};
 use crate::merge::{Applied, coalesce};
@@ -48,11 +49,14 @@ pub struct Writer {
     store: Arc<dyn Store>,
     feed: Arc<dyn ChangeFeed>,
     metrics: Arc<Metrics>,
-    dedup: DedupWindow,
+    dedup: Arc<SharedDedup>,
     paused: Arc<AtomicBool>,
     failed: Arc<AtomicBool>,
     config: WriterConfig,
     hot: HotEntities,
+    /// Whether this writer enforces dead-letter retention: only one of partitioned writers
+    /// does, so that two never delete the same dead letters (and count them twice).
+    housekeeping: bool,
     /// Bumped by the Kafka source on every rebalance: the hot states may then be stale (another
     /// worker may have written the keys of a partition that came back), so they are dropped.
     ownership: Option<(Arc<std::sync::atomic::AtomicU64>, u64)>,
@@ -109,8 +113,13 @@ impl Writer {
     ) -> Result<Self, StoreError> {
         let (entries, next) = store.dedup_window(config.dedup_window)?;
         Ok(Self {
-            dedup: DedupWindow::restore(entries, next, config.dedup_window),
+            dedup: Arc::new(SharedDedup::new(DedupWindow::restore(
+                entries,
+                next,
+                config.dedup_window,
+            ))),
             hot: HotEntities::new(config.hot_entities),
+            housekeeping: true,
             ownership: None,
             store,
             feed,
@@ -130,11 +139,36 @@ impl Writer {
         self
     }
 
+    /// `writers` writers in place of this one, for disjoint sets of keys (`ingest::router`):
+    /// they share its store, feed, dedup window and switches; each has hot states of its own,
+    /// an equal share of `hot_entities` (the keys are disjoint, so the bound is unchanged).
+    pub fn partitioned(self, writers: usize) -> Vec<Writer> {
+        let writers = writers.max(1);
+        let config = WriterConfig {
+            hot_entities: self.config.hot_entities / writers,
+            ..self.config.clone()
+        };
+        (0..writers)
+            .map(|i| Writer {
+                store: self.store.clone(),
+                feed: self.feed.clone(),
+                metrics: self.metrics.clone(),
+                dedup: self.dedup.clone(),
+                paused: self.paused.clone(),
+                failed: self.failed.clone(),
+                config: config.clone(),
+                hot: HotEntities::new(config.hot_entities),
+                housekeeping: i == 0,
+                ownership: self.ownership.clone(),
+            })
+            .collect()
+    }
+
     /// Runs until the source closes, then returns after the last batch is durable.
     pub fn run(mut self, mut source: impl UpdateSource) {
         let mut last_housekeeping = Instant::now();
         loop {
-            if last_housekeeping.elapsed() >= HOUSEKEEPING_EVERY {
+            if self.housekeeping && last_housekeeping.elapsed() >= HOUSEKEEPING_EVERY {
                 self.housekeeping();
                 last_housekeeping = Instant::now();
             }
@@ -184,12 +218,10 @@ impl Writer {
         let paused = self.paused.load(Ordering::Relaxed);
         let mut set = WriteSet {
             durable: true,
-            dedup_expired: self.dedup.take_expired(),
             ..Default::default()
         };
         let mut outcomes: Vec<Vec<Outcome>> = Vec::with_capacity(jobs.len());
-        let mut seen = FxHashSet::default();
-        // (job, item) positions of updates to apply.
+        // (job, item) positions of updates to dedup, then of those to apply.
         let mut to_apply: Vec<(usize, usize)> = Vec::new();
         for (j, job) in jobs.iter().enumerate() {
             let mut out = Vec::with_capacity(job.items.len());
@@ -205,14 +237,9 @@ impl Writer {
                         set.deferred.push(u.clone());
                         Outcome::Deferred
                     }
-                    Item::Update(u) => {
-                        let h = u.version.event_hash;
-                        if self.dedup.contains(h) || !seen.insert(h) {
-                            Outcome::Deduplicated
-                        } else {
-                            to_apply.push((j, i));
-                            Outcome::Accepted
-                        }
+                    Item::Update(_) => {
+                        to_apply.push((j, i));
+                        Outcome::Accepted
                     }
                 });
             }
@@ -224,25 +251,31 @@ impl Writer {
             Item::Update(u) => u,
             Item::Rejected(_) => unreachable!("only updates are applied"),
         };
+        let (fresh, mut claim) = self.dedup.claim(
+            to_apply
+                .iter()
+                .map(|&pos| update_at(pos).version.event_hash),
+        );
+        let mut fresh = fresh.into_iter();
+        to_apply.retain(|&(j, i)| {
+            let keep = fresh.next().unwrap_or(false);
+            if !keep {
+                outcomes[j][i] = Outcome::Deduplicated;
+            }
+            keep
+        });
+        set.dedup_expired = std::mem::take(&mut claim.expired);
+        set.dedup = claim.id.map(|id| (id, claim.hashes.clone()));
         // Partition-aware order: a stable sort keeps each key's arrival order.
         let partitions = self.config.partitions;
         to_apply.sort_by_cached_key(|&pos| partition_of(&update_at(pos).key.id, partitions));
 
-        let result = self.stage(&to_apply, &update_at, &mut set, &mut outcomes);
-        let (changed, unchanged) = match result {
-            Ok(r) => r,
-            Err(e) => return self.fail(jobs, &e),
-        };
-        let hashes: Vec<u64> = to_apply
-            .iter()
-            .map(|&pos| update_at(pos).version.event_hash)
-            .collect();
-        if !hashes.is_empty() {
-            set.dedup = Some((self.dedup.next_id(), hashes.clone()));
-        }
+        let staged = self.stage(&to_apply, &update_at, &mut set, &mut outcomes);
         let started = Instant::now();
-        let written = match self.store.commit(&set) {
-            Ok(n) => n,
+        let written = staged.and_then(|staged| Ok((staged, self.store.commit(&set)?)));
+        self.dedup.settle(claim, written.is_ok());
+        let ((changed, unchanged), written) = match written {
+            Ok(r) => r,
             Err(e) => return self.fail(jobs, &e),
         };
         // A failed commit must not leave the hot states ahead of the store: they were taken
@@ -259,9 +292,6 @@ impl Writer {
         self.metrics
             .ingest_commit_duration
             .observe(started.elapsed().as_secs_f64());
-        if !hashes.is_empty() {
-            self.dedup.record(hashes);
-        }
         // Durable: make it visible, then account and acknowledge.
         let events: Vec<ChangeEvent> = changed.into_iter().map(ChangeEvent::Entity).collect();
         if !events.is_empty() {
