@@ -76,6 +76,10 @@ pub struct Config {
     /// Bearer tokens of the HTTP APIs, as files mounted from Secrets.
     #[serde(default, skip_serializing_if = "is_default")]
     pub auth: Auth,
+    /// Deliberate failures, for testing what watches the pipeline. Refused at start unless the
+    /// worker runs with `--allow-fault-injection`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub faults: Faults,
 }
 
 /// Sections added after the first release are left out while unset, so that the YAML the
@@ -333,6 +337,23 @@ pub struct Degradation {
     pub pause_non_critical: bool,
 }
 
+/// Deliberate failures: a "bad version" on demand, so that error budgets, freezes and rollbacks
+/// can be tested against real workers. All off by default.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Faults {
+    /// Percent of reads (0 to 100) answered `500 injected_fault` instead of their data.
+    #[serde(default)]
+    pub read_error_percent: f64,
+}
+
+impl Faults {
+    /// Whether any fault is asked for.
+    pub fn any(&self) -> bool {
+        self.read_error_percent > 0.0
+    }
+}
+
 /// Snapshot loading from files on the server.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -437,6 +458,13 @@ impl Config {
         if self.ingest.queue_capacity == 0 {
             return invalid("ingest.queueCapacity", "must be at least 1");
         }
+        let faulty = self.faults.read_error_percent;
+        if !(0.0..=100.0).contains(&faulty) {
+            return Err(ConfigError::Invalid {
+                key: "faults.readErrorPercent".into(),
+                why: format!("must be between 0 and 100, got {faulty}"),
+            });
+        }
         if self.serve.read_timeout.is_zero() {
             return invalid("serve.readTimeout", "must be positive");
         }
@@ -520,6 +548,21 @@ mod tests {
             !yaml.contains("snapshots") && !yaml.contains("auth"),
             "{yaml}"
         );
+    }
+
+    #[test]
+    fn faults_are_off_unrendered_by_default_and_bounded() {
+        assert!(!Config::default().to_yaml().contains("faults"));
+        let config = Config::parse("faults: {readErrorPercent: 5}\n").unwrap();
+        assert!(config.faults.any());
+        assert_eq!(Config::parse(&config.to_yaml()).unwrap(), config);
+        for bad in ["-1", "100.5", ".nan"] {
+            let err = Config::parse(&format!("faults: {{readErrorPercent: {bad}}}\n")).unwrap_err();
+            assert!(
+                err.to_string().contains("faults.readErrorPercent"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

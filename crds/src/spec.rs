@@ -85,6 +85,20 @@ pub struct DataplaneSpec {
     /// API without a token is unauthenticated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<DataplaneAuth>,
+    /// Deliberate failures, to test what enforces the SLOs (a "bad version" on demand). While
+    /// set, the workers start with `--allow-fault-injection`; never set it in production.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault_injection: Option<FaultInjection>,
+}
+
+/// Deliberate failures of the workers.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct FaultInjection {
+    /// Percent of reads answered `500 injected_fault`, 0 to 100.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 100))]
+    pub read_error_percent: f64,
 }
 
 /// Bearer tokens of the data plane's HTTP APIs. Only the mounted file's path reaches the

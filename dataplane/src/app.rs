@@ -324,6 +324,7 @@ pub async fn run(
             responses: Cache::new(per_layer, invalidation, counters("response")),
             metrics: metrics.clone(),
             read_timeout: config.serve.read_timeout,
+            read_error_percent: config.faults.read_error_percent,
         });
         let router = crate::serve::http::router(state, guards.read.clone());
         servers.push(serve("serve", config.listen.serve, router, http_stopped.clone()).await?);

@@ -62,6 +62,14 @@ struct Cli {
     /// cores, 1 to 4). Kafka mode keeps one writer.
     #[arg(long, env = "TAILWARDEN_WRITER_THREADS", value_parser = clap::value_parser!(u16).range(1..=64))]
     writer_threads: Option<u16>,
+    /// Accept the config's `faults` section (deliberate failures, for tests). Without it a
+    /// config that asks for a fault is refused, so a production worker never fails on purpose.
+    #[arg(
+        long,
+        env = "TAILWARDEN_ALLOW_FAULT_INJECTION",
+        default_value_t = false
+    )]
+    allow_fault_injection: bool,
 }
 
 /// The default writer threads: half the cores, 1 to 4. The other half parses requests: on 2
@@ -157,6 +165,19 @@ fn load(cli: &Cli) -> Result<Config, tailwarden_dataplane::config::ConfigError> 
         config.degradation.pause_non_critical = p;
     }
     config.validate()?;
+    if config.faults.any() && !cli.allow_fault_injection {
+        return Err(tailwarden_dataplane::config::ConfigError::Invalid {
+            key: "faults.readErrorPercent".into(),
+            why: "fault injection is refused unless the worker starts with --allow-fault-injection"
+                .into(),
+        });
+    }
+    if config.faults.any() {
+        tracing::warn!(
+            read_error_percent = config.faults.read_error_percent,
+            "fault injection is on: reads fail on purpose"
+        );
+    }
     Ok(config)
 }
 

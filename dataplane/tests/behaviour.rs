@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{Server, eventually, get_json, inventory, temp_dir};
+use support::{Server, eventually, get_json, inventory, metrics_text, temp_dir, write_config};
 
 #[test]
 fn a_bad_config_fails_at_start_naming_the_key() {
@@ -46,6 +46,56 @@ fn a_bad_config_fails_at_start_naming_the_key() {
         String::from_utf8_lossy(&out.stderr)
     );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `faults` fail a share of reads on purpose, counted as 500s in the read metrics, and only in a
+/// worker started with `--allow-fault-injection`; any other worker refuses the config by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_read_faults_need_their_start_switch() {
+    let dir = temp_dir("faults");
+    let config = write_config(&dir, "faults: {readErrorPercent: 50}\n");
+    let out = Command::new(env!("CARGO_BIN_EXE_tailwarden-dataplane"))
+        .args(["--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("faults.readErrorPercent") && stderr.contains("--allow-fault-injection"),
+        "{stderr}"
+    );
+
+    let server = Server::start(
+        &dir.join("store"),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--allow-fault-injection",
+        ],
+    )
+    .await;
+    let mut failed = 0;
+    for i in 0..400 {
+        let (status, body) = server.get(&format!("/v1/inventory/F{i}/S1")).await;
+        match status {
+            500 => {
+                assert_eq!(body["code"], "injected_fault", "{body}");
+                failed += 1;
+            }
+            404 => {}
+            other => panic!("read answered {other}: {body}"),
+        }
+    }
+    // Binomial(400, 0.5): outside 140..=260 has a probability below 1e-9.
+    assert!((140..=260).contains(&failed), "{failed} of 400 failed");
+    let metrics = metrics_text(&server).await;
+    let counted: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("tailwarden_read_requests_total") && l.contains(r#"code="500""#))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(counted, f64::from(failed), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,7 +23,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 use tailwarden_contract::config::{Config, INGEST_PORT, METRICS_PORT, SERVE_PORT};
-use tailwarden_crds::RetailPipeline;
+use tailwarden_crds::{RetailPipeline, RetailPipelineSpec};
 
 use crate::dataplane_config::{
     CASSANDRA_CREDENTIALS_DIR, DATA_DIR, KAFKA_CREDENTIALS_DIR, TOKEN_FILE, token_dir, token_refs,
@@ -510,12 +510,7 @@ fn pod_template(
                         .and_then(|v| v.as_str().map(str::to_owned))
                         .unwrap_or_else(|| "IfNotPresent".into()),
                 ),
-                args: Some(vec![
-                    "--role".into(),
-                    role.as_str().into(),
-                    "--config".into(),
-                    format!("{CONFIG_DIR}/config.yaml"),
-                ]),
+                args: Some(worker_args(role, spec)),
                 ports: Some(ports),
                 liveness_probe: Some(probe("/healthz", 10, 6)),
                 readiness_probe: Some(probe("/readyz", 5, 3)),
@@ -557,6 +552,21 @@ fn port(name: &str, port: u16) -> ContainerPort {
         protocol: Some("TCP".into()),
         ..Default::default()
     }
+}
+
+/// The worker's command line: its role and config, and the switch that lets the config's
+/// `faults` through while the spec asks for fault injection (the worker refuses them otherwise).
+fn worker_args(role: Role, spec: &RetailPipelineSpec) -> Vec<String> {
+    let mut args = vec![
+        "--role".into(),
+        role.as_str().into(),
+        "--config".into(),
+        format!("{CONFIG_DIR}/config.yaml"),
+    ];
+    if spec.dataplane.fault_injection.is_some() {
+        args.push("--allow-fault-injection".into());
+    }
+    args
 }
 
 fn probe(path: &str, period_seconds: i32, failure_threshold: i32) -> Probe {
@@ -692,6 +702,26 @@ mod tests {
             .clone()
             .unwrap();
         assert_eq!(args[..2], ["--role".to_owned(), "ingest".to_owned()]);
+        assert!(!args.contains(&"--allow-fault-injection".to_owned()));
+    }
+
+    #[test]
+    fn fault_injection_starts_the_workers_with_its_switch_and_only_then() {
+        let mut p = cassandra_pipeline("shop");
+        p.spec.dataplane.fault_injection = Some(tailwarden_crds::FaultInjection {
+            read_error_percent: 5.0,
+        });
+        let c = build(&p);
+        let Workloads::Distributed { ingest, serve } = &c.workloads else {
+            panic!("cassandra storage must be distributed")
+        };
+        for workload in [ingest, serve] {
+            let args = pod_spec(&workload.spec.as_ref().unwrap().template).containers[0]
+                .args
+                .clone()
+                .unwrap();
+            assert_eq!(args.last().unwrap(), "--allow-fault-injection");
+        }
     }
 
     #[test]

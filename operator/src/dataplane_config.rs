@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use tailwarden_contract::auth::Scope;
 use tailwarden_contract::config::{
-    Auth, Batch, CacheTtls, Config, DeadLetter, Degradation, Ingest, KafkaTopics, Listen, Serve,
-    Storage, Streams,
+    Auth, Batch, CacheTtls, Config, DeadLetter, Degradation, Faults, Ingest, KafkaTopics, Listen,
+    Serve, Storage, Streams,
 };
 use tailwarden_crds::{RetailPipelineSpec, SecretKeyRef};
 
@@ -123,6 +123,13 @@ pub fn render(
         degradation: Degradation { pause_non_critical },
         snapshots: Default::default(),
         auth: auth(spec),
+        faults: Faults {
+            read_error_percent: spec
+                .dataplane
+                .fault_injection
+                .as_ref()
+                .map_or(0.0, |f| f.read_error_percent),
+        },
     })
 }
 
@@ -218,6 +225,18 @@ mod tests {
         assert!(!config.degradation.pause_non_critical);
         // What the operator writes, the data plane reads back unchanged.
         assert_eq!(Config::parse(&config.to_yaml()).unwrap(), config);
+    }
+
+    #[test]
+    fn fault_injection_reaches_the_config_and_is_off_without_it() {
+        assert!(!render("shop", &spec(), false).unwrap().faults.any());
+        let mut s = spec();
+        s.dataplane.fault_injection = Some(tailwarden_crds::FaultInjection {
+            read_error_percent: 5.0,
+        });
+        let config = render("shop", &s, false).unwrap();
+        assert_eq!(config.faults.read_error_percent, 5.0);
+        assert!(config.to_yaml().contains("readErrorPercent: 5"));
     }
 
     #[test]

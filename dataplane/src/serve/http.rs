@@ -35,6 +35,8 @@ pub struct ServeState {
     pub metrics: Arc<Metrics>,
     /// Deadline of one read.
     pub read_timeout: Duration,
+    /// `faults.readErrorPercent`: reads failed on purpose (0 in production).
+    pub read_error_percent: f64,
 }
 
 /// A computed answer and how long it may be cached.
@@ -107,6 +109,18 @@ impl ServeState {
                 StatusCode::BAD_REQUEST,
                 json_bytes(&error_body("bad_request", &m)),
             ),
+            Ok(_)
+                if self.read_error_percent > 0.0
+                    && fastrand::f64() * 100.0 < self.read_error_percent =>
+            {
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    json_bytes(&error_body(
+                        "injected_fault",
+                        "failed on purpose (faults.readErrorPercent)",
+                    )),
+                )
+            }
             Ok(partition) => {
                 let key = format!("{}|{}", self.reader.snapshot(), cache_key(&partition));
                 match self.responses.get(&key) {
