@@ -124,6 +124,11 @@ async fn invalid_specs_are_rejected_with_the_field_named() {
             ],
         ),
         (
+            "fault injection 0..=100",
+            with("dataplane.faultInjection", json!({"readErrorPercent": 150})),
+            &["spec.dataplane.faultInjection.readErrorPercent"],
+        ),
+        (
             "correctness 0 < max < 100",
             with("slos.correctness.maxErrorPercent", json!(0.0)),
             &["spec.slos.correctness.maxErrorPercent"],
