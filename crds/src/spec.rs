@@ -810,7 +810,8 @@ pub struct AutoscalingSpec {
     /// Decide and report, but change nothing.
     #[serde(default)]
     pub dry_run: bool,
-    /// How often SLIs are evaluated, from `5s` up.
+    /// How often this pipeline's SLIs should be evaluated, from `5s` up. Not used yet: the
+    /// operator evaluates every pipeline at its own `--evaluation-interval`.
     #[serde(default = "default_evaluation_interval")]
     #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"), length(max = 32))]
     #[x_kube(validation = Rule::new("duration(self) >= duration('5s')").message("evaluationInterval must be at least 5s"))]

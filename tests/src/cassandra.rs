@@ -42,9 +42,24 @@ pub fn cql(statements: &[&str]) {
     );
 }
 
-/// A Cassandra role of the caller's own, allowed every keyspace, with a random password that
-/// appears nowhere else: returns (user, password).
-pub fn test_role(suffix: &str) -> (String, String) {
+/// A Cassandra role of the caller's own (`tw_<suffix>`), allowed every keyspace, with a random
+/// password that appears nowhere else, held in the Secret `cassandra-credentials` of `ns`
+/// (keys `username`, `password`): returns (user, password).
+pub async fn credentials_secret(client: &kube::Client, ns: &str, suffix: &str) -> (String, String) {
+    let (user, password) = test_role(suffix);
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "cassandra-credentials"},
+        "stringData": {"username": user, "password": password},
+    }))
+    .unwrap();
+    kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), ns)
+        .create(&kube::api::PostParams::default(), &secret)
+        .await
+        .unwrap();
+    (user, password)
+}
+
+fn test_role(suffix: &str) -> (String, String) {
     let user = format!("tw_{suffix}");
     let password = format!("pw{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
     cql(&[

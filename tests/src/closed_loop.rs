@@ -11,8 +11,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::PostParams;
 use kube::{Api, Client};
 use serde_json::json;
 use tailwarden_crds::RetailPipeline;
@@ -55,16 +54,7 @@ impl Bed {
         std::fs::create_dir_all(&logs).unwrap();
         let suffix = format!("{:08x}", fastrand::u32(..));
 
-        let (user, password) = cassandra::test_role(&suffix);
-        let secret: Secret = serde_json::from_value(json!({
-            "metadata": {"name": "cassandra-credentials"},
-            "stringData": {"username": user, "password": password},
-        }))
-        .unwrap();
-        Api::<Secret>::namespaced(client.clone(), &ns)
-            .create(&PostParams::default(), &secret)
-            .await
-            .unwrap();
+        cassandra::credentials_secret(&client, &ns, &suffix).await;
         let topics = Topics::create(&format!("{prefix}-{suffix}"), 2);
 
         let mut args = vec!["--leader-elect", "false"];
@@ -111,14 +101,7 @@ impl Bed {
                 }
             })
         };
-        pipelines
-            .patch(
-                PIPELINE,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"spec": {"prometheus": {"url": prometheus.url}}})),
-            )
-            .await
-            .unwrap();
+        crate::use_prometheus(&pipelines, PIPELINE, &prometheus.url).await;
         let bed = Self {
             client,
             ns,

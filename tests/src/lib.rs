@@ -184,6 +184,18 @@ pub fn pipeline(name: &str, spec: serde_json::Value) -> RetailPipeline {
     .expect("the test pipeline deserializes")
 }
 
+/// Points pipeline `name`'s SLO engine at the Prometheus at `url` (`spec.prometheus.url`).
+pub async fn use_prometheus(api: &Api<RetailPipeline>, name: &str, url: &str) {
+    let patch = serde_json::json!({"spec": {"prometheus": {"url": url}}});
+    api.patch(
+        name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await
+    .unwrap();
+}
+
 /// A minimal valid spec, embedded storage.
 pub fn minimal_spec() -> serde_json::Value {
     serde_json::json!({"dataplane": {"image": "example.com/tailwarden/dataplane", "version": "1.0.0"}})

@@ -156,30 +156,19 @@ async fn the_loop_closes_on_real_pods() {
         )
         .await;
     let t = Instant::now();
-    let (spike, scaled_to) = read_load_rises(&bed).await;
+    let spike = read_load_rises(&bed).await;
     took("1a (read load rises)", t);
 
     // The load falls: serve could scale down once its window has passed, but Prometheus stops
     // first.
     drop(spike);
-    let calm = bed
-        .load(
-            "calm",
-            &[
-                "--read-rate",
-                CALM_READS,
-                "--duration",
-                "900",
-                "--keys",
-                "1000",
-            ],
-        )
-        .await;
+    let calm = reads(&bed, "calm", CALM_READS).await;
     let t = Instant::now();
-    let returned = prometheus_outage_holds_replicas(&mut bed, scaled_to).await;
+    let (returned, held) = prometheus_outage_holds_replicas(&mut bed).await;
     took("5 (Prometheus outage)", t);
     let t = Instant::now();
-    serve_scales_down_after_its_window(&bed, scaled_to, returned).await;
+    eprintln!("serve held {held} replicas through the outage");
+    serve_scales_down_after_its_window(&bed, returned).await;
     took("1b (read load falls)", t);
     drop(calm);
     let t = Instant::now();
@@ -191,6 +180,54 @@ async fn the_loop_closes_on_real_pods() {
     bed.finish().await;
 }
 
+/// Open-loop reads at `rate` per second over 1,000 products, for at most 15 minutes.
+fn read_args(rate: &str) -> Vec<String> {
+    ["--read-rate", rate, "--duration", "900", "--keys", "1000"]
+        .map(str::to_owned)
+        .to_vec()
+}
+
+async fn reads(bed: &Bed, name: &str, rate: &str) -> Load {
+    let args = read_args(rate);
+    bed.load(name, &args.iter().map(String::as_str).collect::<Vec<_>>())
+        .await
+}
+
+/// Raises a load in steps until the operator scales `kind` up: each step starts the load of
+/// `args(rate)` (stopping the one before) and waits at most 3 evaluations for a decision above
+/// 1 replica, calling `watch` every second. Returns the running load and that decision.
+async fn ramp<W, Fut>(
+    bed: &Bed,
+    what: &str,
+    rates: &[u32],
+    kind: DecisionKind,
+    args: impl Fn(&str) -> Vec<String>,
+    mut watch: W,
+) -> (Load, Decision)
+where
+    W: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut load = None;
+    for rate in rates {
+        drop(load.take());
+        let args = args(&rate.to_string());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        load = Some(bed.load(&format!("{what}-{rate}"), &args).await);
+        let step = Instant::now();
+        while step.elapsed() < INTERVAL * 3 {
+            let decisions = scalings(&bed.pipelines, kind).await;
+            if let Some(up) = decisions.into_iter().find(|d| replicas_after(d) > 1) {
+                eprintln!("{what}: scaled up at {rate}/s");
+                return (load.expect("started above"), up);
+            }
+            watch().await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    panic!("{what}: no scale-up before the rate reached its maximum");
+}
+
 fn took(scenario: &str, since: Instant) {
     eprintln!(
         "scenario {scenario} took {:.0} s",
@@ -199,10 +236,8 @@ fn took(scenario: &str, since: Instant) {
 }
 
 /// Scenario 1, rise: the read load rises until P99 nears its objective, serve scales up, the new
-/// pods take traffic and P99 recovers within 3 evaluations. Returns the load, still running,
-/// and the replicas serve scaled to.
-async fn read_load_rises(bed: &Bed) -> (Load, i32) {
-    let api = &bed.pipelines;
+/// pods take traffic and P99 recovers within 3 evaluations. Returns the load, still running.
+async fn read_load_rises(bed: &Bed) -> Load {
     assert_eq!(
         ready_replicas(bed, "serve").await,
         1,
@@ -211,38 +246,15 @@ async fn read_load_rises(bed: &Bed) -> (Load, i32) {
     let target_ms = P99_OBJECTIVE_MS * f64::from(TARGET_PERCENT) / 100.0;
 
     // 1. The read load rises until one worker's P99 crosses the target.
-    let mut spike = None;
-    let mut up = None;
-    for rate in RAMP_READS {
-        drop(spike.take());
-        spike = Some(
-            bed.load(
-                &format!("reads-{rate}"),
-                &[
-                    "--read-rate",
-                    &rate.to_string(),
-                    "--duration",
-                    "900",
-                    "--keys",
-                    "1000",
-                ],
-            )
-            .await,
-        );
-        let step = Instant::now();
-        while up.is_none() && step.elapsed() < INTERVAL * 3 {
-            up = serve_decisions(api)
-                .await
-                .into_iter()
-                .find(|d| replicas_after(d) > 1);
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-        if up.is_some() {
-            eprintln!("serve scaled up at {rate} reads/s");
-            break;
-        }
-    }
-    let up = up.expect("serve scaled up before the read rate reached its maximum");
+    let (spike, up) = ramp(
+        bed,
+        "reads",
+        &RAMP_READS,
+        DecisionKind::ScaleServe,
+        read_args,
+        || async {},
+    )
+    .await;
     assert!(
         up.reason.contains("P99"),
         "scaled up on the P99 signal: {}",
@@ -311,14 +323,14 @@ async fn read_load_rises(bed: &Bed) -> (Load, i32) {
         "a ScaleServe Event names the signal"
     );
 
-    (spike.expect("the load that triggered it"), scaled_to)
+    spike
 }
 
 /// Scenario 5: with Prometheus stopped while the load is calm, the operator holds: the condition
 /// names the missing SLIs and serve is not scaled down for longer than its window and cooldown,
 /// which with data would have let it. Prometheus then returns, and the conditions recover.
-/// Returns when Prometheus returned.
-async fn prometheus_outage_holds_replicas(bed: &mut Bed, replicas: i32) -> jiff::Timestamp {
+/// Returns when Prometheus returned, and the replicas held.
+async fn prometheus_outage_holds_replicas(bed: &mut Bed) -> (jiff::Timestamp, i32) {
     bed.prometheus.stop();
     let message = wait_for(
         "MetricsAvailable=False to name what is missing",
@@ -334,6 +346,10 @@ async fn prometheus_outage_holds_replicas(bed: &mut Bed, replicas: i32) -> jiff:
         message.contains("holding replicas") && message.contains("P99"),
         "{message}"
     );
+    // What serve runs once the operator knows it has no data (the rising load may have added a
+    // replica after the first scale-up, before the outage).
+    let replicas = serve_spec_replicas(bed).await.expect("serve's replicas");
+    assert!(replicas > 1, "serve has replicas to lose");
     let hold = Duration::from_secs(DOWN_WINDOW_S) + INTERVAL * 2;
     let outage = Instant::now();
     while outage.elapsed() < hold {
@@ -358,22 +374,24 @@ async fn prometheus_outage_holds_replicas(bed: &mut Bed, replicas: i32) -> jiff:
         },
     )
     .await;
-    returned
+    (returned, replicas)
 }
 
 /// Scenario 1, fall: with the load calm and data back, serve scales down one step, and only
-/// after a whole stabilization window of complete data since `since` (the data gap restarted
-/// that clock); no more than one change of direction.
-async fn serve_scales_down_after_its_window(bed: &Bed, scaled_to: i32, since: jiff::Timestamp) {
+/// after a whole stabilization window of complete data since `since` (the data gap
+/// restarted that clock); no more than one change of direction.
+async fn serve_scales_down_after_its_window(bed: &Bed, since: jiff::Timestamp) {
     let api = &bed.pipelines;
     let down = wait_for(
         "the operator to scale serve down",
         Duration::from_secs(DOWN_WINDOW_S * 2) + INTERVAL * 4,
         || async {
-            serve_decisions(api)
-                .await
-                .into_iter()
-                .find(|d| replicas_after(d) < scaled_to)
+            serve_decisions(api).await.into_iter().find(|d| {
+                d.inputs
+                    .replicas_before
+                    .is_some_and(|b| replicas_after(d) < b)
+                    && jiff::Timestamp::from_str(&d.time).is_ok_and(|t| t >= since)
+            })
         },
     )
     .await;
@@ -386,10 +404,11 @@ async fn serve_scales_down_after_its_window(bed: &Bed, scaled_to: i32, since: ji
     );
     assert_eq!(
         replicas_after(&down),
-        scaled_to - 1,
+        down.inputs.replicas_before.unwrap() - 1,
         "one step at most: {}",
         down.reason
     );
+
     let history = serve_decisions(api).await;
     let directions: Vec<bool> = history
         .iter()
@@ -419,7 +438,6 @@ async fn serve_spec_replicas(bed: &Bed) -> Option<i32> {
 /// freshness objective breaches, the new workers join the consumer group, and the lag drains
 /// while the burst goes on.
 async fn ingest_burst_scales_ingest_until_the_lag_drains(bed: &Bed) {
-    let api = &bed.pipelines;
     let ns = &bed.ns;
     let lag_records = format!(
         // Every worker reports the group's lag of every partition: one copy per partition.
@@ -428,45 +446,32 @@ async fn ingest_burst_scales_ingest_until_the_lag_drains(bed: &Bed) {
     let lag_seconds = format!(
         r#"max(tailwarden_kafka_consumer_lag_seconds{{namespace="{ns}",pipeline="{PIPELINE}"}})"#
     );
-    let mut burst = None;
-    let mut up = None;
     let worst_lag_s = std::cell::Cell::new(0.0f64);
     let track = |lag: Option<f64>| worst_lag_s.set(worst_lag_s.get().max(lag.unwrap_or(0.0)));
-    for rate in BURST_WRITES {
-        drop(burst.take());
-        burst = Some(
-            bed.load(
-                &format!("burst-{rate}"),
-                &[
-                    "--write-rate",
-                    &rate.to_string(),
-                    "--batch",
-                    "100",
-                    "--write-connections",
-                    "4",
-                    "--duration",
-                    "900",
-                    "--keys",
-                    "100000",
-                ],
-            )
-            .await,
-        );
-        let step = Instant::now();
-        while up.is_none() && step.elapsed() < INTERVAL * 3 {
-            up = scalings(api, DecisionKind::ScaleIngest)
-                .await
-                .into_iter()
-                .find(|d| replicas_after(d) > 1);
-            track(bed.prometheus.query(&lag_seconds).await);
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-        if up.is_some() {
-            eprintln!("ingest scaled up at {rate} updates/s");
-            break;
-        }
-    }
-    let up = up.expect("ingest scaled up before the write rate reached its maximum");
+    let (burst, up) = ramp(
+        bed,
+        "burst",
+        &BURST_WRITES,
+        DecisionKind::ScaleIngest,
+        |rate| {
+            [
+                "--write-rate",
+                rate,
+                "--batch",
+                "100",
+                "--write-connections",
+                "4",
+                "--duration",
+                "900",
+                "--keys",
+                "100000",
+            ]
+            .map(str::to_owned)
+            .to_vec()
+        },
+        || async { track(bed.prometheus.query(&lag_seconds).await) },
+    )
+    .await;
     let scaled_to = replicas_after(&up);
     eprintln!("ingest 1 → {scaled_to}: {}", up.reason);
     assert!(
@@ -555,19 +560,7 @@ async fn bad_version_is_frozen_and_the_fix_goes_through_with_an_override(bed: &B
         },
     )
     .await;
-    let _reads = bed
-        .load(
-            "reads-bad-version",
-            &[
-                "--read-rate",
-                CALM_READS,
-                "--duration",
-                "900",
-                "--keys",
-                "1000",
-            ],
-        )
-        .await;
+    let _reads = reads(bed, "reads-bad-version", CALM_READS).await;
 
     // The bad version rolls out, and its workers fail 5 % of reads.
     let bad = format!("{version}-bad");

@@ -12,14 +12,14 @@
 use std::path::Path;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Event};
 use kube::Api;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{ListParams, PostParams};
 use serde_json::json;
 use tailwarden_crds::RetailPipeline;
 use tailwarden_operator::children::{CONFIG_FILE, names};
 use tailwarden_operator::dataplane_config::CASSANDRA_CREDENTIALS_DIR;
-use tailwarden_tests::cassandra::{contact_point, test_role};
+use tailwarden_tests::cassandra::{contact_point, credentials_secret};
 use tailwarden_tests::dataplane_process::DataplaneProcess;
 use tailwarden_tests::kafka::Topics;
 use tailwarden_tests::operator_process::OperatorProcess;
@@ -43,16 +43,7 @@ async fn distributed_workers_report_their_backends_and_never_leak_the_password()
 
     // A Cassandra role of this test's own, whose password appears nowhere else.
     let suffix = format!("{:08x}", fastrand::u32(..));
-    let (user, password) = test_role(&suffix);
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "cassandra-credentials"},
-        "stringData": {"username": user, "password": password},
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
+    let (user, password) = credentials_secret(&client, &ns, &suffix).await;
     let topics = Topics::create(&format!("backends-{suffix}"), PARTITIONS);
 
     let operator = OperatorProcess::spawn(
@@ -125,14 +116,7 @@ async fn distributed_workers_report_their_backends_and_never_leak_the_password()
         targets.join(", ")
     );
     let prometheus = Prometheus::with_scrape_jobs(&jobs).await;
-    pipelines
-        .patch(
-            PIPELINE,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"prometheus": {"url": prometheus.url}}})),
-        )
-        .await
-        .unwrap();
+    use_prometheus(&pipelines, PIPELINE, &prometheus.url).await;
     for w in [&ingest, &serve] {
         let ready = format!("http://{}/readyz", w.metrics);
         wait_for_ok("a worker to be ready", &ready, Duration::from_secs(90)).await;

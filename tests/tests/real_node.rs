@@ -546,14 +546,7 @@ async fn prometheus_scrapes_the_real_pods_and_the_slo_engine_reads_their_slis() 
     .await;
 
     // Real traffic through the Services, and the SLO engine reading the SLIs it produced.
-    let patch = serde_json::json!({"spec": {"prometheus": {"url": prometheus.url}}});
-    api.patch(
-        "shop",
-        &kube::api::PatchParams::default(),
-        &kube::api::Patch::Merge(&patch),
-    )
-    .await
-    .unwrap();
+    use_prometheus(&api, "shop", &prometheus.url).await;
     let ingest = real_node::service_url(&client, &ns, "shop-ingest", "http").await;
     let serve = real_node::service_url(&client, &ns, "shop-serve", "http").await;
     for i in 0..10i64 {
