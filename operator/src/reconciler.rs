@@ -190,7 +190,16 @@ pub fn error_policy(pipeline: Arc<RetailPipeline>, error: &Error, ctx: Arc<Conte
     Action::requeue(class.backoff())
 }
 
+/// How often one reconcile starts over on a fresh copy when its status write meets a newer one.
+const STALE_COPY_ATTEMPTS: usize = 3;
+
 /// One reconcile of one pipeline: observe → plan (pure) → apply → report.
+///
+/// The copy from the store can lag behind the API server: the reconcile's own status writes do not
+/// trigger a reconcile, so one started by a child's event can run before the store has the last
+/// status. Decisions are made relative to that status, so the status write is conditional on the
+/// copy's resourceVersion, and on a conflict the reconcile starts over on a fresh copy: no decision
+/// is recorded twice, and none is overwritten.
 pub async fn reconcile(pipeline: Arc<RetailPipeline>, ctx: Arc<Context>) -> Result<Action, Error> {
     // Closed at shutdown: reconciles still waiting for a slot end at once, so that stopping
     // waits for the few in flight, not for every queued pipeline.
@@ -201,23 +210,45 @@ pub async fn reconcile(pipeline: Arc<RetailPipeline>, ctx: Arc<Context>) -> Resu
     let ns = pipeline
         .namespace()
         .ok_or(Error::MissingMetadata("namespace"))?;
+    let mut pipeline = pipeline;
+    let mut attempt = 1;
+    loop {
+        match reconcile_copy(&ctx, &pipeline, &ns).await {
+            Err(err) if classify(&err) == ErrorClass::Conflict && attempt < STALE_COPY_ATTEMPTS => {
+                attempt += 1;
+                let api = Api::<RetailPipeline>::namespaced(ctx.client.clone(), &ns);
+                let name = pipeline.name_any();
+                match get_opt(&api, &name).await? {
+                    Some(fresh) => pipeline = Arc::new(fresh),
+                    None => return Ok(Action::await_change()),
+                }
+            }
+            done => return done,
+        }
+    }
+}
+
+/// Observe → plan → apply → report for one copy of the pipeline.
+async fn reconcile_copy(
+    ctx: &Context,
+    pipeline: &RetailPipeline,
+    ns: &str,
+) -> Result<Action, Error> {
     let name = pipeline.name_any();
     let topology = Topology::of(&pipeline.spec);
 
     // Observe: what the workloads run now, so a reconcile never undoes scaling or a freeze.
-    let live = observe_live(&ctx.client, &ns, &name, topology).await?;
-    let verdict = ctx
-        .verdicts
-        .get(&reflector::ObjectRef::from(pipeline.as_ref()));
+    let live = observe_live(&ctx.client, ns, &name, topology).await?;
+    let verdict = ctx.verdicts.get(&reflector::ObjectRef::from(pipeline));
     let now = jiff::Timestamp::now();
     // Plan.
-    let plan = plan::plan(&pipeline, &live, verdict.as_ref(), now);
+    let plan = plan::plan(pipeline, &live, verdict.as_ref(), now);
     // Apply.
-    let (workloads, monitoring) = apply_plan(&ctx, &pipeline, &ns, &plan).await?;
-    let trouble = observe_trouble(&ctx.client, &ns, &pipeline, &workloads).await;
+    let (workloads, monitoring) = apply_plan(ctx, pipeline, ns, &plan).await?;
+    let trouble = observe_trouble(&ctx.client, ns, pipeline, &workloads).await;
     // Report.
     report(
-        &ctx, &pipeline, &plan, verdict, workloads, trouble, monitoring,
+        ctx, pipeline, &plan, verdict, workloads, trouble, monitoring,
     )
     .await?;
     Ok(Action::requeue(next_pass(&plan, now)))
@@ -301,19 +332,32 @@ async fn report(
         remote_backends: crate::reachability::uses_remote_backends(&pipeline.spec),
     };
     let mut status = conditions::status(previous, &obs, now);
+    let recorded: Vec<_> = plan
+        .decisions
+        .iter()
+        .map(|decision| {
+            (
+                decision.kind,
+                conditions::decided(&mut status, decision, now),
+            )
+        })
+        .collect();
+    // The status first: when the write fails, nothing is published, and the retry decides again.
+    if previous != Some(&status) {
+        patch_status(&ctx.client, pipeline, &status).await?;
+    }
     let (ns, name) = (
         pipeline.namespace().unwrap_or_default(),
         pipeline.name_any(),
     );
-    for decision in &plan.decisions {
-        let recorded = conditions::decided(&mut status, decision, now);
-        ctx.metrics.decided((&ns, &name), decision.kind);
-        let type_ = if decision.kind == DecisionKind::InvalidSpec {
+    for (kind, note) in recorded {
+        ctx.metrics.decided((&ns, &name), kind);
+        let type_ = if kind == DecisionKind::InvalidSpec {
             EventType::Warning
         } else {
             EventType::Normal
         };
-        publish(ctx, pipeline, type_, decision.kind.as_str(), recorded).await;
+        publish(ctx, pipeline, type_, kind.as_str(), note).await;
     }
     ctx.metrics.pipelines.report(
         (&ns, &name),
@@ -322,9 +366,6 @@ async fn report(
         plan.apply.as_ref().ok().map(|a| &a.objectives),
     );
     publish_ready_transition(ctx, pipeline, previous, &status).await;
-    if previous != Some(&status) {
-        patch_status(&ctx.client, pipeline, &status).await?;
-    }
     Ok(())
 }
 
@@ -655,9 +696,12 @@ async fn patch_status(
 ) -> Result<(), Error> {
     let ns = pipeline.namespace().unwrap_or_default();
     let name = pipeline.name_any();
+    // The resourceVersion makes the write conditional: a copy older than the server's fails with
+    // a conflict instead of overwriting decisions it has not seen.
     let patch = serde_json::json!({
         "apiVersion": RetailPipeline::api_version(&()),
         "kind": RetailPipeline::kind(&()),
+        "metadata": {"resourceVersion": pipeline.resource_version()},
         "status": status,
     });
     Api::<RetailPipeline>::namespaced(client.clone(), &ns)

@@ -300,3 +300,54 @@ async fn deleting_the_pipeline_garbage_collects_its_children() {
     .await;
     delete_namespace(&client, &ns).await;
 }
+
+#[tokio::test]
+#[ignore = "needs the local cluster: run tests/run.sh"]
+async fn a_stale_copy_of_the_pipeline_neither_loses_nor_repeats_decisions() {
+    let (client, ns, api) = setup("stale").await;
+    // The copy a reconcile could get from a store that lags behind: no status, first generation.
+    let stale = api
+        .create(&PostParams::default(), &pipeline("shop", minimal_spec()))
+        .await
+        .unwrap();
+    wait_ready(&api, "shop").await;
+    let patch = json!({"spec": {"dataplane": {"version": "1.1.0"}}});
+    api.patch("shop", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let before = wait_ready(&api, "shop").await.status.unwrap().decisions;
+    assert!(before.len() >= 2, "one decision per generation: {before:?}");
+
+    let metrics = std::sync::Arc::new(tailwarden_operator::metrics::Metrics::default());
+    let ctx = std::sync::Arc::new(tailwarden_operator::reconciler::Context::new(
+        client.clone(),
+        metrics,
+        "stale-copy-test",
+    ));
+    tailwarden_operator::reconciler::reconcile(std::sync::Arc::new(stale), ctx)
+        .await
+        .expect("the reconcile starts over on a fresh copy");
+
+    let after = wait_ready(&api, "shop").await.status.unwrap();
+    assert_eq!(after.observed_generation, Some(2));
+    for decision in &before {
+        assert!(
+            after.decisions.contains(decision),
+            "{decision:?} is still in the history: {:?}",
+            after.decisions
+        );
+    }
+    let reconciled: Vec<_> = after
+        .decisions
+        .iter()
+        .filter(|d| d.kind == tailwarden_crds::DecisionKind::Reconciled)
+        .map(|d| d.reason.clone())
+        .collect();
+    let distinct: std::collections::BTreeSet<_> = reconciled.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        reconciled.len(),
+        "no generation decided twice: {reconciled:?}"
+    );
+    delete_namespace(&client, &ns).await;
+}
