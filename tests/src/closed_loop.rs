@@ -9,12 +9,14 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use kube::api::PostParams;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
-use tailwarden_crds::RetailPipeline;
+use tailwarden_crds::{Decision, DecisionKind, MarkState, MarkStatus, RetailPipeline};
+use tailwarden_operator::freeze_annotations::Mark;
 
 use crate::kafka::Topics;
 use crate::operator_process::OperatorProcess;
@@ -23,6 +25,108 @@ use crate::{cassandra, real_node};
 
 /// The pipeline of a bed.
 pub const PIPELINE: &str = "shop";
+
+/// The operator's evaluation interval (its production default).
+pub const INTERVAL: Duration = Duration::from_secs(15);
+/// Its signal window: the shortest it accepts.
+pub const SIGNAL_WINDOW: &str = "30s";
+/// Serve scales down only after this long of wanting fewer replicas (production: 5 min).
+pub const DOWN_WINDOW_S: u64 = 60;
+/// P99 objective (the paper's), and the scale-up target as a percent of it: 100 ms. Below ~70 %
+/// of a worker's capacity its P99 stays under ~40 ms; the CPU limit's CFS throttling gives
+/// occasional spikes beyond that even at low load, which a lower target would chase.
+pub const P99_OBJECTIVE_MS: f64 = 200.0;
+/// See [`P99_OBJECTIVE_MS`].
+pub const TARGET_PERCENT: u32 = 50;
+/// Measured on this machine kind (debug build, 150m CPU limit, uncached reads, each one a
+/// Cassandra query): one serve worker answers ~230 reads/s at most; its P99 is ~35 ms at 100
+/// reads/s and ~165 ms at 200. The read rate rises in steps until the P99 crosses the target,
+/// so nothing depends on where exactly that happens on a busy machine, and stops short of
+/// overload, which would spend the (young, so small) latency budget and block the scale-down.
+pub const RAMP_READS: [u32; 7] = [60, 90, 120, 150, 180, 210, 240];
+/// Reads per second that one worker serves far under the target.
+pub const CALM_READS: &str = "40";
+/// The freshness objective: ingest must scale before the consumer lag comes near it.
+pub const MAX_LAG_S: u64 = 120;
+/// Updates per second throughout: freshness, correctness and the budget need ingest data, and
+/// serve never scales down on incomplete data.
+pub const WRITES: &str = "20";
+/// Updates waiting (Kafka consumer lag plus queued) that one ingest replica is sized for.
+pub const BACKLOG_PER_REPLICA: u32 = 3000;
+/// Write rates of an ingest burst, in steps until ingest scales up: one ingest worker on 150m
+/// of CPU consumes fewer updates per second than its write API accepts into Kafka, so a burst
+/// leaves a consumer lag that grows.
+pub const BURST_WRITES: [u32; 4] = [400, 800, 1200, 1600];
+
+/// Serve and ingest roles that one worker saturates on 150m of CPU (uncached reads, each one a
+/// Cassandra query; updates consumed from Kafka and written to Cassandra): 1 to 3 replicas each,
+/// with short windows so that a scale-down follows within minutes.
+pub fn spec() -> serde_json::Value {
+    let scaling = |up_cooldown: &str| {
+        json!({
+            "scaleUp": {"stabilizationWindow": "0s", "cooldown": up_cooldown, "maxStep": 2},
+            "scaleDown": {"stabilizationWindow": format!("{DOWN_WINDOW_S}s"),
+                          "cooldown": format!("{DOWN_WINDOW_S}s"), "maxStep": 1},
+        })
+    };
+    let resources = json!({"requests": {"cpu": "10m", "memory": "64Mi"},
+                           "limits": {"cpu": "150m", "memory": "256Mi"}});
+    let mut ingest = scaling("15s");
+    ingest["targetBacklogPerReplica"] = json!(BACKLOG_PER_REPLICA);
+    let mut serve = scaling("15s");
+    serve["targetP99PercentOfSlo"] = json!(TARGET_PERCENT);
+    json!({
+        "storage": {}, "streams": {"kafka": {"topics": {}}},
+        "ingest": {"replicas": {"min": 1, "max": 3}, "resources": resources},
+        "serve": {"replicas": {"min": 1, "max": 3}, "cacheMaxEntries": 0, "resources": resources},
+        "slos": {"freshness": {"maxLag": format!("{MAX_LAG_S}s")},
+                 "readLatency": [{"queryClass": "product", "p95": "120ms",
+                                  "p99": format!("{P99_OBJECTIVE_MS}ms")}]},
+        "autoscaling": {"ingest": ingest, "serve": serve},
+    })
+}
+
+/// The operator's flags for [`spec`]: [`INTERVAL`] and [`SIGNAL_WINDOW`].
+pub fn operator_args() -> Vec<String> {
+    vec![
+        "--evaluation-interval".into(),
+        format!("{}s", INTERVAL.as_secs()),
+        "--signal-window".into(),
+        SIGNAL_WINDOW.into(),
+    ]
+}
+
+/// The replicas a scale decision went to.
+pub fn replicas_after(d: &Decision) -> i32 {
+    d.inputs
+        .replicas_after
+        .expect("a scale decision names its replicas")
+}
+
+/// Open-loop reads at `rate` per second over 1,000 products, for at most 15 minutes.
+pub fn read_args(rate: &str) -> Vec<String> {
+    ["--read-rate", rate, "--duration", "900", "--keys", "1000"]
+        .map(str::to_owned)
+        .to_vec()
+}
+
+/// Open-loop writes of an ingest burst at `rate` updates per second, in batches of 100.
+pub fn burst_args(rate: &str) -> Vec<String> {
+    [
+        "--write-rate",
+        rate,
+        "--batch",
+        "100",
+        "--write-connections",
+        "4",
+        "--duration",
+        "900",
+        "--keys",
+        "100000",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
 
 /// A running bed; dropping it stops the operator, Prometheus and the target refresher, and
 /// [`Bed::finish`] deletes the namespace.
@@ -37,7 +141,8 @@ pub struct Bed {
     pub pipelines: Api<RetailPipeline>,
     /// Prometheus, scraping the pipeline's pods every second.
     pub prometheus: Prometheus,
-    _operator: OperatorProcess,
+    /// The operator reconciling the pipeline.
+    pub operator: OperatorProcess,
     refresher: tokio::task::JoinHandle<()>,
 }
 
@@ -46,7 +151,11 @@ impl Bed {
     /// topics, the operator (`operator_args` added), the pipeline from `spec` (storage and
     /// streams filled in, the dataplane image of the real node), and Prometheus. Returns once
     /// the pipeline is Ready and Prometheus scrapes its pods.
-    pub async fn start(prefix: &str, mut spec: serde_json::Value, operator_args: &[&str]) -> Self {
+    pub async fn start(
+        prefix: &str,
+        mut spec: serde_json::Value,
+        operator_args: &[String],
+    ) -> Self {
         let client = crate::client().await;
         crate::install_crd(&client).await;
         let ns = real_node::namespace(&client, prefix).await;
@@ -58,7 +167,7 @@ impl Bed {
         let topics = Topics::create(&format!("{prefix}-{suffix}"), 2);
 
         let mut args = vec!["--leader-elect", "false"];
-        args.extend(operator_args);
+        args.extend(operator_args.iter().map(String::as_str));
         let operator = OperatorProcess::spawn(prefix, &ns, &args, &logs);
 
         crate::on_test_services(
@@ -108,7 +217,7 @@ impl Bed {
             logs,
             pipelines,
             prometheus,
-            _operator: operator,
+            operator,
             refresher,
         };
         let up = format!(
@@ -154,6 +263,265 @@ impl Bed {
         Load { child }
     }
 
+    /// Starts `tailwarden-loadgen run` with the arguments `args`.
+    pub async fn load_with(&self, name: &str, args: &[String]) -> Load {
+        self.load(name, &args.iter().map(String::as_str).collect::<Vec<_>>())
+            .await
+    }
+
+    /// Reads at `rate` per second ([`read_args`]).
+    pub async fn reads(&self, name: &str, rate: &str) -> Load {
+        self.load_with(name, &read_args(rate)).await
+    }
+
+    /// [`WRITES`] small batches of updates per second over 1,000 products, for 20 minutes.
+    pub async fn writes(&self) -> Load {
+        let args = [
+            "--write-rate",
+            WRITES,
+            "--batch",
+            "5",
+            "--duration",
+            "1200",
+            "--keys",
+            "1000",
+        ];
+        self.load("writes", &args).await
+    }
+
+    /// The pipeline's `role` Deployment (`ingest` or `serve`).
+    pub async fn deployment(&self, role: &str) -> Option<Deployment> {
+        Api::<Deployment>::namespaced(self.client.clone(), &self.ns)
+            .get(&format!("{PIPELINE}-{role}"))
+            .await
+            .ok()
+    }
+
+    /// Ready pods of `role`.
+    pub async fn ready_replicas(&self, role: &str) -> i32 {
+        self.deployment(role)
+            .await
+            .and_then(|d| d.status?.ready_replicas)
+            .unwrap_or(0)
+    }
+
+    /// The replicas the operator set on `role`.
+    pub async fn spec_replicas(&self, role: &str) -> Option<i32> {
+        self.deployment(role).await?.spec?.replicas
+    }
+
+    /// Whether every serve pod runs `image` and is Ready, and the template names it.
+    pub async fn serve_rolled_to(&self, image: &str) -> bool {
+        let Some(d) = self.deployment("serve").await else {
+            return false;
+        };
+        let template = d
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .and_then(|p| p.containers[0].image.clone());
+        let status = d.status.unwrap_or_default();
+        let want = d.spec.and_then(|s| s.replicas).unwrap_or(1);
+        template.as_deref() == Some(image)
+            && status.updated_replicas == Some(want)
+            && status.ready_replicas == Some(want)
+            && status.replicas == Some(want)
+    }
+
+    /// The decisions of `kind` in the history (not dry runs), oldest first.
+    pub async fn decisions(&self, kind: DecisionKind) -> Vec<Decision> {
+        let mut d: Vec<Decision> = self
+            .pipelines
+            .get(PIPELINE)
+            .await
+            .ok()
+            .and_then(|p| p.status)
+            .map(|s| s.decisions)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|d| d.kind == kind && !d.dry_run)
+            .collect();
+        d.sort_by(|a, b| a.time.cmp(&b.time));
+        d
+    }
+
+    /// The serve P99 in milliseconds as the operator's engine reads it: over its signal window,
+    /// from the pipeline's pods.
+    pub async fn p99_ms(&self) -> Option<f64> {
+        let q = format!(
+            r#"histogram_quantile(0.99, sum by (le) (rate(tailwarden_read_duration_seconds_bucket{{namespace="{}",pipeline="{PIPELINE}",class="product"}}[{SIGNAL_WINDOW}])))"#,
+            self.ns
+        );
+        self.prometheus.query(&q).await.map(|s| s * 1000.0)
+    }
+
+    /// Reads answered with a 500 per second, over 15 s.
+    pub fn read_errors_query(&self) -> String {
+        format!(
+            // `or vector(0)`: once the failing pods are gone, so are all the 500 series.
+            r#"sum(rate(tailwarden_read_requests_total{{namespace="{}",pipeline="{PIPELINE}",code="500"}}[15s])) or vector(0)"#,
+            self.ns
+        )
+    }
+
+    /// Raises a load in steps until the operator scales `kind` up: each step starts the load of
+    /// `args(rate)` (stopping the one before) and waits at most 3 evaluations for a decision
+    /// above 1 replica, calling `watch` every second. Returns the running load and that decision.
+    pub async fn ramp<W, Fut>(
+        &self,
+        what: &str,
+        rates: &[u32],
+        kind: DecisionKind,
+        args: impl Fn(&str) -> Vec<String>,
+        mut watch: W,
+    ) -> (Load, Decision)
+    where
+        W: FnMut() -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let mut load = None;
+        for rate in rates {
+            drop(load.take());
+            let step_load = self
+                .load_with(&format!("{what}-{rate}"), &args(&rate.to_string()))
+                .await;
+            load = Some(step_load);
+            let step = Instant::now();
+            while step.elapsed() < INTERVAL * 3 {
+                let decisions = self.decisions(kind).await;
+                if let Some(up) = decisions.into_iter().find(|d| replicas_after(d) > 1) {
+                    eprintln!("{what}: scaled up at {rate}/s");
+                    return (load.expect("started above"), up);
+                }
+                watch().await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        panic!("{what}: no scale-up before the rate reached its maximum");
+    }
+
+    /// The data-plane image and the `<version>-<tag>` versions of it for a bad and a fixed
+    /// release: the node's image re-tagged, so that each is a change of version.
+    pub fn tag_versions(&self) -> Versions {
+        let version = real_node::image_version();
+        let image = real_node::image("tailwarden-dataplane");
+        for tag in ["bad", "fixed"] {
+            real_node::ctr(&[
+                "images",
+                "tag",
+                "--force",
+                &format!("{image}:{version}"),
+                &format!("{image}:{version}-{tag}"),
+            ]);
+        }
+        Versions {
+            bad: format!("{version}-bad"),
+            fixed: format!("{version}-fixed"),
+            image,
+        }
+    }
+
+    /// Patches the pipeline's spec with `spec`, merged.
+    pub async fn patch_spec(&self, spec: serde_json::Value) {
+        self.pipelines
+            .patch(
+                PIPELINE,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({ "spec": spec })),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Rolls out the bad version, whose workers fail 5 % of reads (fault injection), and waits
+    /// for serve's template to name it and for reads to fail. Only the template: the freeze may
+    /// pause the rollout before it ends, as the first failing pod can spend a young budget.
+    pub async fn roll_out_bad_version(&self, versions: &Versions) {
+        self.patch_spec(json!({"dataplane": {"version": versions.bad,
+            "faultInjection": {"readErrorPercent": 5}}}))
+            .await;
+        let bad_image = format!("{}:{}", versions.image, versions.bad);
+        crate::wait_for(
+            "serve's template to name the bad version",
+            Duration::from_secs(60),
+            || async {
+                let d = self.deployment("serve").await?;
+                let image = d.spec?.template.spec?.containers[0].image.clone()?;
+                (image == bad_image).then_some(())
+            },
+        )
+        .await;
+        let errors = self.read_errors_query();
+        crate::wait_for("reads to fail", Duration::from_secs(60), || async {
+            (self.prometheus.query(&errors).await? > 0.0).then_some(())
+        })
+        .await;
+    }
+
+    /// Waits for the condition `type_` to have `status`; returns its reason and message.
+    pub async fn wait_condition(
+        &self,
+        type_: &str,
+        status: &str,
+        timeout: Duration,
+    ) -> (String, String) {
+        crate::wait_for(&format!("{type_}={status}"), timeout, || async {
+            let (now, reason, message) =
+                real_node::condition(&self.pipelines, PIPELINE, type_).await?;
+            (now == status).then_some((reason, message))
+        })
+        .await
+    }
+
+    /// Asks for the fixed version (fault injection removed) and waits until the status lists
+    /// what the freeze holds back of it.
+    pub async fn ask_for_fixed_version(&self, versions: &Versions) -> Vec<String> {
+        self.patch_spec(json!({"dataplane": {"version": versions.fixed, "faultInjection": null}}))
+            .await;
+        crate::wait_for(
+            "the fixed version to be held back",
+            INTERVAL * 2,
+            || async {
+                let rollout = self.pipelines.get(PIPELINE).await.ok()?.status?.rollout;
+                (!rollout.held_back.is_empty()).then_some(rollout.held_back)
+            },
+        )
+        .await
+    }
+
+    /// Sets the accountable override annotations (for an hour), waits until serve runs the
+    /// fixed version, and returns the override as the status shows it.
+    pub async fn override_freeze(&self, versions: &Versions, by: &str, why: &str) -> MarkStatus {
+        let until = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1)).to_string();
+        let mark = Mark::Override;
+        let patch = json!({"metadata": {"annotations": {
+            mark.annotation(): why, mark.until_annotation(): until, mark.by_annotation(): by,
+        }}});
+        self.pipelines
+            .patch(PIPELINE, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+        let fixed_image = format!("{}:{}", versions.image, versions.fixed);
+        crate::wait_for(
+            "serve to roll out the fixed version",
+            Duration::from_secs(120),
+            || async { self.serve_rolled_to(&fixed_image).await.then_some(()) },
+        )
+        .await;
+        crate::wait_for("the override in the status", INTERVAL, || async {
+            let mark = self
+                .pipelines
+                .get(PIPELINE)
+                .await
+                .ok()?
+                .status?
+                .rollout
+                .freeze_override?;
+            (mark.state == MarkState::Active).then_some(mark)
+        })
+        .await
+    }
+
     /// Deletes the namespace (and with it the pods) and removes the logs.
     pub async fn finish(self) {
         crate::delete_namespace(&self.client, &self.ns).await;
@@ -165,6 +533,16 @@ impl Drop for Bed {
     fn drop(&mut self) {
         self.refresher.abort();
     }
+}
+
+/// The image of a bad and a fixed release ([`Bed::tag_versions`]).
+pub struct Versions {
+    /// The data-plane image, without a tag.
+    pub image: String,
+    /// The bad release's version (its tag).
+    pub bad: String,
+    /// The fixed release's version.
+    pub fixed: String,
 }
 
 /// A running load generator, killed when dropped.
