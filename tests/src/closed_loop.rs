@@ -151,10 +151,17 @@ impl Bed {
     /// topics, the operator (`operator_args` added), the pipeline from `spec` (storage and
     /// streams filled in, the dataplane image of the real node), and Prometheus. Returns once
     /// the pipeline is Ready and Prometheus scrapes its pods.
-    pub async fn start(
+    pub async fn start(prefix: &str, spec: serde_json::Value, operator_args: &[String]) -> Self {
+        Self::start_on(prefix, spec, operator_args, None).await
+    }
+
+    /// Like [`Bed::start`], on the Cassandra node at `cassandra` (a test's own, without
+    /// authentication) instead of the shared one.
+    pub async fn start_on(
         prefix: &str,
         mut spec: serde_json::Value,
         operator_args: &[String],
+        cassandra: Option<&str>,
     ) -> Self {
         let client = crate::client().await;
         crate::install_crd(&client).await;
@@ -163,7 +170,9 @@ impl Bed {
         std::fs::create_dir_all(&logs).unwrap();
         let suffix = format!("{:08x}", fastrand::u32(..));
 
-        cassandra::credentials_secret(&client, &ns, &suffix).await;
+        if cassandra.is_none() {
+            cassandra::credentials_secret(&client, &ns, &suffix).await;
+        }
         let topics = Topics::create(&format!("{prefix}-{suffix}"), 2);
 
         let mut args = vec!["--leader-elect", "false"];
@@ -177,6 +186,11 @@ impl Bed {
             &topics,
             "cassandra-credentials",
         );
+        if let Some(contact_point) = cassandra {
+            let node = &mut spec["storage"]["cassandra"];
+            node["contactPoints"] = json!([contact_point]);
+            node.as_object_mut().unwrap().remove("credentialsSecretRef");
+        }
         spec["dataplane"] = json!({
             "image": real_node::image("tailwarden-dataplane"),
             "version": real_node::image_version(),

@@ -26,6 +26,9 @@ pub mod freeze_policy;
 pub mod helm;
 pub mod kafka;
 pub mod operator_process;
+/// A test's own Kafka broker or Cassandra node, to stop and restart.
+#[path = "../../dataplane/tests/support/services.rs"]
+pub mod own_services;
 pub mod prometheus;
 pub mod real_node;
 pub mod scrape_target;

@@ -2,12 +2,13 @@
 //! fresh directory, for tests that stop, kill and restart them (the shared servers of the other
 //! test binaries must never be stopped). Dropping the guard stops them, also when the test
 //! panics.
+//!
+//! One file, included by two crates: the data plane's tests (`support::services`) and the
+//! end-to-end tests (`tailwarden_tests::own_services`), which point pods at such a node.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-use super::temp_dir;
 
 /// `tests/services` of this repository.
 fn scripts() -> PathBuf {
@@ -38,9 +39,13 @@ pub struct OwnServices {
 impl OwnServices {
     /// Starts `services` (one after the other) in a fresh directory; Cassandra without auth.
     pub async fn start(name: &str, services: &[Service]) -> Self {
-        let own = Self {
-            dir: temp_dir(&format!("svc-{name}")),
-        };
+        let dir = std::env::temp_dir().join(format!(
+            "tailwarden-svc-{name}-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let own = Self { dir };
         for &s in services {
             own.up(s, false).await;
         }

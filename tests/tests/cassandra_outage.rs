@@ -1,0 +1,157 @@
+//! Scenario 7 of the closed loop on real pods: the Cassandra node stops under load. Serve answers
+//! what it has cached and fails the rest fast, the availability SLI burns, the write API keeps
+//! acknowledging (Kafka holds the updates), the status names the unreachable backend, and once
+//! the node is back every acknowledged update is applied, without a restarted pod. The node is
+//! the test's own (the shared one serves the other test binaries); the bed:
+//! `tests/src/closed_loop.rs`.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::ListParams;
+use serde_json::Value;
+use tailwarden_tests::closed_loop::*;
+use tailwarden_tests::own_services::{OwnServices, Service};
+use tailwarden_tests::wait_for;
+
+/// One inventory update of `product` at location S1, as the write API takes it (NDJSON).
+fn inventory(product: &str, quantity: i64, sequence: u64) -> String {
+    format!(
+        r#"{{"event_id":"{product}-{sequence}","class":"inventory","schema_version":2,"key":{{"product_id":"{product}","location":"S1"}},"event_time":{},"sequence":{sequence},"payload":{{"quantity":{quantity}}}}}"#,
+        1_000 * sequence
+    ) + "\n"
+}
+
+/// POSTs `body` to the write API; true only when acknowledged (200).
+async fn acknowledged(http: &reqwest::Client, ingest: &str, body: String) -> bool {
+    http.post(format!("{ingest}/v1/updates"))
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == 200)
+}
+
+/// The read of `product` at S1: its status code, its quantity when answered, and how long it took.
+async fn read(http: &reqwest::Client, serve: &str, product: &str) -> (u16, Option<i64>, Duration) {
+    let t = Instant::now();
+    let Ok(answer) = http
+        .get(format!("{serve}/v1/inventory/{product}/S1"))
+        .send()
+        .await
+    else {
+        return (0, None, t.elapsed());
+    };
+    let code = answer.status().as_u16();
+    let body: Value = answer.json().await.unwrap_or_default();
+    (code, body["quantity"].as_i64(), t.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local cluster with its real node and Kafka, and starts its own Cassandra: run tests/run.sh"]
+async fn cassandra_stops_and_the_pipeline_recovers_by_itself() {
+    let own = OwnServices::start("outage", &[Service::Cassandra]).await;
+    let mut spec = spec();
+    // Caches on (the default size): serve may answer from them while Cassandra is away.
+    spec["serve"]
+        .as_object_mut()
+        .unwrap()
+        .remove("cacheMaxEntries");
+    let bed = Bed::start_on("outage", spec, &operator_args(), Some(&own.cassandra())).await;
+    let writes = bed.writes().await;
+    let reads = bed.reads("reads", CALM_READS).await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let ingest = format!("http://{}", bed.service("ingest").await);
+    let serve = format!("http://{}", bed.service("serve").await);
+
+    // Before: a product written and read once, so serve has it cached.
+    assert!(acknowledged(&http, &ingest, inventory("C1", 5, 1)).await);
+    wait_for("C1 = 5 to be readable", Duration::from_secs(60), || async {
+        (read(&http, &serve, "C1").await.1 == Some(5)).then_some(())
+    })
+    .await;
+    bed.wait_condition("BackendsReachable", "True", INTERVAL * 4)
+        .await;
+
+    // The node stops.
+    own.down(Service::Cassandra).await;
+    let down = Instant::now();
+    let (_, message) = bed
+        .wait_condition("BackendsReachable", "False", INTERVAL * 4)
+        .await;
+    assert!(message.contains("cassandra"), "{message}");
+    let (code, quantity, took) = read(&http, &serve, "C1").await;
+    assert_eq!((code, quantity), (200, Some(5)), "C1 from the cache");
+    eprintln!("a cached read without Cassandra took {took:?}");
+    let (code, _, took) = read(&http, &serve, "U1").await;
+    assert_eq!(code, 503, "an uncached read without Cassandra");
+    // The read deadline is 100 ms; a pod on 150m of CPU can wait for its quota on top.
+    assert!(
+        took < Duration::from_secs(1),
+        "an uncached read failed fast: {took:?}"
+    );
+    let unavailable = format!(
+        r#"sum(rate(tailwarden_read_requests_total{{namespace="{}",pipeline="{PIPELINE}",code="503"}}[15s]))"#,
+        bed.ns
+    );
+    wait_for(
+        "the availability SLI to burn",
+        Duration::from_secs(60),
+        || async { (bed.prometheus.query(&unavailable).await? > 0.0).then_some(()) },
+    )
+    .await;
+
+    // Acknowledged while the node is down: Kafka holds them.
+    let while_down: String = (0..50).map(|k| inventory(&format!("W{k}"), k, 2)).collect();
+    assert!(
+        acknowledged(&http, &ingest, while_down + &inventory("C1", 9, 3)).await,
+        "the write API acknowledges while Cassandra is down"
+    );
+
+    // The node returns on its data; everything recovers by itself.
+    own.up(Service::Cassandra, true).await;
+    let outage = down.elapsed();
+    bed.wait_condition("BackendsReachable", "True", INTERVAL * 6)
+        .await;
+    wait_for(
+        "every update acknowledged during the outage to be applied",
+        Duration::from_secs(120),
+        || async {
+            for k in 0..50 {
+                if read(&http, &serve, &format!("W{k}")).await.1 != Some(k) {
+                    return None;
+                }
+            }
+            (read(&http, &serve, "C1").await.1 == Some(9)).then_some(())
+        },
+    )
+    .await;
+    let pods = Api::<Pod>::namespaced(bed.client.clone(), &bed.ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    for pod in &pods.items {
+        let restarts: i32 = pod
+            .status
+            .iter()
+            .flat_map(|s| s.container_statuses.iter().flatten())
+            .map(|c| c.restart_count)
+            .sum();
+        assert_eq!(
+            restarts,
+            0,
+            "{} restarted",
+            pod.metadata.name.as_deref().unwrap_or_default()
+        );
+    }
+    eprintln!(
+        "Cassandra down and back in {outage:?}; all applied {:?} after",
+        down.elapsed() - outage
+    );
+    drop((writes, reads));
+    bed.finish().await;
+}
