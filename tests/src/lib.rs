@@ -322,11 +322,16 @@ fn workspace_bin(env: &str, name: &str) -> PathBuf {
     if let Some(path) = std::env::var_os(env) {
         return PathBuf::from(path);
     }
-    let exe = std::env::current_exe().expect("test executable path");
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .map(|dir| dir.join(name))
-        .expect("target directory")
+    // A test runs from `<target>/debug/deps`, a binary of this crate (the demo) from
+    // `<target>/debug`, where the workspace's binaries are.
+    let exe = std::env::current_exe().expect("executable path");
+    let dir = exe.parent().expect("target directory");
+    let dir = if dir.ends_with("deps") {
+        dir.parent().expect("target directory")
+    } else {
+        dir
+    };
+    dir.join(name)
 }
 
 /// A short-lived token (an hour) of the ServiceAccount `namespace/name`, from a TokenRequest.
