@@ -810,8 +810,9 @@ pub struct AutoscalingSpec {
     /// Decide and report, but change nothing.
     #[serde(default)]
     pub dry_run: bool,
-    /// How often this pipeline's SLIs should be evaluated, from `5s` up. Not used yet: the
-    /// operator evaluates every pipeline at its own `--evaluation-interval`.
+    /// How often the operator reads this pipeline's SLIs and decides on them, from `5s` up. The
+    /// operator's `--evaluation-interval` is the fastest it goes: the interval is rounded to a
+    /// whole number of the operator's ticks, at least one.
     #[serde(default = "default_evaluation_interval")]
     #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"), length(max = 32))]
     #[x_kube(validation = Rule::new("duration(self) >= duration('5s')").message("evaluationInterval must be at least 5s"))]

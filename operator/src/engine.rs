@@ -1,6 +1,7 @@
-//! The SLO engine: every evaluation interval it reads the SLIs of all pipelines from Prometheus,
-//! evaluates each pipeline ([`crate::evaluation`]), stores the verdicts and asks the controller to
-//! reconcile the pipelines whose verdict changed.
+//! The SLO engine: every evaluation interval it reads the SLIs of the pipelines that are due from
+//! Prometheus, evaluates each ([`crate::evaluation`]), stores the verdicts and asks the controller
+//! to reconcile the pipelines whose verdict changed. A pipeline is due once its own
+//! `spec.autoscaling.evaluationInterval` has elapsed ([`crate::schedule`]).
 //!
 //! Queries are batched across pipelines: each distinct expression (an SLI over a window, grouped
 //! by `namespace, pipeline`) is sent once per Prometheus, whatever the number of pipelines, and
@@ -36,6 +37,7 @@ use crate::evaluation::{self, Readings, objectives};
 use crate::metrics::Metrics;
 use crate::prometheus_access::{self, PrometheusAccess, TlsMaterial};
 use crate::reachability;
+use crate::schedule;
 use crate::verdict::Verdicts;
 
 /// Every live query groups by these labels, which scraping attaches to the data plane's series.
@@ -46,7 +48,7 @@ const GROUPING: &str = "namespace, pipeline";
 pub struct EngineConfig {
     /// Prometheus used by pipelines that do not name their own.
     pub default_prometheus: Option<String>,
-    /// How often the engine evaluates.
+    /// How often the engine ticks: the fastest any pipeline is evaluated.
     pub interval: Duration,
     /// Deadline of one query.
     pub query_timeout: Duration,
@@ -78,6 +80,8 @@ impl Default for EngineConfig {
 pub struct PassReport {
     /// Pipelines evaluated.
     pub pipelines: usize,
+    /// Live pipelines left alone because their own interval has not elapsed.
+    pub not_due: usize,
     /// Distinct queries sent.
     pub queries: usize,
     /// Queries that failed.
@@ -119,6 +123,17 @@ pub struct Engine {
     verdicts: Verdicts,
     metrics: Arc<Metrics>,
     scaling: Mutex<HashMap<(String, String), (ScalingState, ScalingState)>>,
+    /// When each live pipeline was last evaluated, by the passes' `now`.
+    evaluated: Mutex<HashMap<ObjectRef<RetailPipeline>, Timestamp>>,
+}
+
+/// Which live pipelines a pass evaluates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Select {
+    /// Every live pipeline.
+    All,
+    /// Those whose own evaluation interval has elapsed.
+    Due,
 }
 
 impl Engine {
@@ -133,6 +148,7 @@ impl Engine {
             verdicts,
             metrics,
             scaling: Mutex::default(),
+            evaluated: Mutex::default(),
         }
     }
 
@@ -145,7 +161,8 @@ impl Engine {
             .collect()
     }
 
-    /// Evaluates every `interval` until dropped, asking for a reconcile of changed pipelines.
+    /// Ticks every `interval` until dropped, evaluating the pipelines that are due and asking for
+    /// a reconcile of changed ones.
     pub async fn run(
         self: Arc<Self>,
         store: Store<RetailPipeline>,
@@ -156,7 +173,7 @@ impl Engine {
         loop {
             tick.tick().await;
             let pipelines = store.state();
-            let report = self.pass(&pipelines, Timestamp::now()).await;
+            let report = self.scheduled_pass(&pipelines, Timestamp::now()).await;
             if report.failed_queries > 0 {
                 warn!(
                     failed = report.failed_queries,
@@ -166,6 +183,7 @@ impl Engine {
             }
             info!(
                 pipelines = report.pipelines,
+                not_due = report.not_due,
                 queries = report.queries,
                 changed = report.changed.len(),
                 millis = report.duration.as_millis() as u64,
@@ -177,8 +195,29 @@ impl Engine {
         }
     }
 
-    /// One evaluation of `pipelines` as of `now`.
+    /// One evaluation of every live pipeline of `pipelines` as of `now`, due or not: for callers
+    /// that choose when to evaluate (tests, benchmarks).
     pub async fn pass(&self, pipelines: &[Arc<RetailPipeline>], now: Timestamp) -> PassReport {
+        self.pass_of(pipelines, now, Select::All).await
+    }
+
+    /// The pass of one tick at `now`: only the pipelines that are due are read from Prometheus
+    /// and evaluated; the others keep their verdict.
+    pub async fn scheduled_pass(
+        &self,
+        pipelines: &[Arc<RetailPipeline>],
+        now: Timestamp,
+    ) -> PassReport {
+        self.pass_of(pipelines, now, Select::Due).await
+    }
+
+    /// A pass over the live pipelines of `pipelines` that `select` picks.
+    async fn pass_of(
+        &self,
+        pipelines: &[Arc<RetailPipeline>],
+        now: Timestamp,
+        select: Select,
+    ) -> PassReport {
         let start = Instant::now();
         let mut report = PassReport::default();
         let live: Vec<_> = pipelines
@@ -192,6 +231,9 @@ impl Engine {
         self.metrics
             .pipelines
             .retain(|ns, name| keep.contains(&ObjectRef::new(name).within(ns)));
+        let before = live.len();
+        let live = self.select(live, now, select, &keep);
+        report.not_due = before - live.len();
 
         // Group pipelines by the Prometheus they read.
         let mut by_url: BTreeMap<Option<String>, Vec<&Arc<RetailPipeline>>> = BTreeMap::new();
@@ -228,6 +270,41 @@ impl Engine {
         report
     }
 
+    /// The pipelines of `live` this pass evaluates, noting `now` as their last evaluation. The
+    /// state of pipelines not in `keep` (deleted) is forgotten.
+    fn select<'a>(
+        &self,
+        live: Vec<&'a Arc<RetailPipeline>>,
+        now: Timestamp,
+        select: Select,
+        keep: &HashSet<ObjectRef<RetailPipeline>>,
+    ) -> Vec<&'a Arc<RetailPipeline>> {
+        let mut evaluated = self
+            .evaluated
+            .lock()
+            .expect("evaluated lock is never poisoned");
+        evaluated.retain(|p, _| keep.contains(p));
+        live.into_iter()
+            .filter(|p| {
+                let r = ObjectRef::from(p.as_ref());
+                // The CRD refuses an interval that does not parse; were one to get through, zero
+                // evaluates the pipeline on every tick rather than never.
+                let interval = schedule::interval(&p.spec).unwrap_or_default();
+                let due = select == Select::All
+                    || schedule::is_due(
+                        evaluated.get(&r).copied(),
+                        now,
+                        interval,
+                        self.config.interval,
+                    );
+                if due {
+                    evaluated.insert(r, now);
+                }
+                due
+            })
+            .collect()
+    }
+
     /// Evaluates one pipeline and stores its verdict; returns whether the verdict changed.
     fn evaluate(&self, p: &RetailPipeline, readings: Readings, now: Timestamp) -> bool {
         let (ns, name) = key(p);
@@ -252,7 +329,11 @@ impl Engine {
             was_degraded: is_true(status, DEGRADED),
             serve_state: &serve_state,
             ingest_state: &ingest_state,
-            interval: self.config.interval,
+            // How often this pipeline is evaluated: its next chance to react.
+            interval: schedule::cadence(
+                schedule::interval(&p.spec).unwrap_or_default(),
+                self.config.interval,
+            ),
             now,
         };
         match evaluation::evaluate(&ctx, &readings) {
@@ -729,6 +810,76 @@ mod tests {
             13 * 5 + 7 + 2 + 5 + 1,
             "one more latency SLO over five windows, and its bound's bucket check"
         );
+    }
+
+    fn engine(prometheus: Option<&str>) -> (Engine, Verdicts) {
+        let verdicts = Verdicts::default();
+        let config = EngineConfig {
+            default_prometheus: prometheus.map(Into::into),
+            query_timeout: Duration::from_secs(2),
+            ..EngineConfig::default()
+        };
+        let engine = Engine::new(config, verdicts.clone(), Arc::new(Metrics::default()));
+        (engine, verdicts)
+    }
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + secs).unwrap()
+    }
+
+    fn evaluated_at(verdicts: &Verdicts, name: &str) -> String {
+        verdicts
+            .get(&ObjectRef::new(name).within("retail"))
+            .expect("a verdict")
+            .evaluated_at
+    }
+
+    #[tokio::test]
+    async fn a_tick_evaluates_only_the_pipelines_whose_interval_has_elapsed() {
+        let (engine, verdicts) = engine(None);
+        let mut slow = pipeline("slow");
+        slow.spec.autoscaling.evaluation_interval = "45s".into();
+        let ps = [Arc::new(pipeline("fast")), Arc::new(slow)];
+        let mut evaluated = vec![];
+        for tick in 0..4 {
+            let report = engine.scheduled_pass(&ps, at(tick * 15)).await;
+            evaluated.push((report.pipelines, report.not_due));
+        }
+        assert_eq!(evaluated, [(2, 0), (1, 1), (1, 1), (2, 0)]);
+        assert_eq!(evaluated_at(&verdicts, "fast"), at(45).to_string());
+        assert_eq!(evaluated_at(&verdicts, "slow"), at(45).to_string());
+        engine.scheduled_pass(&ps, at(60)).await;
+        assert_eq!(
+            evaluated_at(&verdicts, "slow"),
+            at(45).to_string(),
+            "a pipeline not due keeps its verdict"
+        );
+        // An explicit pass evaluates everything, due or not.
+        assert_eq!(engine.pass(&ps, at(61)).await.pipelines, 2);
+    }
+
+    #[tokio::test]
+    async fn a_deleted_pipeline_is_forgotten_and_due_when_it_comes_back() {
+        let (engine, _) = engine(None);
+        let mut p = pipeline("p");
+        p.spec.autoscaling.evaluation_interval = "1h".into();
+        let p = Arc::new(p);
+        engine.scheduled_pass(std::slice::from_ref(&p), at(0)).await;
+        engine.scheduled_pass(&[], at(15)).await;
+        assert!(engine.evaluated.lock().unwrap().is_empty());
+        let report = engine.scheduled_pass(&[p], at(30)).await;
+        assert_eq!(report.pipelines, 1, "recreated under the same name");
+    }
+
+    #[tokio::test]
+    async fn no_query_is_sent_when_no_pipeline_is_due() {
+        // Nothing listens there: the queries fail at once, but they are sent.
+        let (engine, _) = engine(Some("http://127.0.0.1:1"));
+        let ps = [Arc::new(pipeline("p"))];
+        let first = engine.scheduled_pass(&ps, at(0)).await;
+        assert!(first.queries > 0);
+        let early = engine.scheduled_pass(&ps, at(5)).await;
+        assert_eq!((early.pipelines, early.queries), (0, 0));
     }
 
     #[test]

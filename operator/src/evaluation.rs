@@ -76,7 +76,9 @@ pub struct Context<'a> {
     pub serve_state: &'a ScalingState,
     /// See `serve_state`.
     pub ingest_state: &'a ScalingState,
-    /// The evaluation interval, which sets the ingest breach horizon.
+    /// How often this pipeline is evaluated (its own interval in whole engine ticks,
+    /// [`crate::schedule::cadence`]), not the tick: the ingest breach horizon is a few of these,
+    /// since the next chance to react comes that much later.
     pub interval: Duration,
     /// Now.
     pub now: Timestamp,

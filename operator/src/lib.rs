@@ -22,6 +22,7 @@ pub mod reachability;
 pub mod reconciler;
 pub mod rollout;
 pub mod rules_file;
+pub mod schedule;
 pub mod server;
 pub mod spec_error;
 pub mod status_page;

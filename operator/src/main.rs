@@ -69,7 +69,8 @@ struct Args {
     /// File holding the basic-auth password for Prometheus (re-read every pass).
     #[arg(long, env = "TAILWARDEN_PROMETHEUS_BASIC_AUTH_PASSWORD_FILE")]
     prometheus_basic_auth_password_file: Option<PathBuf>,
-    /// How often the SLO engine evaluates every pipeline (at least 5s).
+    /// How often the SLO engine ticks (at least 5s): the fastest a pipeline is evaluated; each
+    /// is evaluated at its own `spec.autoscaling.evaluationInterval`, in whole ticks.
     #[arg(long, env = "TAILWARDEN_EVALUATION_INTERVAL", default_value = "15s", value_parser = parse_interval)]
     evaluation_interval: std::time::Duration,
     /// Window of the rate-based scaling signals (P95/P99, request and ingest rates, backlog
