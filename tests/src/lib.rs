@@ -177,7 +177,13 @@ pub fn free_port() -> u16 {
 }
 
 /// A RetailPipeline from a JSON spec.
-pub fn pipeline(name: &str, spec: serde_json::Value) -> RetailPipeline {
+pub fn pipeline(name: &str, mut spec: serde_json::Value) -> RetailPipeline {
+    // Evaluated on every tick of the test operators' engines (5 s; the closed loop's 15 s)
+    // unless the test says otherwise: the production default is 15 s.
+    let autoscaling = &mut spec["autoscaling"];
+    if autoscaling.get("evaluationInterval").is_none() {
+        autoscaling["evaluationInterval"] = serde_json::json!("5s");
+    }
     serde_json::from_value(serde_json::json!({
         "apiVersion": "tailwarden.io/v1alpha1",
         "kind": "RetailPipeline",
