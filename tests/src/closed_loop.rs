@@ -447,10 +447,14 @@ impl Bed {
             .unwrap();
     }
 
-    /// Rolls out the bad version, whose workers fail 5 % of reads (fault injection), and waits
-    /// for serve's template to name it and for reads to fail. Only the template: the freeze may
-    /// pause the rollout before it ends, as the first failing pod can spend a young budget.
+    /// Once rollouts are open, rolls out the bad version, whose workers fail 5 % of reads (fault
+    /// injection), and waits for serve's template to name it and for reads to fail. Only the
+    /// template: the freeze may pause the rollout before it ends, as the first failing pod can
+    /// spend a young budget.
     pub async fn roll_out_bad_version(&self, versions: &Versions) {
+        // A freeze left by an earlier scene (a spent latency budget) would hold it back.
+        self.wait_condition("RolloutFrozen", "False", INTERVAL * 4)
+            .await;
         self.patch_spec(json!({"dataplane": {"version": versions.bad,
             "faultInjection": {"readErrorPercent": 5}}}))
             .await;

@@ -312,8 +312,6 @@ async fn ingest_burst_scales_ingest_until_the_lag_drains(bed: &Bed) {
 /// goes through with the accountable override.
 async fn bad_version_is_frozen_and_the_fix_goes_through_with_an_override(bed: &Bed) {
     let versions = bed.tag_versions();
-    bed.wait_condition("RolloutFrozen", "False", INTERVAL * 4)
-        .await;
     let _reads = bed.reads("reads-bad-version", CALM_READS).await;
 
     // The bad version rolls out, its workers fail 5 % of reads, the budget burns, and the
