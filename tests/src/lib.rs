@@ -32,6 +32,7 @@ pub mod own_services;
 pub mod prometheus;
 pub mod real_node;
 pub mod scrape_target;
+pub mod worker_api;
 
 /// A client for the test cluster, from `KUBECONFIG`.
 pub async fn client() -> Client {

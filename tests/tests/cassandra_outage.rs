@@ -10,43 +10,10 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::ListParams;
-use serde_json::Value;
 use tailwarden_tests::closed_loop::*;
 use tailwarden_tests::own_services::{OwnServices, Service};
 use tailwarden_tests::wait_for;
-
-/// One inventory update of `product` at location S1, as the write API takes it (NDJSON).
-fn inventory(product: &str, quantity: i64, sequence: u64) -> String {
-    format!(
-        r#"{{"event_id":"{product}-{sequence}","class":"inventory","schema_version":2,"key":{{"product_id":"{product}","location":"S1"}},"event_time":{},"sequence":{sequence},"payload":{{"quantity":{quantity}}}}}"#,
-        1_000 * sequence
-    ) + "\n"
-}
-
-/// POSTs `body` to the write API; true only when acknowledged (200).
-async fn acknowledged(http: &reqwest::Client, ingest: &str, body: String) -> bool {
-    http.post(format!("{ingest}/v1/updates"))
-        .header("content-type", "application/x-ndjson")
-        .body(body)
-        .send()
-        .await
-        .is_ok_and(|r| r.status() == 200)
-}
-
-/// The read of `product` at S1: its status code, its quantity when answered, and how long it took.
-async fn read(http: &reqwest::Client, serve: &str, product: &str) -> (u16, Option<i64>, Duration) {
-    let t = Instant::now();
-    let Ok(answer) = http
-        .get(format!("{serve}/v1/inventory/{product}/S1"))
-        .send()
-        .await
-    else {
-        return (0, None, t.elapsed());
-    };
-    let code = answer.status().as_u16();
-    let body: Value = answer.json().await.unwrap_or_default();
-    (code, body["quantity"].as_i64(), t.elapsed())
-}
+use tailwarden_tests::worker_api::{inventory, post_updates, read_inventory};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the local cluster with its real node and Kafka, and starts its own Cassandra: run tests/run.sh"]
@@ -61,17 +28,16 @@ async fn cassandra_stops_and_the_pipeline_recovers_by_itself() {
     let bed = Bed::start_on("outage", spec, &operator_args(), Some(&own.cassandra())).await;
     let writes = bed.writes().await;
     let reads = bed.reads("reads", CALM_READS).await;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
     let ingest = format!("http://{}", bed.service("ingest").await);
     let serve = format!("http://{}", bed.service("serve").await);
 
     // Before: a product written and read once, so serve has it cached.
-    assert!(acknowledged(&http, &ingest, inventory("C1", 5, 1)).await);
+    assert_eq!(
+        post_updates(&ingest, None, inventory("c1-1", "C1", 5, 1)).await,
+        200
+    );
     wait_for("C1 = 5 to be readable", Duration::from_secs(60), || async {
-        (read(&http, &serve, "C1").await.1 == Some(5)).then_some(())
+        (read_inventory(&serve, "C1").await.1 == Some(5)).then_some(())
     })
     .await;
     bed.wait_condition("BackendsReachable", "True", INTERVAL * 4)
@@ -84,10 +50,10 @@ async fn cassandra_stops_and_the_pipeline_recovers_by_itself() {
         .wait_condition("BackendsReachable", "False", INTERVAL * 4)
         .await;
     assert!(message.contains("cassandra"), "{message}");
-    let (code, quantity, took) = read(&http, &serve, "C1").await;
+    let (code, quantity, took) = read_inventory(&serve, "C1").await;
     assert_eq!((code, quantity), (200, Some(5)), "C1 from the cache");
     eprintln!("a cached read without Cassandra took {took:?}");
-    let (code, _, took) = read(&http, &serve, "U1").await;
+    let (code, _, took) = read_inventory(&serve, "U1").await;
     assert_eq!(code, 503, "an uncached read without Cassandra");
     // The read deadline is 100 ms; a pod on 150m of CPU can wait for its quota on top.
     assert!(
@@ -106,9 +72,11 @@ async fn cassandra_stops_and_the_pipeline_recovers_by_itself() {
     .await;
 
     // Acknowledged while the node is down: Kafka holds them.
-    let while_down: String = (0..50).map(|k| inventory(&format!("W{k}"), k, 2)).collect();
+    let while_down: String = (0..50)
+        .map(|k| inventory(&format!("w{k}"), &format!("W{k}"), k, 2))
+        .collect();
     assert!(
-        acknowledged(&http, &ingest, while_down + &inventory("C1", 9, 3)).await,
+        post_updates(&ingest, None, while_down + &inventory("c1-3", "C1", 9, 3)).await == 200,
         "the write API acknowledges while Cassandra is down"
     );
 
@@ -122,11 +90,11 @@ async fn cassandra_stops_and_the_pipeline_recovers_by_itself() {
         Duration::from_secs(120),
         || async {
             for k in 0..50 {
-                if read(&http, &serve, &format!("W{k}")).await.1 != Some(k) {
+                if read_inventory(&serve, &format!("W{k}")).await.1 != Some(k) {
                     return None;
                 }
             }
-            (read(&http, &serve, "C1").await.1 == Some(9)).then_some(())
+            (read_inventory(&serve, "C1").await.1 == Some(9)).then_some(())
         },
     )
     .await;

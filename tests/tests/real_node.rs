@@ -10,22 +10,16 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::Api;
-use kube::api::{DeleteParams, PostParams};
-use tailwarden_crds::RetailPipeline;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use tailwarden_crds::{DecisionKind, RetailPipeline};
 use tailwarden_tests::operator_process::OperatorProcess;
 use tailwarden_tests::real_node::{self, named};
+use tailwarden_tests::worker_api::{inventory, post_updates, quantity};
 use tailwarden_tests::*;
 
 const INGEST_TOKEN: &str = "real-node-ingest-token-5c1e";
 
 /// One inventory update as an NDJSON line.
-fn inventory(event_id: &str, product: &str, quantity: i64, seq: u64) -> String {
-    format!(
-        r#"{{"event_id":"{event_id}","class":"inventory","schema_version":2,"key":{{"product_id":"{product}","location":"S1"}},"event_time":{},"sequence":{seq},"payload":{{"quantity":{quantity}}}}}"#,
-        1_700_000_000_000i64 + seq as i64
-    ) + "\n"
-}
-
 /// `spec` with small CPU and memory requests for its workers: the real node has 2 CPUs, and the
 /// operator's defaults (500m each) would leave this file's pipelines unschedulable side by side.
 fn small(mut spec: serde_json::Value) -> serde_json::Value {
@@ -34,18 +28,6 @@ fn small(mut spec: serde_json::Value) -> serde_json::Value {
         spec[role]["resources"] = resources.clone();
     }
     spec
-}
-
-async fn post_updates(url: &str, token: Option<&str>, body: String) -> u16 {
-    let mut req = reqwest::Client::new()
-        .post(format!("{url}/v1/updates"))
-        .header("content-type", "application/x-ndjson")
-        .timeout(Duration::from_secs(10))
-        .body(body);
-    if let Some(token) = token {
-        req = req.bearer_auth(token);
-    }
-    req.send().await.map(|r| r.status().as_u16()).unwrap_or(0)
 }
 
 /// POSTs `body` until the answer is `want`, for at most 30 s; panics with the last answer.
@@ -80,19 +62,6 @@ async fn assert_all_readable(serve: &str, acknowledged: &[(String, i64)], when: 
         .await;
         assert_eq!(got, *want, "{product} {when}");
     }
-}
-
-async fn quantity(serve: &str, product: &str) -> Option<i64> {
-    let r = reqwest::Client::new()
-        .get(format!("{serve}/v1/inventory/{product}/S1"))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .ok()?;
-    if !r.status().is_success() {
-        return None;
-    }
-    r.json::<serde_json::Value>().await.ok()?["quantity"].as_i64()
 }
 
 /// The standalone pod of pipeline `name`, once there is exactly one.
@@ -329,8 +298,17 @@ async fn the_chart_runs_the_operator_image_which_leads_reconciles_rolls_and_unin
 
     // Deleting the leader's pod: it releases the Lease on SIGTERM, so another replica (the
     // standby, or the pod replacing the leader if it is quicker) takes it at its next attempt,
-    // long before the Lease would have expired.
+    // long before the Lease would have expired. A new generation of the pipeline arrives just
+    // before, so its reconcile is due or running when the leader goes.
     let before = lease_spec(&leases).await.unwrap();
+    let patch = serde_json::json!({"spec": {"slos": {"freshness": {"maxLag": "9m"}}}});
+    let generation = api
+        .patch("shop", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap()
+        .metadata
+        .generation
+        .unwrap();
     Api::<Pod>::namespaced(client.clone(), &ns)
         .delete(&leader, &DeleteParams::default())
         .await
@@ -354,6 +332,23 @@ async fn the_chart_runs_the_operator_image_which_leads_reconciles_rolls_and_unin
         gap < duration,
         "the Lease was taken {gap:.1}s after the last renewal, not after the {duration}s expiry"
     );
+    // The new generation is applied once: its decision is neither lost nor repeated.
+    let status = wait_for(
+        "the new generation to be reconciled",
+        Duration::from_secs(60),
+        || async {
+            let status = api.get("shop").await.ok()?.status?;
+            (status.observed_generation == Some(generation)).then_some(status)
+        },
+    )
+    .await;
+    let applied = format!("applied generation {generation} ");
+    let recorded = status
+        .decisions
+        .iter()
+        .filter(|d| d.kind == DecisionKind::Reconciled && d.reason.starts_with(&applied))
+        .count();
+    assert_eq!(recorded, 1, "{:?}", status.decisions);
 
     // Upgrade to a new tag: the Deployment rolls to it.
     let tag = format!("{version}-rolled");
