@@ -32,33 +32,19 @@ say "Building the control plane, the node's runtime, Prometheus, Kafka and Cassa
 cargo build --workspace --bins
 
 state=$(mktemp -d "${TMPDIR:-/tmp}/tailwarden-demo.XXXXXX")
+# shellcheck source=tests/lib/bed.sh
+source "$root/tests/lib/bed.sh"
 stop() {
   local rc=$?
-  "$root/tests/services/down.sh" "$state/services" >"$state/services-down.log" 2>&1 || cat "$state/services-down.log" >&2
-  "$root/tests/cluster/down.sh" "$state" >"$state/down.log" 2>&1 || cat "$state/down.log" >&2
+  bed_down "$state" || true
   if [[ $rc -eq 0 ]]; then rm -rf "$state"; else echo "demo stopped (exit $rc); logs kept in $state" >&2; fi
   exit "$rc"
 }
 trap stop EXIT
 
-say "Starting Kafka and Cassandra (password authentication) on this machine's address"
-# shellcheck source=tests/lib/host-ip.sh
-source "$root/tests/lib/host-ip.sh"
-TAILWARDEN_SERVICES_HOST=$(host_ip)
-[[ -n $TAILWARDEN_SERVICES_HOST ]] || { echo "no non-loopback address for the real node" >&2; exit 1; }
-export TAILWARDEN_SERVICES_HOST
-TAILWARDEN_SKIP_BUILD=1 "$root/tests/services/kafka-up.sh" "$state/services"
-TAILWARDEN_SKIP_BUILD=1 TAILWARDEN_CASSANDRA_AUTH=1 "$root/tests/services/cassandra-up.sh" "$state/services"
-# shellcheck disable=SC1091
-source "$state/services/env"
-
-say "Starting the control plane and the real node"
-TAILWARDEN_SKIP_BUILD=1 TAILWARDEN_REAL_NODE=1 "$root/tests/cluster/up.sh" "$state"
-# shellcheck disable=SC1091
-source "$state/env"
-kubectl=$TAILWARDEN_CACHE/bin/kubectl
-export KUBECONFIG KUBECTL=$kubectl
-export TAILWARDEN_OPERATOR_BIN=$CARGO_TARGET_DIR/debug/tailwarden-operator
+say "Starting Kafka and Cassandra on this machine's address, the control plane and the real node"
+bed_up "$state"
+kubectl=$KUBECTL
 
 say "Installing the RetailPipeline CRD; a bad spec is rejected by the API server, naming the field"
 "$kubectl" apply --server-side -f crds/retailpipelines.tailwarden.io.yaml

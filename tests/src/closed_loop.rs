@@ -38,6 +38,8 @@ pub const DOWN_WINDOW_S: u64 = 60;
 pub const P99_OBJECTIVE_MS: f64 = 200.0;
 /// See [`P99_OBJECTIVE_MS`].
 pub const TARGET_PERCENT: u32 = 50;
+/// The P99 serve scales up above, in milliseconds.
+pub const TARGET_MS: f64 = P99_OBJECTIVE_MS * TARGET_PERCENT as f64 / 100.0;
 /// Measured on this machine kind (debug build, 150m CPU limit, uncached reads, each one a
 /// Cassandra query): one serve worker answers ~230 reads/s at most; its P99 is ~35 ms at 100
 /// reads/s and ~165 ms at 200. The read rate rises in steps until the P99 crosses the target,
@@ -412,6 +414,28 @@ impl Bed {
             }
         }
         panic!("{what}: no scale-up before the rate reached its maximum");
+    }
+
+    /// Reads rise in the steps of [`RAMP_READS`] until serve scales up; returns the load, still
+    /// running, and the decision.
+    pub async fn read_spike(&self) -> (Load, Decision) {
+        let no_watch = || async {};
+        self.ramp(
+            "reads",
+            &RAMP_READS,
+            DecisionKind::ScaleServe,
+            read_args,
+            no_watch,
+        )
+        .await
+    }
+
+    /// Waits until `role` has at least `n` Ready pods.
+    pub async fn wait_ready_replicas(&self, role: &str, n: i32, timeout: Duration) {
+        crate::wait_for(&format!("{n} {role} pods Ready"), timeout, || async {
+            (self.ready_replicas(role).await >= n).then_some(())
+        })
+        .await
     }
 
     /// The data-plane image and the `<version>-<tag>` versions of it for a bad and a fixed

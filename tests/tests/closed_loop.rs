@@ -61,18 +61,10 @@ async fn read_load_rises(bed: &Bed) -> Load {
         1,
         "serve starts at its minimum"
     );
-    let target_ms = P99_OBJECTIVE_MS * f64::from(TARGET_PERCENT) / 100.0;
+    let target_ms = TARGET_MS;
 
     // 1. The read load rises until one worker's P99 crosses the target.
-    let (spike, up) = bed
-        .ramp(
-            "reads",
-            &RAMP_READS,
-            DecisionKind::ScaleServe,
-            read_args,
-            || async {},
-        )
-        .await;
+    let (spike, up) = bed.read_spike().await;
     assert!(
         up.reason.contains("P99"),
         "scaled up on the P99 signal: {}",
@@ -91,12 +83,8 @@ async fn read_load_rises(bed: &Bed) -> Load {
     let scaled_to = replicas_after(&up);
 
     // 2. The new pods become Ready and take traffic.
-    wait_for(
-        "the new serve pods to be Ready",
-        Duration::from_secs(90),
-        || async { (bed.ready_replicas("serve").await >= scaled_to).then_some(()) },
-    )
-    .await;
+    bed.wait_ready_replicas("serve", scaled_to, Duration::from_secs(90))
+        .await;
     let ready_at = Instant::now();
     let per_pod = format!(
         r#"count(sum by (pod) (rate(tailwarden_read_requests_total{{namespace="{}",pipeline="{PIPELINE}"}}[10s])) > 1)"#,
@@ -272,12 +260,8 @@ async fn ingest_burst_scales_ingest_until_the_lag_drains(bed: &Bed) {
         "scaled up on the backlog or lag: {}",
         up.reason
     );
-    wait_for(
-        "the new ingest pods to be Ready",
-        Duration::from_secs(90),
-        || async { (bed.ready_replicas("ingest").await >= scaled_to).then_some(()) },
-    )
-    .await;
+    bed.wait_ready_replicas("ingest", scaled_to, Duration::from_secs(90))
+        .await;
     // The lag drains while the burst goes on, and never came near the freshness objective.
     let drained = wait_for(
         "the consumer lag to drain",

@@ -54,26 +54,13 @@ async fn story(bed: &Bed) {
         "1. A read spike: reads rise from {}/s in steps until the P99 crosses the target",
         RAMP_READS[0]
     ));
-    let (spike, up) = bed
-        .ramp(
-            "reads",
-            &RAMP_READS,
-            DecisionKind::ScaleServe,
-            read_args,
-            || async {},
-        )
-        .await;
+    let (spike, up) = bed.read_spike().await;
     let scaled_to = replicas_after(&up);
-    wait_for(
-        "the new serve pods to be Ready",
-        Duration::from_secs(120),
-        || async { (bed.ready_replicas("serve").await >= scaled_to).then_some(()) },
-    )
-    .await;
+    bed.wait_ready_replicas("serve", scaled_to, Duration::from_secs(120))
+        .await;
     let ready = Instant::now();
-    let target = P99_OBJECTIVE_MS * f64::from(TARGET_PERCENT) / 100.0;
     let p99 = wait_for("the P99 to recover", INTERVAL * 6, || async {
-        bed.p99_ms().await.filter(|p| *p < target)
+        bed.p99_ms().await.filter(|p| *p < TARGET_MS)
     })
     .await;
     say(&format!(
