@@ -195,11 +195,12 @@ const STALE_COPY_ATTEMPTS: usize = 3;
 
 /// One reconcile of one pipeline: observe → plan (pure) → apply → report.
 ///
-/// The copy from the store can lag behind the API server: the reconcile's own status writes do not
-/// trigger a reconcile, so one started by a child's event can run before the store has the last
-/// status. Decisions are made relative to that status, so the status write is conditional on the
-/// copy's resourceVersion, and on a conflict the reconcile starts over on a fresh copy: no decision
-/// is recorded twice, and none is overwritten.
+/// The copy from the controller's store can lag behind the API server: the reconcile's own status
+/// writes do not trigger a reconcile, so one started by a child's event can run before the store
+/// has the last status, or a spec edit. Decisions are made relative to the previous status, so a
+/// pass on an old copy would repeat or overwrite them, and it would apply an old spec. So each
+/// pass reads the pipeline afresh, its status write is conditional on that copy's
+/// resourceVersion, and on a conflict (a write in between) it starts over on a fresh copy.
 pub async fn reconcile(pipeline: Arc<RetailPipeline>, ctx: Arc<Context>) -> Result<Action, Error> {
     // Closed at shutdown: reconciles still waiting for a slot end at once, so that stopping
     // waits for the few in flight, not for every queued pipeline.
@@ -210,18 +211,17 @@ pub async fn reconcile(pipeline: Arc<RetailPipeline>, ctx: Arc<Context>) -> Resu
     let ns = pipeline
         .namespace()
         .ok_or(Error::MissingMetadata("namespace"))?;
-    let mut pipeline = pipeline;
+    let api = Api::<RetailPipeline>::namespaced(ctx.client.clone(), &ns);
+    let name = pipeline.name_any();
     let mut attempt = 1;
     loop {
+        let Some(pipeline) = get_opt(&api, &name).await? else {
+            // Deleted meanwhile: the garbage collector removes its children.
+            return Ok(Action::await_change());
+        };
         match reconcile_copy(&ctx, &pipeline, &ns).await {
             Err(err) if classify(&err) == ErrorClass::Conflict && attempt < STALE_COPY_ATTEMPTS => {
                 attempt += 1;
-                let api = Api::<RetailPipeline>::namespaced(ctx.client.clone(), &ns);
-                let name = pipeline.name_any();
-                match get_opt(&api, &name).await? {
-                    Some(fresh) => pipeline = Arc::new(fresh),
-                    None => return Ok(Action::await_change()),
-                }
             }
             done => return done,
         }

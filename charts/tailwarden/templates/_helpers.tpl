@@ -32,7 +32,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{/*
 Rules on namespaced resources: exactly the calls the operator makes (tests/tests/rbac.rs compares
 them with the apiserver's audit log of a run through a pipeline's whole lifecycle).
-- retailpipelines: the controller lists and watches them (it reads them only from its cache).
+- retailpipelines: the controller lists and watches them, and each reconcile reads its pipeline
+  afresh (get): the cache can lag behind the operator's own status writes.
 - retailpipelines/status: written with server-side apply (patch).
 - retailpipelines/finalizers: update, so children may carry blockOwnerDeletion owner references
   when the OwnerReferencesPermissionEnforcement admission plugin is on (no request of its own).
@@ -53,7 +54,7 @@ No secrets, no wildcards.
 {{- define "tailwarden.namespacedRules" -}}
 - apiGroups: ["tailwarden.io"]
   resources: ["retailpipelines"]
-  verbs: ["list", "watch"]
+  verbs: ["get", "list", "watch"]
 - apiGroups: ["tailwarden.io"]
   resources: ["retailpipelines/status"]
   verbs: ["patch"]
