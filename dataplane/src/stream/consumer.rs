@@ -294,14 +294,32 @@ impl KafkaSource {
     }
 
     /// Forgets pause state of partitions revoked by a rebalance (the next owner starts from the
-    /// committed offset) and returns them.
+    /// committed offset) and returns them. A revoked partition that was paused is resumed: the
+    /// client (librdkafka) keeps a partition's pause across a rebalance, so one assigned back here
+    /// (in this poll or a later one) would otherwise stay paused with nothing left to resume it,
+    /// and its records would never be applied.
     fn take_revoked(&mut self) -> HashSet<Partition> {
         let revoked: HashSet<Partition> =
             std::mem::take(&mut *self.consumer.context().revoked.lock())
                 .into_iter()
                 .collect();
+        let mut unpause = TopicPartitionList::new();
         for p in &revoked {
-            self.paused.remove(p);
+            if self.paused.remove(p) {
+                unpause.add_partition(&p.0, p.1);
+            }
+        }
+        if unpause.count() > 0 {
+            tracing::info!(
+                partitions = unpause.count(),
+                "kafka: resuming paused partitions the rebalance took"
+            );
+            if let Err(e) = self.consumer.resume(&unpause) {
+                tracing::warn!(error = %e, "kafka: resuming partitions failed");
+            }
+        }
+        if self.paused.is_empty() {
+            self.resume_at = None;
         }
         revoked
     }
