@@ -18,8 +18,8 @@ use tailwarden_slo::burn::prom_duration;
 use tailwarden_slo::gate::{self, GateInput};
 use tailwarden_slo::objective::{AlertHolds, LatencyObjective, Objectives, WindowKind, slos};
 use tailwarden_slo::scaling::{
-    Behavior, IngestObservation, IngestPolicy, LatencyReading, ScalingState, ServeObservation,
-    ServePolicy, decide_ingest, decide_serve,
+    Behavior, Direction, IngestObservation, IngestPolicy, LatencyReading, ScaleDecision,
+    ScalingState, ServeObservation, ServePolicy, decide_ingest, decide_serve,
 };
 use tailwarden_slo::window::{budget_window, page_windows, period};
 
@@ -27,6 +27,8 @@ use crate::reachability::{self, BackendCounts};
 use crate::spec_error::{SpecError, duration};
 use crate::topology::Topology;
 use crate::verdict::{Scale, Verdict};
+use tailwarden_contract::backend::{Backend, Reachability};
+use tailwarden_contract::config::Role;
 
 /// What Prometheus said about one pipeline. Absent entries are missing data.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -125,6 +127,27 @@ pub fn objectives(spec: &RetailPipelineSpec) -> Result<Objectives, SpecError> {
             SpecHolds::ShortWindowHalf => AlertHolds::ShortWindowHalf,
         },
     })
+}
+
+/// Why the ingest workers' store is out of reach, if any ingest worker reports Cassandra
+/// unreachable, refusing its credentials or missing its tables: states no worker count fixes. A
+/// timeout or an unavailable node can be load, which passes, so those do not count.
+fn store_out_of_reach(backends: &BackendCounts) -> Option<String> {
+    let states = backends.get(&(Role::Ingest, Backend::Cassandra))?;
+    let out: u32 = states
+        .iter()
+        .filter(|(state, _)| {
+            matches!(
+                state,
+                Reachability::Unreachable
+                    | Reachability::AuthenticationFailed
+                    | Reachability::Missing
+            )
+        })
+        .map(|(_, n)| n)
+        .sum();
+    let all: u32 = states.values().sum();
+    (out > 0).then(|| format!("Cassandra out of reach from {out} of {all} ingest workers"))
 }
 
 /// The latency objectives whose bound is not a bucket of the workers' read histogram, naming the
@@ -256,6 +279,24 @@ pub fn evaluate(ctx: &Context<'_>, readings: &Readings) -> Result<Outcome, SpecE
         ctx.ingest_state,
         ctx.now,
     );
+    // More ingest workers cannot write to a store the workers cannot reach: while one reports
+    // Cassandra out of reach, the backlog grows because of the outage, not for want of workers,
+    // and new members would only rebalance the consumer group. Scale-ups wait; scale-downs not.
+    let (ingest, ingest_state) = match store_out_of_reach(&readings.backends) {
+        Some(why) if ingest.direction == Direction::Up => (
+            ScaleDecision {
+                replicas: ctx.ingest_replicas,
+                direction: Direction::Hold,
+                reason: format!(
+                    "holding {} replicas: {why}; more workers cannot help ({} wanted)",
+                    ctx.ingest_replicas, ingest.reason
+                ),
+                missing: ingest.missing,
+            },
+            ctx.ingest_state.clone(),
+        ),
+        _ => (ingest, ingest_state),
+    };
     for signal in serve.missing.iter().chain(&ingest.missing) {
         let text = format!("{signal:?}: no data");
         if !missing.contains(&text) {
@@ -589,6 +630,48 @@ mod tests {
             v.ingest.unwrap().reason.contains("stalest class pricing"),
             "the ingest decision names the class"
         );
+    }
+
+    #[test]
+    fn ingest_does_not_scale_up_while_its_store_is_out_of_reach() {
+        let s = crate::test_support::cassandra_pipeline("p").spec;
+        let state = ScalingState::default();
+        let mut r = readings(0.0);
+        // A backlog far beyond what one replica is sized for.
+        r.backlog = Some(1_000_000.0);
+        r.backlog_slope = Some(1_000.0);
+        let up = evaluate(&ctx(&s, &state), &r).unwrap().verdict;
+        assert!(
+            up.ingest.unwrap().replicas > 1,
+            "the backlog scales ingest up"
+        );
+
+        r.backends.insert(
+            (Role::Ingest, Backend::Cassandra),
+            BTreeMap::from([(Reachability::Unreachable, 1), (Reachability::Reachable, 1)]),
+        );
+        let held = evaluate(&ctx(&s, &state), &r).unwrap();
+        let ingest = held.verdict.ingest.unwrap();
+        assert_eq!(ingest.replicas, 1, "{}", ingest.reason);
+        assert!(
+            ingest
+                .reason
+                .contains("Cassandra out of reach from 1 of 2 ingest workers"),
+            "{}",
+            ingest.reason
+        );
+        assert_eq!(
+            held.ingest_state, state,
+            "the stabilizer does not count a held step"
+        );
+
+        // A timeout can be load: it does not hold.
+        r.backends.insert(
+            (Role::Ingest, Backend::Cassandra),
+            BTreeMap::from([(Reachability::Timeout, 1)]),
+        );
+        let v = evaluate(&ctx(&s, &state), &r).unwrap().verdict;
+        assert!(v.ingest.unwrap().replicas > 1);
     }
 
     #[test]
