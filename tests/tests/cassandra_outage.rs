@@ -1,9 +1,9 @@
 //! Scenario 7 of the closed loop on real pods: the Cassandra node stops under load. Serve answers
 //! what it has cached and fails the rest fast, the availability SLI burns, the write API keeps
-//! acknowledging (Kafka holds the updates), the status names the unreachable backend, and once
-//! the node is back every acknowledged update is applied, without a restarted pod. The node is
-//! the test's own (the shared one serves the other test binaries); the bed:
-//! `tests/src/closed_loop.rs`.
+//! acknowledging (Kafka holds the updates), the status names the unreachable backend, ingest does
+//! not scale up, and once the node is back every acknowledged update is applied, without a
+//! restarted pod. The node is the test's own (the shared one serves the other test binaries);
+//! the bed: `tests/src/closed_loop.rs`.
 
 use std::time::{Duration, Instant};
 
@@ -108,6 +108,14 @@ async fn cassandra_stops_and_the_pipeline_recovers_by_itself() {
         },
     )
     .await;
+    // More ingest workers could not have helped: ingest did not scale up.
+    let scale_ups: Vec<_> = bed
+        .decisions(tailwarden_crds::DecisionKind::ScaleIngest)
+        .await
+        .into_iter()
+        .filter(|d| replicas_after(d) > d.inputs.replicas_before.unwrap_or(1))
+        .collect();
+    assert!(scale_ups.is_empty(), "ingest scaled up: {scale_ups:?}");
     let pods = Api::<Pod>::namespaced(bed.client.clone(), &bed.ns)
         .list(&ListParams::default())
         .await
