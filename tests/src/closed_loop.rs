@@ -105,6 +105,16 @@ pub fn replicas_after(d: &Decision) -> i32 {
         .expect("a scale decision names its replicas")
 }
 
+/// The read P99 a decision was taken on, in milliseconds, as its inputs record it (`"728ms"`).
+pub fn decision_p99_ms(d: &Decision) -> Option<f64> {
+    d.inputs
+        .read_p99
+        .as_deref()?
+        .strip_suffix("ms")?
+        .parse()
+        .ok()
+}
+
 /// Open-loop reads at `rate` per second over 1,000 products, for at most 15 minutes.
 pub fn read_args(rate: &str) -> Vec<String> {
     ["--read-rate", rate, "--duration", "900", "--keys", "1000"]
@@ -419,13 +429,21 @@ impl Bed {
     /// Reads rise in the steps of [`RAMP_READS`] until serve scales up; returns the load, still
     /// running, and the decision.
     pub async fn read_spike(&self) -> (Load, Decision) {
-        let no_watch = || async {};
+        self.read_spike_watched(|| async {}).await
+    }
+
+    /// [`Bed::read_spike`], calling `watch` every second while it waits for the decision.
+    pub async fn read_spike_watched<W, Fut>(&self, watch: W) -> (Load, Decision)
+    where
+        W: FnMut() -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
         self.ramp(
             "reads",
             &RAMP_READS,
             DecisionKind::ScaleServe,
             read_args,
-            no_watch,
+            watch,
         )
         .await
     }

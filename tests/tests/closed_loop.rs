@@ -70,12 +70,7 @@ async fn read_load_rises(bed: &Bed) -> Load {
         "scaled up on the P99 signal: {}",
         up.reason
     );
-    let breach_p99: f64 = up
-        .inputs
-        .read_p99
-        .as_deref()
-        .and_then(|p| p.strip_suffix("ms")?.parse().ok())
-        .expect("the decision records the P99 it saw");
+    let breach_p99 = decision_p99_ms(&up).expect("the decision records the P99 it saw");
     assert!(
         breach_p99 > target_ms,
         "the P99 that triggered it ({breach_p99} ms) is over the {target_ms} ms target"

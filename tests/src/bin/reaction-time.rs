@@ -69,25 +69,13 @@ async fn once() -> Run {
             breach.set(Some((Instant::now(), jiff::Timestamp::now(), p99)));
         }
     };
-    let (spike, up) = bed
-        .ramp(
-            "reads",
-            &RAMP_READS,
-            tailwarden_crds::DecisionKind::ScaleServe,
-            read_args,
-            watch,
-        )
-        .await;
+    let (spike, up) = bed.read_spike_watched(watch).await;
     // The decision may come before a poll saw the breach: then the breach is the decision's P99.
     let decided = jiff::Timestamp::from_str(&up.time).expect("an RFC 3339 decision time");
     let (at, at_wall, p99) = breach.get().unwrap_or((
         Instant::now(),
         decided,
-        up.inputs
-            .read_p99
-            .as_deref()
-            .and_then(|p| p.strip_suffix("ms")?.parse().ok())
-            .unwrap_or(f64::NAN),
+        decision_p99_ms(&up).unwrap_or(f64::NAN),
     ));
     let decision = decided.duration_since(at_wall).as_secs_f64().max(0.0);
     wait_for(
